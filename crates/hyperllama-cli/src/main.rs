@@ -1,0 +1,68 @@
+//! `hyperllama`: the command-line entry point.
+//!
+//! Parses arguments, sets up logging, and runs one command. Errors are printed as one line
+//! (`Error: ...`, with the causes joined by `: `) and the process exits with status 1; clap's
+//! own usage errors exit with status 2.
+
+mod env;
+mod info;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A local LLM server: Ollama's simplicity, vLLM's scheduling.
+#[derive(Debug, Parser)]
+#[command(name = "hyperllama", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a model: answer PROMPT and exit, or chat interactively without one.
+    Run(run::RunArgs),
+    /// Show what this machine has: CPU, SIMD features, memory, GPUs.
+    Info(info::InfoArgs),
+    /// List the HYPERLLAMA_* environment variables and their current values.
+    Env,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Info(args) => info::info(&args),
+        Command::Env => {
+            env::print_table();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            eprintln!("Error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    // llama.cpp is chatty at info level; its warnings matter only when debugging.
+    let default = if env::debug() {
+        "debug"
+    } else {
+        "warn,llama-cpp-2=error"
+    };
+    let filter =
+        EnvFilter::try_from_env("HYPERLLAMA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,319 @@
+//! `hyperllama run MODEL [PROMPT]`: answer one prompt, or chat interactively.
+//!
+//! With a prompt (or piped standard input) the answer streams to stdout and the command exits.
+//! Without one, on a terminal (or with `--interactive`), a chat opens: `"""` starts and ends
+//! multi-line input, `/bye` leaves, `/clear` forgets the history; the history is kept within
+//! the session. `--verbose` prints Ollama's timing statistics to stderr.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use hyperllama_core::sampling::SamplingParams;
+use hyperllama_core::TokenId;
+use hyperllama_engine::chat::ChatFormatter;
+use hyperllama_engine::llama::LoadOptions;
+use hyperllama_engine::{Completion, Engine, EngineConfig, Event, GenerateRequest, Model};
+use hyperllama_models::template::ChatMessage;
+
+/// Default context length per sequence (Ollama's default on machines without a large GPU).
+const DEFAULT_NUM_CTX: usize = 4096;
+
+/// Arguments of `hyperllama run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The model: a path to a .gguf file.
+    model: String,
+    /// The prompt (words are joined with spaces). Without it, a chat starts.
+    prompt: Vec<String>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Random seed: the same seed gives the same answer.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Most tokens to generate (-1: until the model stops or the context is full).
+    #[arg(long, allow_hyphen_values = true)]
+    num_predict: Option<i64>,
+    /// Context length in tokens (prompt plus answer).
+    #[arg(long)]
+    num_ctx: Option<usize>,
+    /// Keep only the K most likely tokens (0 disables).
+    #[arg(long)]
+    top_k: Option<u32>,
+    /// Nucleus sampling threshold (1 disables).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Penalty for repeated tokens (1 disables).
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
+    /// Stop generating before this text (may be repeated).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// System message for the chat template.
+    #[arg(long)]
+    system: Option<String>,
+    /// Send the prompt as-is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Print timing statistics after each answer.
+    #[arg(long)]
+    verbose: bool,
+    /// Chat even when standard input is not a terminal.
+    #[arg(long)]
+    interactive: bool,
+}
+
+struct Session {
+    engine: Engine,
+    formatter: Option<ChatFormatter>,
+    sampling: SamplingParams,
+    num_predict: Option<usize>,
+    stop: Vec<String>,
+    verbose: bool,
+    load_duration: Duration,
+}
+
+/// Runs `hyperllama run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let model_path = Path::new(&args.model);
+    if !model_path.exists() {
+        bail!(
+            "model '{}' not found: pass the path to a .gguf file",
+            args.model
+        );
+    }
+    let model = Model::load(model_path, &LoadOptions::default())?;
+    let session = Session::new(Arc::clone(&model), &args)?;
+
+    let prompt = if !args.prompt.is_empty() {
+        Some(args.prompt.join(" "))
+    } else if args.interactive || std::io::stdin().is_terminal() {
+        None
+    } else {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the prompt from standard input")?;
+        Some(text)
+    };
+    match prompt {
+        Some(prompt) => {
+            let mut history = Vec::new();
+            session.answer(&args, &mut history, &prompt)?;
+            Ok(())
+        }
+        None => session.chat(&args),
+    }
+}
+
+impl Session {
+    fn new(model: Arc<Model>, args: &RunArgs) -> anyhow::Result<Self> {
+        let info = model.info();
+        let n_ctx = args
+            .num_ctx
+            .unwrap_or(DEFAULT_NUM_CTX)
+            .min(info.n_ctx_train.max(2));
+        if n_ctx < 2 {
+            bail!("--num-ctx must be at least 2");
+        }
+        let mut cfg = EngineConfig::new(n_ctx, 1);
+        if let Some(n) = crate::env::num_threads()? {
+            cfg.n_threads = n;
+        }
+        let load_duration = info.load_duration;
+        let formatter = if args.raw {
+            None
+        } else {
+            Some(ChatFormatter::for_model(&model)?)
+        };
+        let engine = Engine::start(model, cfg).context("cannot start the engine")?;
+        let mut sampling = SamplingParams::default();
+        if let Some(t) = args.temperature {
+            sampling.temperature = t;
+        }
+        if let Some(k) = args.top_k {
+            sampling.top_k = k;
+        }
+        if let Some(p) = args.top_p {
+            sampling.top_p = p;
+        }
+        if let Some(r) = args.repeat_penalty {
+            sampling.repeat_penalty = r;
+        }
+        sampling.seed = args.seed;
+        let num_predict = match args.num_predict {
+            None => None,
+            Some(n) if n < 0 => None,
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        Ok(Self {
+            engine,
+            formatter,
+            sampling,
+            num_predict,
+            stop: args.stop.clone(),
+            verbose: args.verbose,
+            load_duration,
+        })
+    }
+
+    fn tokens_for(
+        &self,
+        history: &[ChatMessage],
+        prompt: &str,
+        system: Option<&str>,
+    ) -> anyhow::Result<Vec<TokenId>> {
+        let model = self.engine.model();
+        match &self.formatter {
+            None => Ok(model.tokenize(prompt, true, true)),
+            Some(f) => {
+                let mut messages = Vec::with_capacity(history.len() + 2);
+                if let Some(system) = system {
+                    messages.push(ChatMessage::new("system", system));
+                }
+                messages.extend_from_slice(history);
+                messages.push(ChatMessage::new("user", prompt));
+                Ok(f.tokenize(model, &messages, None)?)
+            }
+        }
+    }
+
+    /// Streams one answer to stdout and appends the exchange to `history`.
+    fn answer(
+        &self,
+        args: &RunArgs,
+        history: &mut Vec<ChatMessage>,
+        prompt: &str,
+    ) -> anyhow::Result<()> {
+        let tokens = self.tokens_for(history, prompt, args.system.as_deref())?;
+        let req = GenerateRequest {
+            prompt: tokens,
+            sampling: self.sampling.clone(),
+            num_predict: self.num_predict,
+            stop: self.stop.clone(),
+            ignore_eos: false,
+        };
+        let mut events = self.engine.submit(req)?;
+        let mut stdout = std::io::stdout().lock();
+        let mut answer = String::new();
+        let mut done: Option<Completion> = None;
+        while let Some(event) = events.blocking_recv() {
+            match event {
+                Event::Token { text, .. } | Event::Text(text) => {
+                    stdout.write_all(text.as_bytes())?;
+                    stdout.flush()?;
+                    answer.push_str(&text);
+                }
+                Event::Done(c) => {
+                    done = Some(c);
+                    break;
+                }
+                Event::Error(e) => bail!("{e}"),
+            }
+        }
+        writeln!(stdout)?;
+        let done = done.context("the engine stopped before the answer ended")?;
+        history.push(ChatMessage::new("user", prompt));
+        history.push(ChatMessage::new("assistant", answer));
+        if self.verbose {
+            print_stats(&done, self.load_duration);
+            // The load happens once; later answers report none, as Ollama does for a warm model.
+        }
+        Ok(())
+    }
+
+    fn chat(&self, args: &RunArgs) -> anyhow::Result<()> {
+        let stdin = std::io::stdin();
+        let mut lines = stdin.lock().lines();
+        let mut history = Vec::new();
+        let tty = std::io::stdin().is_terminal();
+        if tty {
+            eprintln!(
+                "Chatting with {}. Type /bye to leave, \"\"\" for multi-line input.",
+                args.model
+            );
+        }
+        loop {
+            print!(">>> ");
+            std::io::stdout().flush()?;
+            let Some(line) = lines.next() else {
+                println!();
+                return Ok(());
+            };
+            let line = line?;
+            let mut input = line.trim_end().to_owned();
+            if let Some(rest) = input.trim_start().strip_prefix("\"\"\"") {
+                // Multi-line: collect until a line ending with """.
+                let mut buf = rest.to_owned();
+                if let Some(body) = buf.strip_suffix("\"\"\"") {
+                    buf = body.to_owned();
+                } else {
+                    loop {
+                        print!("... ");
+                        std::io::stdout().flush()?;
+                        let Some(next) = lines.next() else { break };
+                        let next = next?;
+                        if let Some(body) = next.trim_end().strip_suffix("\"\"\"") {
+                            buf.push('\n');
+                            buf.push_str(body);
+                            break;
+                        }
+                        buf.push('\n');
+                        buf.push_str(&next);
+                    }
+                }
+                input = buf.trim_start_matches('\n').to_owned();
+            }
+            match input.trim() {
+                "" => continue,
+                "/bye" => return Ok(()),
+                "/clear" => {
+                    history.clear();
+                    println!("Cleared session context");
+                    continue;
+                }
+                "/?" | "/help" => {
+                    println!("/bye     leave\n/clear   forget the conversation\n\"\"\"      begin or end multi-line input");
+                    continue;
+                }
+                cmd if cmd.starts_with('/') && !cmd.contains(' ') => {
+                    println!("Unknown command '{cmd}'. Type /? for help");
+                    continue;
+                }
+                _ => {}
+            }
+            if let Err(e) = self.answer(args, &mut history, &input) {
+                // In a chat, a failed answer (e.g. the history outgrew the context) is reported
+                // and the session goes on.
+                eprintln!("Error: {e:#}");
+            }
+        }
+    }
+}
+
+fn print_stats(c: &Completion, load: Duration) {
+    let rate = |n: usize, d: Duration| {
+        if d.is_zero() {
+            0.0
+        } else {
+            n as f64 / d.as_secs_f64()
+        }
+    };
+    eprintln!("total duration:       {:?}", c.total_duration + load);
+    eprintln!("load duration:        {load:?}");
+    eprintln!("prompt eval count:    {} token(s)", c.n_prompt);
+    eprintln!("prompt eval duration: {:?}", c.prompt_eval_duration);
+    eprintln!(
+        "prompt eval rate:     {:.2} tokens/s",
+        rate(c.n_prompt, c.prompt_eval_duration)
+    );
+    eprintln!("eval count:           {} token(s)", c.n_eval);
+    eprintln!("eval duration:        {:?}", c.eval_duration);
+    eprintln!(
+        "eval rate:            {:.2} tokens/s",
+        rate(c.n_eval, c.eval_duration)
+    );
+}

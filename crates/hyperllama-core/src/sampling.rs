@@ -1,0 +1,372 @@
+//! Token sampling: penalties, top-k, top-p, min-p, temperature, seeded draws.
+//!
+//! The chain follows llama.cpp's default order so that a user moving from llama.cpp or Ollama
+//! sees the same behaviour: penalties → top-k → top-p → min-p → temperature → draw. At
+//! temperature 0 the chain is penalties → argmax, and argmax breaks ties towards the lower token
+//! id, as llama.cpp's greedy sampler does.
+//!
+//! # Invariants
+//! - `sample` never reads outside `logits` and always returns an id `< logits.len()` (the
+//!   caller guarantees `logits` is non-empty).
+//! - The same parameters, seed, logits and history give the same token: the only randomness
+//!   is the sampler's own [`Rng`].
+//! - The caller's logits are never modified; penalties work on a scratch copy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::TokenId;
+use crate::rng::Rng;
+
+/// How to pick the next token. Defaults are Ollama's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0` (or below) means greedy decoding.
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens; `0` disables the filter.
+    pub top_k: u32,
+    /// Keep the smallest set of tokens whose probability adds up to `top_p`; `1` disables it.
+    pub top_p: f32,
+    /// Drop tokens whose probability is below `min_p` times the best token's; `0` disables it.
+    pub min_p: f32,
+    /// Multiplicative penalty for tokens seen in the last `repeat_last_n` tokens; `1` disables it.
+    pub repeat_penalty: f32,
+    /// How many of the most recent tokens (prompt included) the penalties look at.
+    pub repeat_last_n: u32,
+    /// Subtracted once from the logit of every token seen in the window.
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per occurrence in the window.
+    pub frequency_penalty: f32,
+    /// Seed for the draw; `None` picks one at random per request.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.9,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding with no penalties: the deterministic baseline used by fidelity tests.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    fn has_penalties(&self) -> bool {
+        self.repeat_last_n > 0
+            && (self.repeat_penalty != 1.0
+                || self.presence_penalty != 0.0
+                || self.frequency_penalty != 0.0)
+    }
+}
+
+/// One sequence's sampler: parameters, its random stream and reusable scratch space.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: Rng,
+    scratch: Vec<f32>,
+    candidates: Vec<(f32, TokenId)>,
+    window: Vec<(TokenId, u32)>,
+}
+
+impl Sampler {
+    /// A sampler seeded with `params.seed`, or with `fallback_seed` when the request gave none.
+    pub fn new(params: SamplingParams, fallback_seed: u64) -> Self {
+        let seed = params.seed.unwrap_or(fallback_seed);
+        Self {
+            params,
+            rng: Rng::seed_from_u64(seed),
+            scratch: Vec::new(),
+            candidates: Vec::new(),
+            window: Vec::new(),
+        }
+    }
+
+    /// The parameters this sampler was built with.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks the next token from `logits` (one value per vocabulary entry) given the
+    /// sequence's tokens so far, `history` (prompt included, oldest first).
+    pub fn sample(&mut self, logits: &[f32], history: &[TokenId]) -> TokenId {
+        debug_assert!(!logits.is_empty(), "sampling from an empty vocabulary");
+        let Self {
+            params,
+            rng,
+            scratch,
+            candidates,
+            window,
+        } = self;
+        let logits: &[f32] = if params.has_penalties() {
+            scratch.clear();
+            scratch.extend_from_slice(logits);
+            apply_penalties(params, scratch, history, window);
+            scratch
+        } else {
+            logits
+        };
+        if params.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        sample_stochastic(params, rng, candidates, logits)
+    }
+}
+
+fn sample_stochastic(
+    p: &SamplingParams,
+    rng: &mut Rng,
+    cands: &mut Vec<(f32, TokenId)>,
+    logits: &[f32],
+) -> TokenId {
+    cands.clear();
+    cands.extend(
+        logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.is_nan())
+            .map(|(i, &l)| (l, i as TokenId)),
+    );
+    if cands.is_empty() {
+        return 0;
+    }
+    let by_logit_desc =
+        |a: &(f32, TokenId), b: &(f32, TokenId)| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1));
+    // Top-k: partial selection, then sort only the survivors.
+    let k = p.top_k as usize;
+    if k > 0 && k < cands.len() {
+        cands.select_nth_unstable_by(k - 1, by_logit_desc);
+        cands.truncate(k);
+    }
+    cands.sort_unstable_by(by_logit_desc);
+
+    // Top-p over the softmax at temperature 1, as llama.cpp does.
+    if p.top_p < 1.0 {
+        let max = cands[0].0;
+        let total: f32 = cands.iter().map(|c| (c.0 - max).exp()).sum();
+        let mut cum = 0.0;
+        let mut keep = cands.len();
+        for (i, c) in cands.iter().enumerate() {
+            cum += (c.0 - max).exp() / total;
+            if cum >= p.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        cands.truncate(keep.max(1));
+    }
+    // Min-p: keep tokens with p >= min_p * p_max, i.e. logit >= max + ln(min_p).
+    if p.min_p > 0.0 && p.min_p <= 1.0 {
+        let threshold = cands[0].0 + p.min_p.ln();
+        let keep = cands.iter().take_while(|c| c.0 >= threshold).count();
+        cands.truncate(keep.max(1));
+    }
+    // Temperature, softmax, draw.
+    let max = cands[0].0;
+    let inv_t = 1.0 / p.temperature;
+    let mut total = 0.0f32;
+    for c in cands.iter_mut() {
+        c.0 = ((c.0 - max) * inv_t).exp();
+        total += c.0;
+    }
+    let mut r = rng.next_f32() * total;
+    for c in cands.iter() {
+        if r < c.0 {
+            return c.1;
+        }
+        r -= c.0;
+    }
+    cands[cands.len() - 1].1
+}
+
+/// Index of the largest value; ties go to the lowest index, NaN never wins.
+pub fn argmax(logits: &[f32]) -> TokenId {
+    let mut best = 0usize;
+    let mut best_val = f32::NEG_INFINITY;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best_val {
+            best = i;
+            best_val = v;
+        }
+    }
+    best as TokenId
+}
+
+/// llama.cpp's penalties: repeat (divide positive logits, multiply negative ones), then
+/// frequency (per occurrence) and presence (once) subtracted, over the last
+/// `repeat_last_n` tokens of `history`.
+fn apply_penalties(
+    p: &SamplingParams,
+    logits: &mut [f32],
+    history: &[TokenId],
+    counts: &mut Vec<(TokenId, u32)>,
+) {
+    let start = history.len().saturating_sub(p.repeat_last_n as usize);
+    counts.clear();
+    counts.extend(history[start..].iter().map(|&t| (t, 1)));
+    counts.sort_unstable_by_key(|c| c.0);
+    counts.dedup_by(|later, first| {
+        if later.0 == first.0 {
+            first.1 += 1;
+            true
+        } else {
+            false
+        }
+    });
+    for &(token, n) in counts.iter() {
+        let Some(logit) = logits.get_mut(token as usize) else {
+            continue;
+        };
+        if *logit <= 0.0 {
+            *logit *= p.repeat_penalty;
+        } else {
+            *logit /= p.repeat_penalty;
+        }
+        *logit -= n as f32 * p.frequency_penalty + p.presence_penalty;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
+        let mut p = SamplingParams::default();
+        f(&mut p);
+        p
+    }
+
+    #[test]
+    fn defaults_are_ollamas() {
+        let p = SamplingParams::default();
+        assert_eq!(
+            (p.temperature, p.top_k, p.top_p, p.repeat_penalty),
+            (0.8, 40, 0.9, 1.0)
+        );
+    }
+
+    #[test]
+    fn greedy_picks_max_and_breaks_ties_low() {
+        let mut s = Sampler::new(SamplingParams::greedy(), 1);
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 3.0], &[]), 1);
+        assert_eq!(s.sample(&[f32::NAN, 0.5, 0.2], &[]), 1);
+    }
+
+    #[test]
+    fn repeat_penalty_changes_greedy_choice() {
+        let p = params(|p| {
+            p.temperature = 0.0;
+            p.repeat_penalty = 2.0;
+        });
+        let mut s = Sampler::new(p, 1);
+        // Token 0 (logit 2.0) was seen: 2.0 / 2 = 1.0 < 1.5.
+        assert_eq!(s.sample(&[2.0, 1.5, 0.0], &[0]), 1);
+        // Outside the window (repeat_last_n = 64) it is not penalised.
+        let mut history = vec![0];
+        history.extend(std::iter::repeat_n(2, 64));
+        assert_eq!(s.sample(&[2.0, 1.5, 0.0], &history), 0);
+    }
+
+    #[test]
+    fn frequency_and_presence_penalties_subtract() {
+        let p = params(|p| {
+            p.temperature = 0.0;
+            p.frequency_penalty = 0.5;
+            p.presence_penalty = 0.25;
+        });
+        let mut s = Sampler::new(p, 1);
+        // Token 0 seen twice: 2.0 - 2*0.5 - 0.25 = 0.75 < 1.0.
+        assert_eq!(s.sample(&[2.0, 1.0], &[0, 0]), 1);
+        // Seen once: 2.0 - 0.5 - 0.25 = 1.25 > 1.0.
+        assert_eq!(s.sample(&[2.0, 1.0], &[0]), 0);
+    }
+
+    #[test]
+    fn same_seed_same_draws_different_seed_differs() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let p = params(|p| {
+            p.seed = Some(7);
+            p.top_k = 0;
+            p.top_p = 1.0;
+            p.temperature = 1.5;
+        });
+        let draw = |p: SamplingParams| {
+            let mut s = Sampler::new(p, 0);
+            (0..50).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(p.clone()), draw(p.clone()));
+        let mut other = p.clone();
+        other.seed = Some(8);
+        assert_ne!(draw(p), draw(other));
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let p = params(|p| {
+            p.top_k = 1;
+            p.temperature = 5.0;
+        });
+        let mut s = Sampler::new(p, 3);
+        for _ in 0..100 {
+            assert_eq!(s.sample(&[0.0, 1.0, 0.9, 0.95], &[]), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_and_min_p_cut_the_tail() {
+        // Probabilities at T=1: token 0 dominates (~0.97); top_p 0.5 keeps only it.
+        let logits = [5.0, 1.0, 0.5, 0.0];
+        let mut s = Sampler::new(
+            params(|p| {
+                p.top_k = 0;
+                p.top_p = 0.5;
+                p.temperature = 10.0;
+            }),
+            11,
+        );
+        assert!((0..200).all(|_| s.sample(&logits, &[]) == 0));
+        let mut s = Sampler::new(
+            params(|p| {
+                p.top_k = 0;
+                p.top_p = 1.0;
+                p.min_p = 0.5;
+                p.temperature = 10.0;
+            }),
+            11,
+        );
+        assert!((0..200).all(|_| s.sample(&logits, &[]) == 0));
+    }
+
+    #[test]
+    fn draws_follow_the_distribution() {
+        // Two tokens with probability 0.25 / 0.75 at T=1.
+        let logits = [0.0, 3f32.ln()];
+        let mut s = Sampler::new(
+            params(|p| {
+                p.top_k = 0;
+                p.top_p = 1.0;
+                p.temperature = 1.0;
+                p.seed = Some(99);
+            }),
+            0,
+        );
+        let n = 20_000;
+        let ones = (0..n).filter(|_| s.sample(&logits, &[]) == 1).count();
+        let frac = ones as f64 / n as f64;
+        assert!((frac - 0.75).abs() < 0.02, "got {frac}");
+    }
+}

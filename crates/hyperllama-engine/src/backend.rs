@@ -1,0 +1,93 @@
+//! The step-backend boundary: one batched forward pass per call, no policy.
+//!
+//! The scheduler decides; the backend executes a [`StepPlan`] and exposes the logits rows the
+//! plan asked for. KV operations (clear a slot, trim a slot, copy a slot) are the backend's
+//! only other verbs.
+//!
+//! # Invariants
+//! - `execute` either computes the whole plan or has no effect on the KV contents of the
+//!   planned slots (llama.cpp restores its cache on `NoKvSlot`), so the scheduler can retry.
+//! - Logits row `i` belongs to the i-th plan item with `sample` set, and stays valid until
+//!   the next `execute`.
+
+use hyperllama_core::sched::StepPlan;
+use hyperllama_core::SlotId;
+
+/// Why a step failed: llama.cpp's `llama_decode` return codes as a closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// No KV cell was free for the batch (code 1); the step had no effect.
+    #[error("no KV cache slot for the batch")]
+    NoKvSlot,
+    /// The computation was aborted (code 2).
+    #[error("the computation was aborted")]
+    Aborted,
+    /// The batch was invalid (code -1): a bug in the plan or its translation.
+    #[error("llama.cpp rejected the batch as invalid")]
+    InvalidBatch,
+    /// Any other failure (codes below -1): the backend is unusable.
+    #[error("llama.cpp failed with code {0}")]
+    Fatal(i32),
+}
+
+impl BackendError {
+    /// Maps `llama_decode`'s non-zero return code.
+    pub fn from_decode_code(code: i32) -> Self {
+        match code {
+            1 => Self::NoKvSlot,
+            2 => Self::Aborted,
+            -1 => Self::InvalidBatch,
+            c => Self::Fatal(c),
+        }
+    }
+
+    /// Whether the step had no effect and may be retried with a smaller plan.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::NoKvSlot | Self::Aborted)
+    }
+}
+
+/// What a backend can do, reported once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Vocabulary size: the length of every logits row.
+    pub n_vocab: usize,
+    /// KV cells shared by all slots.
+    pub n_kv_cells: usize,
+    /// Number of slots (sequence ids) the backend accepts.
+    pub n_slots: usize,
+    /// Most tokens in one `execute`.
+    pub max_batch_tokens: usize,
+}
+
+/// Executes one batched forward step; see the module docs.
+pub trait StepBackend {
+    /// Runs the plan: clears the listed slots, then computes every item's tokens.
+    fn execute(&mut self, plan: &StepPlan) -> Result<(), BackendError>;
+    /// The logits after the last token of the `row`-th sampled item of the last plan.
+    fn logits(&self, row: usize) -> &[f32];
+    /// Copies the KV of `src` for positions `[0, n_tokens)` into `dst` (shared, not duplicated).
+    fn copy_slot(&mut self, src: SlotId, dst: SlotId, n_tokens: usize);
+    /// Removes the KV of `slot` from position `from_pos` on.
+    fn trim_slot(&mut self, slot: SlotId, from_pos: usize);
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_codes_map_to_a_closed_set() {
+        assert_eq!(BackendError::from_decode_code(1), BackendError::NoKvSlot);
+        assert_eq!(BackendError::from_decode_code(2), BackendError::Aborted);
+        assert_eq!(
+            BackendError::from_decode_code(-1),
+            BackendError::InvalidBatch
+        );
+        assert_eq!(BackendError::from_decode_code(-3), BackendError::Fatal(-3));
+        assert!(BackendError::NoKvSlot.is_retryable());
+        assert!(!BackendError::Fatal(-2).is_retryable());
+    }
+}

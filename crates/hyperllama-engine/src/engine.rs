@@ -1,0 +1,490 @@
+//! The engine loop on its own thread, and the handle that talks to it.
+//!
+//! Each iteration: take new requests (blocking only when idle), drop requests whose client
+//! left, then `schedule` → `execute` → sample → `commit`, and stream each sequence's new text
+//! to its receiver. Sampling happens here, between the backend's forward pass and the
+//! scheduler's commit, with `hyperllama-core`'s sampler.
+//!
+//! # Invariants
+//! - The scheduler and the backend are owned by the engine thread alone.
+//! - Every accepted request ends with exactly one [`Event::Done`] or [`Event::Error`], unless
+//!   its receiver was dropped first.
+//! - Streamed text is valid UTF-8 and never contains a stop string.
+//! - A panic inside a step fails every in-flight request with an error and stops the engine;
+//!   it never takes the process down.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hyperllama_core::sampling::{Sampler, SamplingParams};
+use hyperllama_core::sched::{FinishReason, Scheduler, SchedulerConfig, SeqEvent, SeqSpec};
+use hyperllama_core::stop::{StopMatcher, StopOutcome};
+use hyperllama_core::utf8::Utf8Stream;
+use hyperllama_core::{SeqId, TokenId};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::backend::StepBackend;
+use crate::llama::{ContextOptions, LlamaStepBackend, Model};
+use crate::Error;
+
+/// Engine settings, fixed for the engine's lifetime.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Context length per sequence (Ollama's `num_ctx`).
+    pub n_ctx: usize,
+    /// KV cells shared by all sequences; at least `n_ctx`.
+    pub n_kv_cells: usize,
+    /// Most sequences computed at once.
+    pub max_seqs: usize,
+    /// Most tokens per step.
+    pub n_batch: usize,
+    /// CPU threads llama.cpp may use.
+    pub n_threads: usize,
+    /// Requests that may wait in the channel before `submit` reports overload.
+    pub queue_capacity: usize,
+}
+
+impl EngineConfig {
+    /// Settings for `n_ctx` tokens per sequence and up to `max_seqs` sequences at once.
+    pub fn new(n_ctx: usize, max_seqs: usize) -> Self {
+        Self {
+            n_ctx,
+            n_kv_cells: n_ctx,
+            max_seqs,
+            n_batch: 512,
+            n_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queue_capacity: 256,
+        }
+    }
+}
+
+/// One generation request, already tokenized.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    /// Prompt tokens (the chat template, if any, is already applied).
+    pub prompt: Vec<TokenId>,
+    /// How to sample.
+    pub sampling: SamplingParams,
+    /// Most new tokens; `None` means until end of generation or the context is full.
+    pub num_predict: Option<usize>,
+    /// Stop strings: generation ends before any of them, which is never emitted.
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens.
+    pub ignore_eos: bool,
+}
+
+/// Statistics of a finished request, as Ollama reports them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// Why it ended.
+    pub reason: FinishReason,
+    /// Prompt tokens evaluated.
+    pub n_prompt: usize,
+    /// Time spent on the prompt (from first scheduling to the first sampled token).
+    pub prompt_eval_duration: Duration,
+    /// Tokens generated.
+    pub n_eval: usize,
+    /// Time spent generating after the prompt.
+    pub eval_duration: Duration,
+    /// Time from submission to the end.
+    pub total_duration: Duration,
+}
+
+/// What a request's stream carries.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A generated token and the text it completes (may be empty while a multi-byte character
+    /// or a possible stop string is incomplete).
+    Token {
+        /// The token id.
+        token: TokenId,
+        /// Text released by this token.
+        text: String,
+    },
+    /// Trailing text released when the sequence ends (an incomplete character, or text held
+    /// back while it could have been the start of a stop string).
+    Text(String),
+    /// The request finished normally; the last event.
+    Done(Completion),
+    /// The request failed; the last event.
+    Error(String),
+}
+
+enum Command {
+    Generate {
+        id: SeqId,
+        req: GenerateRequest,
+        tx: UnboundedSender<Event>,
+        submitted: Instant,
+    },
+    Shutdown,
+}
+
+/// A handle to a running engine; dropping it stops the engine thread (in-flight requests end
+/// with an error event).
+pub struct Engine {
+    model: Arc<Model>,
+    cfg: EngineConfig,
+    tx: SyncSender<Command>,
+    thread: Option<JoinHandle<()>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Engine {
+    /// Starts the engine thread for `model` and waits until its context exists.
+    pub fn start(model: Arc<Model>, cfg: EngineConfig) -> Result<Self, Error> {
+        if cfg.n_ctx < 2 || cfg.max_seqs == 0 || cfg.n_batch < cfg.max_seqs {
+            return Err(Error::InvalidRequest(format!(
+                "invalid engine settings: n_ctx {} (at least 2), max_seqs {} (at least 1), n_batch {} (at least max_seqs)",
+                cfg.n_ctx, cfg.max_seqs, cfg.n_batch
+            )));
+        }
+        let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread_model = Arc::clone(&model);
+        let thread_cfg = cfg.clone();
+        let thread = std::thread::Builder::new()
+            .name("hyperllama-engine".into())
+            .spawn(move || engine_thread(&thread_model, &thread_cfg, &rx, &ready_tx))
+            .map_err(|e| Error::InvalidRequest(format!("cannot start the engine thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(Error::Stopped);
+            }
+        }
+        Ok(Self {
+            model,
+            cfg,
+            tx,
+            thread: Some(thread),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// The model this engine serves.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Queues a request and returns its event stream. Dropping the receiver cancels it.
+    pub fn submit(&self, req: GenerateRequest) -> Result<UnboundedReceiver<Event>, Error> {
+        if req.prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        if req.prompt.len() >= self.cfg.n_ctx {
+            return Err(Error::InvalidRequest(format!(
+                "the prompt has {} tokens, but the context holds {} (prompt plus at least one new token); shorten the prompt or raise num_ctx",
+                req.prompt.len(),
+                self.cfg.n_ctx
+            )));
+        }
+        let id = SeqId(
+            self.next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        let (tx, rx) = unbounded_channel();
+        let cmd = Command::Generate {
+            id,
+            req,
+            tx,
+            submitted: Instant::now(),
+        };
+        match self.tx.try_send(cmd) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(Error::Overloaded {
+                queued: self.cfg.queue_capacity,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(Error::Stopped),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Per-request state the engine thread keeps beside the scheduler's sequence.
+struct Live {
+    tx: UnboundedSender<Event>,
+    sampler: Sampler,
+    utf8: Utf8Stream,
+    stop: StopMatcher,
+    submitted: Instant,
+    first_scheduled: Option<Instant>,
+    prompt_done: Option<Instant>,
+    n_prompt: usize,
+    n_eval: usize,
+}
+
+impl Live {
+    fn finish(mut self, reason: FinishReason) {
+        let tail = self.utf8.finish();
+        let mut text = match self.stop.push(&tail) {
+            StopOutcome::Continue(t) | StopOutcome::Stopped(t) => t,
+        };
+        text.push_str(&self.stop.finish());
+        if !text.is_empty() {
+            let _ = self.tx.send(Event::Text(text));
+        }
+        let now = Instant::now();
+        let prompt_done = self.prompt_done.unwrap_or(now);
+        let completion = Completion {
+            reason,
+            n_prompt: self.n_prompt,
+            prompt_eval_duration: prompt_done
+                .saturating_duration_since(self.first_scheduled.unwrap_or(prompt_done)),
+            n_eval: self.n_eval,
+            eval_duration: now.saturating_duration_since(prompt_done),
+            total_duration: now.saturating_duration_since(self.submitted),
+        };
+        let _ = self.tx.send(Event::Done(completion));
+    }
+}
+
+fn fallback_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+fn engine_thread(
+    model: &Model,
+    cfg: &EngineConfig,
+    rx: &Receiver<Command>,
+    ready: &mpsc::Sender<Result<(), Error>>,
+) {
+    let opts = ContextOptions {
+        n_kv_cells: cfg.n_kv_cells.max(cfg.n_ctx),
+        n_slots: cfg.max_seqs,
+        n_batch: cfg.n_batch,
+        n_threads: cfg.n_threads,
+    };
+    let mut backend = match LlamaStepBackend::new(model, &opts) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let caps = backend.capabilities();
+    let sched = Scheduler::new(SchedulerConfig {
+        max_batched_tokens: cfg.n_batch,
+        max_seqs: cfg.max_seqs,
+        n_kv_cells: caps.n_kv_cells,
+        n_ctx_per_seq: cfg.n_ctx.min(caps.n_kv_cells),
+        eog_tokens: model.eog_tokens().to_vec(),
+    });
+    let _ = ready.send(Ok(()));
+    let mut state = LoopState {
+        sched,
+        live: HashMap::new(),
+    };
+    loop {
+        if !state.intake(rx) {
+            break;
+        }
+        let step = catch_unwind(AssertUnwindSafe(|| state.step(model, &mut backend)));
+        match step {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                state.fail_all(&format!("the engine failed: {e}"));
+                break;
+            }
+            Err(_) => {
+                state.fail_all("the engine panicked during a step; the model must be reloaded");
+                break;
+            }
+        }
+    }
+    state.fail_all("the engine is shutting down");
+}
+
+struct LoopState {
+    sched: Scheduler,
+    live: HashMap<SeqId, Live>,
+}
+
+impl LoopState {
+    /// Takes queued commands; blocks while there is nothing to do. Returns false to stop.
+    fn intake(&mut self, rx: &Receiver<Command>) -> bool {
+        if !self.sched.has_work() {
+            match rx.recv() {
+                Ok(cmd) => {
+                    if !self.accept(cmd) {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    if !self.accept(cmd) {
+                        return false;
+                    }
+                }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return self.sched.has_work(),
+            }
+        }
+    }
+
+    fn accept(&mut self, cmd: Command) -> bool {
+        let (id, req, tx, submitted) = match cmd {
+            Command::Shutdown => return false,
+            Command::Generate {
+                id,
+                req,
+                tx,
+                submitted,
+            } => (id, req, tx, submitted),
+        };
+        let n_prompt = req.prompt.len();
+        let spec = SeqSpec {
+            id,
+            prompt: req.prompt,
+            max_new_tokens: req.num_predict,
+            ignore_eos: req.ignore_eos,
+        };
+        if let Err(e) = self.sched.add(spec) {
+            let _ = tx.send(Event::Error(e.to_string()));
+            return true;
+        }
+        self.live.insert(
+            id,
+            Live {
+                tx,
+                sampler: Sampler::new(req.sampling, fallback_seed()),
+                utf8: Utf8Stream::new(),
+                stop: StopMatcher::new(req.stop),
+                submitted,
+                first_scheduled: None,
+                prompt_done: None,
+                n_prompt,
+                n_eval: 0,
+            },
+        );
+        true
+    }
+
+    fn step(&mut self, model: &Model, backend: &mut dyn StepBackend) -> Result<(), Error> {
+        // Clients that left: free their KV now.
+        let gone: Vec<SeqId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.tx.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.sched.abort(id);
+            self.live.remove(&id);
+        }
+        if !self.sched.has_work() {
+            return Ok(());
+        }
+        let plan = self.sched.schedule();
+        let now = Instant::now();
+        for item in &plan.items {
+            if let Some(l) = self.live.get_mut(&item.seq) {
+                l.first_scheduled.get_or_insert(now);
+            }
+        }
+        if let Err(e) = backend.execute(&plan) {
+            if e.is_retryable() {
+                tracing::debug!(error = %e, "step had no effect; preempting and retrying");
+                self.sched.abandon(&plan);
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+        let mut sampled = Vec::with_capacity(plan.n_samples());
+        for (row, item) in plan.items.iter().filter(|i| i.sample).enumerate() {
+            let history = self.sched.tokens(item.seq).unwrap_or(&[]);
+            let token = match self.live.get_mut(&item.seq) {
+                Some(l) => l.sampler.sample(backend.logits(row), history),
+                None => hyperllama_core::sampling::argmax(backend.logits(row)),
+            };
+            sampled.push(token);
+        }
+        for event in self.sched.commit(&plan, &sampled) {
+            self.apply(model, event);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, model: &Model, event: SeqEvent) {
+        match event {
+            SeqEvent::PromptDone { seq, .. } => {
+                if let Some(l) = self.live.get_mut(&seq) {
+                    l.prompt_done.get_or_insert_with(Instant::now);
+                }
+            }
+            SeqEvent::Token { seq, token } => {
+                let Some(l) = self.live.get_mut(&seq) else {
+                    return;
+                };
+                l.n_eval += 1;
+                let text = l.utf8.push(&model.token_bytes(token));
+                match l.stop.push(&text) {
+                    StopOutcome::Continue(text) => {
+                        let _ = l.tx.send(Event::Token { token, text });
+                    }
+                    StopOutcome::Stopped(text) => {
+                        let _ = l.tx.send(Event::Token { token, text });
+                        self.sched.stop(seq);
+                        if let Some(mut l) = self.live.remove(&seq) {
+                            // The stop string swallowed the rest; nothing more to release.
+                            l.utf8 = Utf8Stream::new();
+                            l.stop = StopMatcher::default();
+                            l.finish(FinishReason::Stop);
+                        }
+                    }
+                }
+            }
+            SeqEvent::Finished { seq, reason } => {
+                if let Some(l) = self.live.remove(&seq) {
+                    l.finish(reason);
+                }
+            }
+        }
+    }
+
+    fn fail_all(&mut self, message: &str) {
+        for (id, l) in self.live.drain() {
+            self.sched.abort(id);
+            let _ = l.tx.send(Event::Error(message.to_owned()));
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! llama.cpp, in-process: model loading, tokenization, and the step backend.
+//!
+//! Every call into llama.cpp (through the `llama-cpp-2` crate) lives in this module; the rest
+//! of HyperLlama sees [`Model`] and [`LlamaStepBackend`] only. The `llama-cpp-2` crate holds
+//! the `unsafe` FFI itself, so this module needs none of its own.
+//!
+//! One context per loaded model, with a *unified* KV cache: all sequences share one pool of
+//! `n_ctx` cells (no fixed per-slot split), and sequence ids are the scheduler's slots.
+//!
+//! # Invariants
+//! - llama.cpp's global backend is initialised exactly once per process ([`llama_backend`]).
+//! - A file reaches llama.cpp only after our own GGUF reader accepted its header, so a file
+//!   that is missing, not GGUF or truncated gets our clear error, never a crash in C++.
+//! - `llama_decode` return codes never leave this module as integers: they become
+//!   [`BackendError`].
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hyperllama_core::sched::StepPlan;
+use hyperllama_core::{SlotId, TokenId};
+use hyperllama_models::gguf;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::DecodeError;
+
+use crate::backend::{BackendError, Capabilities, StepBackend};
+use crate::Error;
+
+/// The process-wide llama.cpp backend, initialised on first use. llama.cpp's own log lines go
+/// to `tracing` (target `llama-cpp-2`), where the subscriber's filter decides what is shown.
+fn llama_backend() -> &'static LlamaBackend {
+    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| {
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+        // `init` fails only when called twice, which the OnceLock rules out.
+        LlamaBackend::init().expect("llama.cpp backend initialised once")
+    })
+}
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Layers to offload to a GPU (0 on CPU-only builds).
+    pub n_gpu_layers: u32,
+}
+
+/// What HyperLlama knows about a loaded model.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// `general.architecture`.
+    pub architecture: String,
+    /// The context length the model was trained with.
+    pub n_ctx_train: usize,
+    /// Vocabulary size.
+    pub n_vocab: usize,
+    /// Parameter count.
+    pub n_params: u64,
+    /// Size of the weights in bytes.
+    pub size_bytes: u64,
+    /// The GGUF's `tokenizer.chat_template`, if any.
+    pub chat_template: Option<String>,
+    /// Text of the beginning-of-sequence token (for chat templates).
+    pub bos_text: String,
+    /// Text of the end-of-sequence token (for chat templates).
+    pub eos_text: String,
+    /// How long loading took.
+    pub load_duration: Duration,
+}
+
+/// A loaded model: weights and vocabulary. Shared read-only between the engine thread and
+/// request handlers (llama.cpp's model is immutable after loading).
+pub struct Model {
+    inner: LlamaModel,
+    info: ModelInfo,
+    eog_tokens: Vec<TokenId>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish()
+    }
+}
+
+impl Model {
+    /// Loads a GGUF file. The header is checked by our own reader first.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Arc<Self>, Error> {
+        let start = Instant::now();
+        std::fs::File::open(path).map_err(|source| Error::ModelFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let meta = gguf::read_file(path).map_err(|source| Error::InvalidGguf {
+            path: path.to_owned(),
+            source,
+        })?;
+        let architecture = meta.architecture().unwrap_or("unknown").to_owned();
+        let chat_template = meta.chat_template().map(str::to_owned);
+        drop(meta);
+
+        let params = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
+        let inner = LlamaModel::load_from_file(llama_backend(), path, &params).map_err(|e| {
+            Error::ModelLoad {
+                path: path.to_owned(),
+                architecture: architecture.clone(),
+                reason: format!(
+                    "{e} (the architecture may be unsupported by this llama.cpp, or the file damaged)"
+                ),
+            }
+        })?;
+        let vocab = inner.vocab();
+        let n_vocab = usize::try_from(vocab.n_tokens()).unwrap_or(0);
+        let eog_tokens = (0..vocab.n_tokens())
+            .filter(|&t| vocab.is_eog(LlamaToken(t)))
+            .map(|t| t as TokenId)
+            .collect();
+        let piece = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        let bos_text = piece(vocab.bos());
+        let eos_text = piece(vocab.eos());
+        let info = ModelInfo {
+            path: path.to_owned(),
+            architecture,
+            n_ctx_train: inner.n_ctx_train() as usize,
+            n_vocab,
+            n_params: inner.n_params(),
+            size_bytes: inner.size(),
+            chat_template,
+            bos_text,
+            eos_text,
+            load_duration: start.elapsed(),
+        };
+        Ok(Arc::new(Self {
+            inner,
+            info,
+            eog_tokens,
+        }))
+    }
+
+    /// What is known about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Tokens that end generation (end of sequence, end of turn).
+    pub fn eog_tokens(&self) -> &[TokenId] {
+        &self.eog_tokens
+    }
+
+    /// Tokenizes text with the model's vocabulary. `add_special` adds BOS/EOS where the model
+    /// asks for them; `parse_special` turns special-token text (`<|im_start|>`) into tokens.
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<TokenId> {
+        self.inner
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, parse_special)
+            .into_iter()
+            .map(|t| t.0 as TokenId)
+            .collect()
+    }
+
+    /// The bytes of one token as text output shows them (control tokens render as nothing).
+    pub fn token_bytes(&self, token: TokenId) -> Vec<u8> {
+        self.inner
+            .vocab()
+            .token_to_piece(LlamaToken(token as i32), false, None)
+    }
+
+    /// Detokenizes a whole sequence (lossy on invalid UTF-8).
+    pub fn detokenize(&self, tokens: &[TokenId]) -> String {
+        let mut bytes = Vec::new();
+        for &t in tokens {
+            bytes.extend_from_slice(&self.token_bytes(t));
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Context settings for a [`LlamaStepBackend`].
+#[derive(Clone, Debug)]
+pub struct ContextOptions {
+    /// KV cells shared by all sequences.
+    pub n_kv_cells: usize,
+    /// Number of sequence slots.
+    pub n_slots: usize,
+    /// Most tokens in one step.
+    pub n_batch: usize,
+    /// CPU threads for computation.
+    pub n_threads: usize,
+}
+
+/// The llama.cpp step backend: one context, unified KV cache, one batch per step.
+pub struct LlamaStepBackend<'m> {
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    rows: Vec<i32>,
+    caps: Capabilities,
+}
+
+impl<'m> LlamaStepBackend<'m> {
+    /// Creates the context for `model`.
+    pub fn new(model: &'m Model, opts: &ContextOptions) -> Result<Self, Error> {
+        let n_ctx = u32::try_from(opts.n_kv_cells).unwrap_or(u32::MAX);
+        let threads = i32::try_from(opts.n_threads.max(1)).unwrap_or(1);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(opts.n_batch as u32)
+            .with_n_ubatch(opts.n_batch.min(512) as u32)
+            .with_n_seq_max(opts.n_slots as u32)
+            .with_kv_unified(true)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let ctx = model
+            .inner
+            .new_context(llama_backend(), params)
+            .map_err(|e| Error::ContextCreate {
+                n_ctx,
+                reason: e.to_string(),
+            })?;
+        let caps = Capabilities {
+            n_vocab: model.info.n_vocab,
+            n_kv_cells: ctx.n_ctx() as usize,
+            n_slots: opts.n_slots,
+            max_batch_tokens: opts.n_batch,
+        };
+        Ok(Self {
+            ctx,
+            batch: LlamaBatch::new(opts.n_batch, 1),
+            rows: Vec::new(),
+            caps,
+        })
+    }
+}
+
+impl StepBackend for LlamaStepBackend<'_> {
+    fn execute(&mut self, plan: &StepPlan) -> Result<(), BackendError> {
+        for slot in &plan.clear {
+            // Removing a whole sequence always succeeds.
+            let _ = self.ctx.clear_kv_cache_seq(Some(slot.0), None, None);
+        }
+        self.rows.clear();
+        if plan.items.is_empty() {
+            return Ok(());
+        }
+        self.batch.clear();
+        for item in &plan.items {
+            let seq = [item.slot.0 as i32];
+            let last = item.tokens.len().saturating_sub(1);
+            for (j, &token) in item.tokens.iter().enumerate() {
+                let want_logits = item.sample && j == last;
+                self.batch
+                    .add(
+                        LlamaToken(token as i32),
+                        (item.pos + j) as i32,
+                        &seq,
+                        want_logits,
+                    )
+                    .map_err(|_| BackendError::InvalidBatch)?;
+                if want_logits {
+                    self.rows.push(self.batch.n_tokens() - 1);
+                }
+            }
+        }
+        self.ctx.decode(&mut self.batch).map_err(|e| match e {
+            DecodeError::NoKvCacheSlot => BackendError::NoKvSlot,
+            DecodeError::NTokensZero => BackendError::InvalidBatch,
+            DecodeError::Unknown(code) => BackendError::from_decode_code(code),
+        })
+    }
+
+    fn logits(&self, row: usize) -> &[f32] {
+        self.ctx.get_logits_ith(self.rows[row])
+    }
+
+    fn copy_slot(&mut self, src: SlotId, dst: SlotId, n_tokens: usize) {
+        let _ =
+            self.ctx
+                .copy_kv_cache_seq(src.0 as i32, dst.0 as i32, Some(0), Some(n_tokens as u32));
+    }
+
+    fn trim_slot(&mut self, slot: SlotId, from_pos: usize) {
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot.0), Some(from_pos as u32), None);
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+}
