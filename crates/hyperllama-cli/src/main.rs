@@ -57,7 +57,7 @@ fn init_tracing() {
     let default = if env::debug() {
         "debug"
     } else {
-        "warn,llama-cpp-2=error"
+        "warn,llama-cpp-2=off"
     };
     let filter =
         EnvFilter::try_from_env("HYPERLLAMA_LOG").unwrap_or_else(|_| EnvFilter::new(default));

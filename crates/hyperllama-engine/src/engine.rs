@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,23 @@ pub enum Event {
     Error(String),
 }
 
+/// A snapshot of the engine's load, updated after every step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Sequences holding KV.
+    pub n_running: usize,
+    /// Sequences waiting for admission.
+    pub n_waiting: usize,
+    /// KV cells in use.
+    pub n_kv_used: usize,
+    /// KV cells in total.
+    pub n_kv_cells: usize,
+    /// Preemptions so far.
+    pub n_preemptions: u64,
+    /// Steps executed so far.
+    pub n_steps: u64,
+}
+
 enum Command {
     Generate {
         id: SeqId,
@@ -132,6 +149,7 @@ pub struct Engine {
     tx: SyncSender<Command>,
     thread: Option<JoinHandle<()>>,
     next_id: std::sync::atomic::AtomicU64,
+    stats: Arc<Mutex<EngineStats>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -151,11 +169,13 @@ impl Engine {
         }
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
         let (ready_tx, ready_rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(EngineStats::default()));
         let thread_model = Arc::clone(&model);
         let thread_cfg = cfg.clone();
+        let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("hyperllama-engine".into())
-            .spawn(move || engine_thread(&thread_model, &thread_cfg, &rx, &ready_tx))
+            .spawn(move || engine_thread(&thread_model, &thread_cfg, &rx, &ready_tx, &thread_stats))
             .map_err(|e| Error::InvalidRequest(format!("cannot start the engine thread: {e}")))?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -174,6 +194,7 @@ impl Engine {
             tx,
             thread: Some(thread),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            stats,
         })
     }
 
@@ -185,6 +206,11 @@ impl Engine {
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// The engine's load after its last step.
+    pub fn stats(&self) -> EngineStats {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a request and returns its event stream. Dropping the receiver cancels it.
@@ -283,6 +309,7 @@ fn engine_thread(
     cfg: &EngineConfig,
     rx: &Receiver<Command>,
     ready: &mpsc::Sender<Result<(), Error>>,
+    stats: &Mutex<EngineStats>,
 ) {
     let opts = ContextOptions {
         n_kv_cells: cfg.n_kv_cells.max(cfg.n_ctx),
@@ -309,12 +336,14 @@ fn engine_thread(
     let mut state = LoopState {
         sched,
         live: HashMap::new(),
+        n_steps: 0,
     };
     loop {
         if !state.intake(rx) {
             break;
         }
         let step = catch_unwind(AssertUnwindSafe(|| state.step(model, &mut backend)));
+        *stats.lock().unwrap_or_else(PoisonError::into_inner) = state.stats();
         match step {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -333,9 +362,21 @@ fn engine_thread(
 struct LoopState {
     sched: Scheduler,
     live: HashMap<SeqId, Live>,
+    n_steps: u64,
 }
 
 impl LoopState {
+    fn stats(&self) -> EngineStats {
+        EngineStats {
+            n_running: self.sched.n_running(),
+            n_waiting: self.sched.n_waiting(),
+            n_kv_used: self.sched.n_kv_used(),
+            n_kv_cells: self.sched.config().n_kv_cells,
+            n_preemptions: self.sched.n_preemptions(),
+            n_steps: self.n_steps,
+        }
+    }
+
     /// Takes queued commands; blocks while there is nothing to do. Returns false to stop.
     fn intake(&mut self, rx: &Receiver<Command>) -> bool {
         if !self.sched.has_work() {
@@ -421,6 +462,7 @@ impl LoopState {
                 l.first_scheduled.get_or_insert(now);
             }
         }
+        self.n_steps += 1;
         if let Err(e) = backend.execute(&plan) {
             if e.is_retryable() {
                 tracing::debug!(error = %e, "step had no effect; preempting and retrying");

@@ -19,7 +19,7 @@ mod error;
 pub mod hardware;
 pub mod llama;
 
-pub use engine::{Completion, Engine, EngineConfig, Event, GenerateRequest};
+pub use engine::{Completion, Engine, EngineConfig, EngineStats, Event, GenerateRequest};
 pub use error::Error;
 pub use hyperllama_core::sched::FinishReason;
 pub use llama::{LoadOptions, Model};

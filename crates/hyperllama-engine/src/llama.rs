@@ -109,12 +109,11 @@ impl Model {
 
         let params = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
         let inner = LlamaModel::load_from_file(llama_backend(), path, &params).map_err(|e| {
+            tracing::debug!(error = %e, "llama.cpp refused the model");
             Error::ModelLoad {
                 path: path.to_owned(),
                 architecture: architecture.clone(),
-                reason: format!(
-                    "{e} (the architecture may be unsupported by this llama.cpp, or the file damaged)"
-                ),
+                reason: "the architecture is not supported by this build of llama.cpp, or the file is damaged".into(),
             }
         })?;
         let vocab = inner.vocab();
