@@ -537,6 +537,18 @@ impl Store {
         Ok(list)
     }
 
+    /// Deletes those of `candidates` (the blobs of a manifest just deleted) that no manifest
+    /// names, at once and whatever their age, as Ollama's `rm` does; blobs another manifest
+    /// uses stay. A create that is about to reuse one of them fails cleanly at
+    /// [`Store::write_manifest`] ([`StoreError::MissingBlob`]) rather than writing a manifest
+    /// with a hole.
+    pub fn remove_unused_blobs(
+        &self,
+        candidates: &[BlobDigest],
+    ) -> Result<PruneReport, StoreError> {
+        prune::remove_unused(self, candidates)
+    }
+
     /// Deletes unused blobs and stale temporary files (see the module docs for the rules).
     pub fn prune(&self, options: &PruneOptions) -> Result<PruneReport, StoreError> {
         prune::prune(self, options)

@@ -140,6 +140,16 @@ impl Parameters {
         Some(())
     }
 
+    /// Adds every parameter of `base` that `self` does not set (Ollama's `setParameters`
+    /// when a model is created `FROM` another: the Modelfile's values win).
+    pub fn merge_missing(&mut self, base: &Parameters) {
+        for (name, value) in &base.values {
+            self.values
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.values.get(name)

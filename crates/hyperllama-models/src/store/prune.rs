@@ -176,6 +176,33 @@ pub(super) fn prune(store: &Store, options: &PruneOptions) -> Result<PruneReport
     Ok(report)
 }
 
+/// See [`Store::remove_unused_blobs`].
+pub(super) fn remove_unused(
+    store: &Store,
+    candidates: &[BlobDigest],
+) -> Result<PruneReport, StoreError> {
+    let used = referenced(store)?;
+    let mut report = PruneReport::default();
+    for digest in candidates {
+        if used.contains(digest) || report.removed_blobs.contains(digest) {
+            continue;
+        }
+        let path = store.blob_path(digest);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        remove(&Entry {
+            path,
+            size: meta.len(),
+            age: Duration::ZERO,
+        })?;
+        report.removed_blobs.push(*digest);
+        report.freed_bytes += meta.len();
+    }
+    report.removed_blobs.sort();
+    Ok(report)
+}
+
 /// Deletes one file; one already gone is fine.
 fn remove(file: &Entry) -> Result<(), StoreError> {
     match fs::remove_file(&file.path) {

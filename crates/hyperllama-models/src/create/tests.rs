@@ -1,0 +1,207 @@
+use std::path::Path;
+
+use super::*;
+use crate::gguf::{GgmlType, GgufBuilder};
+use crate::resolve::{resolve_model, TemplateChoice};
+
+/// A small GGUF model: llama, Q4_K_M file type, one 64×32 F32 tensor.
+fn tiny_gguf() -> Vec<u8> {
+    GgufBuilder::new(3)
+        .kv("general.architecture", "llama")
+        .kv("general.file_type", 15u32)
+        .kv("llama.context_length", 2048u32)
+        .kv("llama.embedding_length", 64u32)
+        .kv(
+            "tokenizer.chat_template",
+            "{% for m in messages %}{{ m.content }}{% endfor %}",
+        )
+        .tensor(
+            "token_embd.weight",
+            vec![64, 32],
+            GgmlType::F32,
+            vec![0; 64 * 32 * 4],
+        )
+        .to_bytes()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Store,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path().join("models")).expect("store");
+    std::fs::write(dir.path().join("model.gguf"), tiny_gguf()).expect("gguf written");
+    Fixture { dir, store }
+}
+
+fn name(s: &str) -> ModelName {
+    ModelName::parse(s).expect("valid name")
+}
+
+/// Creates `model` from `text`, collecting the progress statuses.
+fn create(
+    f: &Fixture,
+    model: &str,
+    text: &str,
+) -> Result<(StoredManifest, Vec<String>), CreateError> {
+    let modelfile = Modelfile::parse(text).expect("valid Modelfile");
+    let mut statuses = Vec::new();
+    let stored = create_model(&f.store, &name(model), &modelfile, f.dir.path(), &mut |e| {
+        statuses.push(e.status())
+    })?;
+    Ok((stored, statuses))
+}
+
+fn blob_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("models/blobs"))
+        .expect("blobs dir")
+        .count()
+}
+
+#[test]
+fn creates_from_a_relative_gguf_path_with_ollamas_progress() {
+    let f = fixture();
+    let (stored, statuses) = create(
+        &f,
+        "tiny",
+        "FROM ./model.gguf\nPARAMETER temperature 0.5\nPARAMETER stop <end>\nSYSTEM Be brief.\n\
+         TEMPLATE {{ .Prompt }}\nLICENSE MIT\nMESSAGE user hi\nMESSAGE assistant hello\n",
+    )
+    .expect("created");
+    let weights = stored.manifest.model_layer().expect("model layer").digest;
+    assert_eq!(statuses[0], "gathering model components");
+    assert_eq!(statuses[1], format!("copying file {weights} 100%"));
+    assert!(statuses.contains(&"parsing GGUF".to_owned()));
+    assert!(statuses.contains(&format!("using existing layer {weights}")));
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| s.starts_with("creating new layer"))
+            .count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses[statuses.len() - 2..],
+        ["writing manifest", "success"]
+    );
+
+    let config = read_config(&f.store, &stored.manifest).expect("config readable");
+    assert_eq!(config.model_format, "gguf");
+    assert_eq!(config.model_family, "llama");
+    assert_eq!(config.file_type, "Q4_K_M");
+    assert_eq!(config.model_type, "2K");
+
+    let model = resolve_model(&f.store, &name("tiny")).expect("resolved");
+    assert_eq!(model.system.as_deref(), Some("Be brief."));
+    assert_eq!(model.licenses, ["MIT"]);
+    assert_eq!(model.messages.len(), 2);
+    assert_eq!(model.template.as_deref(), Some("{{ .Prompt }}"));
+    assert_eq!(model.chat_template(), TemplateChoice::FromGguf);
+    let options = model.options();
+    assert_eq!(options.temperature, Some(0.5));
+    assert_eq!(options.stop, ["<end>"]);
+}
+
+#[test]
+fn a_second_create_reuses_every_blob() {
+    let f = fixture();
+    create(&f, "a", "FROM model.gguf\nSYSTEM x\n").expect("created");
+    let n_blobs = blob_count(f.dir.path());
+    let (_, statuses) = create(&f, "b", "FROM model.gguf\nSYSTEM x\n").expect("created");
+    assert!(
+        !statuses.iter().any(|s| s.starts_with("copying file")),
+        "{statuses:?}"
+    );
+    assert!(
+        !statuses.iter().any(|s| s.starts_with("creating new layer")),
+        "{statuses:?}"
+    );
+    assert_eq!(blob_count(f.dir.path()), n_blobs);
+}
+
+#[test]
+fn from_a_model_inherits_and_merges() {
+    let f = fixture();
+    create(
+        &f,
+        "base",
+        "FROM model.gguf\nPARAMETER temperature 0.5\nPARAMETER top_k 7\nSYSTEM old\nLICENSE one\n",
+    )
+    .expect("base created");
+    let (stored, _) = create(
+        &f,
+        "child",
+        "FROM base\nPARAMETER temperature 0.1\nSYSTEM new\nLICENSE two\n\
+         TEMPLATE \"{% for m in messages %}{{ m.content }}{% endfor %}\"\n",
+    )
+    .expect("child created");
+    assert!(stored
+        .manifest
+        .layers
+        .iter()
+        .any(|l| l.from == "base:latest"));
+    let child = resolve_model(&f.store, &name("child")).expect("resolved");
+    let options = child.options();
+    assert_eq!(options.temperature, Some(0.1), "the Modelfile wins");
+    assert_eq!(options.top_k, Some(7), "the base's parameter is kept");
+    assert_eq!(child.system.as_deref(), Some("new"));
+    assert_eq!(child.licenses, ["one", "two"]);
+    assert!(matches!(child.chat_template(), TemplateChoice::Jinja(_)));
+    let base = resolve_model(&f.store, &name("base")).expect("resolved");
+    assert_eq!(base.model_path, child.model_path, "weights shared");
+}
+
+#[test]
+fn bad_inputs_leave_nothing_visible() {
+    let f = fixture();
+    std::fs::write(f.dir.path().join("corrupt.gguf"), b"GGUF\x03\0\0\0garbage").expect("written");
+    let cases = [
+        ("FROM missing.gguf\n", "FROM file"),
+        ("FROM ./nowhere/x\n", "not found"),
+        ("FROM corrupt.gguf\n", "not a valid GGUF file"),
+        (
+            "FROM nosuchmodel\n",
+            "base model 'nosuchmodel:latest' not found",
+        ),
+        ("FROM model.gguf\nADAPTER missing.gguf\n", "ADAPTER file"),
+    ];
+    for (text, needle) in cases {
+        let err = create(&f, "x", text).expect_err("refused");
+        assert!(err.to_string().contains(needle), "{text}: {err}");
+    }
+    assert!(f.store.manifest_names().expect("listed").is_empty());
+    // Only the valid model.gguf of the ADAPTER case was copied; no temporary file is left.
+    let names: Vec<String> = std::fs::read_dir(f.dir.path().join("models/blobs"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("sha256-")), "{names:?}");
+    assert!(names.len() <= 1, "{names:?}");
+}
+
+#[test]
+fn draft_from_a_model_uses_its_weights() {
+    let f = fixture();
+    create(&f, "small", "FROM model.gguf\n").expect("created");
+    let (stored, _) = create(&f, "big", "FROM model.gguf\nDRAFT small\n").expect("created");
+    let draft = stored
+        .manifest
+        .layer(media_type::DRAFT)
+        .expect("draft layer");
+    assert_eq!(
+        Some(draft.digest),
+        stored.manifest.model_layer().map(|l| l.digest)
+    );
+}
+
+#[test]
+fn parameter_sizes_read_like_ollamas() {
+    assert_eq!(parameter_size_label(134_515_008), "134.52M");
+    assert_eq!(parameter_size_label(8_030_261_248), "8.0B");
+    assert_eq!(parameter_size_label(7_000_000_000), "7B");
+    assert_eq!(parameter_size_label(2048), "2K");
+    assert_eq!(parameter_size_label(999), "999");
+}
