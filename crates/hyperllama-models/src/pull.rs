@@ -4,42 +4,65 @@
 //!
 //! 1. `GET <base>/v2/<namespace>/<model>/manifests/<tag>` with
 //!    `Accept: application/vnd.docker.distribution.manifest.v2+json`.
-//! 2. For each blob the store lacks: `GET <base>/v2/<namespace>/<model>/blobs/<digest>`,
-//!    following redirects (the registry answers with a 307 to a CDN URL), into
-//!    `blobs/sha256-<hex>-hlpartial`, resuming from that file's length with a `Range` request.
+//! 2. For each blob the store lacks: take the blob's cross-process lock (below), then
+//!    `GET <base>/v2/<namespace>/<model>/blobs/<digest>`, following redirects (the registry
+//!    answers with a 307 to a CDN URL), into `blobs/sha256-<hex>-hlpartial`.
+//!    - One stream, resumed from the partial file's length with a `Range` request, for blobs
+//!      below [`PullConfig::parallel_threshold`] and for servers that ignore `Range`.
+//!    - [`PullConfig::n_parts`] concurrent range requests for larger blobs (as Ollama's
+//!      `blobDownload`), each written at its offset. Each part's progress is kept in the
+//!      sidecar file `sha256-<hex>-hlpartial.parts` (JSON, replaced atomically), so an
+//!      interrupted download resumes every part from what is on disk. The first part's
+//!      request doubles as the probe: a `206` answer starts the other parts, a `200` answer
+//!      is streamed as the single download.
 //! 3. `verifying sha256 digest`: the finished file is hashed; only a match is renamed to
 //!    `blobs/sha256-<hex>`. A mismatch deletes the partial file.
 //! 4. `writing manifest`: the registry's manifest bytes are written as received, last, so
 //!    the model digest equals the registry's.
 //!
-//! This module owns the HTTP side and the partial files; the store owns everything visible.
-//! The base URL of each registry host is configuration ([`PullConfig`]), so tests can point
-//! any host at a server on 127.0.0.1; it never reads environment variables.
+//! This module owns the HTTP side and the partial, sidecar and lock files; the store owns
+//! everything visible. The base URL of each registry host is configuration ([`PullConfig`]),
+//! so tests can point any host at a server on 127.0.0.1; it never reads environment variables.
 //!
 //! Partial files are named `-hlpartial`, not Ollama's `-partial`: Ollama's partial file is
-//! preallocated to the full size and described by `-partial-<n>` JSON files, so resuming one
-//! as a contiguous prefix would be wrong, and Ollama would misread ours. The store's prune
-//! treats both as a pull in progress until untouched for a day.
+//! preallocated to the full size and described by `-partial-<n>` JSON files in its own
+//! format, so resuming one would be wrong, and Ollama would misread ours. The store's prune
+//! treats all of them as a pull in progress until untouched for a day.
+//!
+//! Concurrent pulls of one blob: within a [`Puller`] an in-process mutex serialises them;
+//! across pullers and processes an exclusive advisory lock (`flock` through
+//! [`std::fs::File::try_lock`]) on `sha256-<hex>-hlpartial.lock` does. A puller that finds the
+//! lock taken reports [`PullEvent::Waiting`], polls until it gets it, and then finds the blob
+//! present (every present blob is verified) or takes over the partial download. The lock
+//! holder deletes the lock file before unlocking; a waiter that then locks a deleted file
+//! notices (the path no longer names the inode it locked) and starts over, so two pullers
+//! never both hold the lock of one blob.
 //!
 //! Retries: connection errors, cut connections, HTTP 5xx and stalls (no byte for
 //! [`PullConfig::stall_timeout`]) are retried with exponential backoff up to
 //! [`PullConfig::max_retries`] times in a row; an attempt that made progress resets the count.
-//! 404 and other 4xx answers are not retried.
+//! In a parallel download each part retries on its own, from its own progress. 404 and other
+//! 4xx answers are not retried.
 //!
-//! Not done yet: parallel range requests for large blobs (each blob is one stream, resumed as
-//! needed), registry authentication (tokens, ed25519 challenges) and push.
+//! Not done yet: registry authentication (tokens, ed25519 challenges) and push.
 //!
 //! # Invariants
 //!
 //! - Nothing becomes visible in the store before its SHA-256 is verified, and the manifest is
 //!   written only after every blob it names is present.
-//! - A partial file only ever holds a prefix of the blob as the server sent it (after a power
-//!   loss its unsynced tail may be garbage, which verification catches); a server that ignores
-//!   `Range` makes the download start over, never appends a second copy.
-//! - Within one [`Puller`], one blob is downloaded by one task at a time; other pulls of the
-//!   same blob wait for it.
-
+//! - Without a sidecar, a partial file only ever holds a prefix of the blob as the server sent
+//!   it; a server that ignores `Range` makes the download start over, never appends a second
+//!   copy. With a sidecar, each part's range of the partial file starts with at least the
+//!   sidecar's `done` bytes of that range: the sidecar is written only after the data it
+//!   counts was synced, it is written before the first byte outside the prefix, and it is
+//!   removed only after the partial file was verified or deleted. (After a power loss an
+//!   unsynced tail may be garbage, which verification catches.)
+//! - One blob is downloaded by at most one puller at a time, in this process or any other
+//!   using the same store: the download happens only while holding the blob's lock file.
 mod download;
+mod lock;
+mod parallel;
+mod parts;
 #[cfg(test)]
 mod tests;
 
@@ -138,6 +161,23 @@ pub enum PullError {
     /// The store refused an operation.
     #[error("model store operation failed")]
     Store(#[source] StoreError),
+    /// A range request was answered with a range other than the one asked for.
+    #[error("{url} answered the range request for bytes from {start} with another range")]
+    BadRange {
+        /// The request URL.
+        url: String,
+        /// The first byte asked for.
+        start: u64,
+        /// The `Content-Range` header received, if any.
+        content_range: Option<String>,
+    },
+    /// A server that answered range requests before answered one with the whole blob. The
+    /// download then falls back to one stream; this error only escapes if that fails too.
+    #[error("{url} stopped answering range requests")]
+    RangesUnsupported {
+        /// The request URL.
+        url: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("pull task failed")]
     Task(#[source] tokio::task::JoinError),
@@ -162,6 +202,12 @@ pub struct PullConfig {
     pub max_backoff: Duration,
     /// Connection timeout per request.
     pub connect_timeout: Duration,
+    /// Blobs of at least this many bytes are downloaded in [`PullConfig::n_parts`] parallel
+    /// range requests, when the server answers them. Default 64 MiB.
+    pub parallel_threshold: u64,
+    /// How many range requests a large blob is split into (1 turns parallel downloads off).
+    /// Default 8.
+    pub n_parts: usize,
 }
 
 impl Default for PullConfig {
@@ -181,6 +227,8 @@ impl Default for PullConfig {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
+            parallel_threshold: 64 << 20,
+            n_parts: 8,
         }
     }
 }
@@ -215,6 +263,12 @@ pub enum PullEvent {
         /// Bytes present so far.
         completed: u64,
     },
+    /// Another pull (in this process or another one) is downloading the blob; this one waits
+    /// for it to finish, then uses its result.
+    Waiting {
+        /// The blob.
+        digest: BlobDigest,
+    },
     /// Hashing a downloaded blob.
     Verifying {
         /// The blob.
@@ -232,6 +286,9 @@ impl PullEvent {
         match self {
             PullEvent::PullingManifest => "pulling manifest".to_owned(),
             PullEvent::Pulling { digest, .. } => format!("pulling {}", digest.short()),
+            PullEvent::Waiting { digest } => {
+                format!("waiting for another download of {}", digest.short())
+            }
             PullEvent::Verifying { .. } => "verifying sha256 digest".to_owned(),
             PullEvent::WritingManifest => "writing manifest".to_owned(),
             PullEvent::Success => "success".to_owned(),
@@ -246,7 +303,8 @@ pub struct Puller {
     store: Store,
     config: Arc<PullConfig>,
     client: reqwest::Client,
-    /// One lock per blob being downloaded.
+    /// One lock per blob being downloaded (the file lock serialises pullers; this keeps the
+    /// tasks of one puller from polling it against each other).
     in_flight: Arc<Mutex<HashMap<BlobDigest, Arc<tokio::sync::Mutex<()>>>>>,
 }
 

@@ -18,7 +18,7 @@
 //! | name                               | what                                  | pruned when |
 //! |------------------------------------|---------------------------------------|-------------|
 //! | `sha256-<hex>`                     | a verified blob                       | no manifest refers to it and it is older than [`PruneOptions::blob_grace`] |
-//! | `sha256-<hex>-partial`, `-partial-<n>`, `-hlpartial` | a pull in progress (Ollama's, ours) | all files of that digest untouched for [`PruneOptions::stale_after`] |
+//! | `sha256-<hex>-partial`, `-partial-<n>`, `-hlpartial`, `-hlpartial.parts`, `-hlpartial.lock` | a pull in progress (Ollama's, ours) | all files of that digest untouched for [`PruneOptions::stale_after`] |
 //! | `.tmp-*`                           | a blob being written by this module   | untouched for [`PruneOptions::stale_after`] |
 //! | other `sha256-*`                   | temporary files Ollama left behind    | untouched for [`PruneOptions::stale_after`] |
 //! | anything else                      | not ours                              | never |

@@ -1,15 +1,29 @@
-//! Downloading one blob: resumable, verified, then published through the store.
+//! Downloading one blob: under its lock, resumable, in parallel parts or one stream, verified,
+//! then published through the store.
+//!
+//! # Invariants
+//!
+//! - The partial and sidecar files of a blob are touched only while holding its
+//!   [`BlobLock`], and the blob is reported present only when the store has it.
+//! - A partial file whose layout is unknown (a sidecar that cannot be used) is deleted before
+//!   anything else is written, then the sidecar; never the other way round.
 
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use super::lock::BlobLock;
+use super::parallel::Probe;
+use super::parts::{PartsState, Sidecar, PARTS_SUFFIX};
 use super::{http_error, is_transient, PullError, PullEvent, Puller};
 use crate::digest::{BlobDigest, DigestWriter};
+use crate::store::Store;
 
 /// The suffix of partial downloads (see the module docs of `pull` for why not `-partial`).
 pub(crate) const PARTIAL_SUFFIX: &str = "-hlpartial";
+/// The suffix of lock files, after the partial file's name.
+const LOCK_SUFFIX: &str = ".lock";
 
 /// How an attempt ended.
 enum Attempt {
@@ -19,9 +33,44 @@ enum Attempt {
     Failed { error: PullError, progress: u64 },
 }
 
+/// The files of one blob's download, next to the blob in `blobs/`.
+#[derive(Clone, Debug)]
+pub(super) struct BlobFiles {
+    /// `sha256-<hex>-hlpartial`: the bytes downloaded so far.
+    pub(super) partial: PathBuf,
+    /// `sha256-<hex>-hlpartial.parts`: the parts of a parallel download.
+    pub(super) sidecar: PathBuf,
+    /// `sha256-<hex>-hlpartial.lock`: the cross-process lock.
+    pub(super) lock: PathBuf,
+}
+
+impl BlobFiles {
+    /// The files of `digest`'s download in `store`.
+    pub(super) fn new(store: &Store, digest: &BlobDigest) -> Self {
+        let partial = format!("{}{PARTIAL_SUFFIX}", digest.file_name());
+        let dir = store.blobs_dir();
+        BlobFiles {
+            sidecar: dir.join(format!("{partial}{PARTS_SUFFIX}")),
+            lock: dir.join(format!("{partial}{LOCK_SUFFIX}")),
+            partial: dir.join(partial),
+        }
+    }
+
+    /// The partial file's length, if it exists.
+    pub(super) fn partial_len(&self) -> Option<u64> {
+        std::fs::metadata(&self.partial).ok().map(|m| m.len())
+    }
+
+    /// Deletes the partial file, then the sidecar (see the invariants).
+    fn discard(&self) -> Result<(), PullError> {
+        remove_if_present(&self.partial)?;
+        remove_if_present(&self.sidecar)
+    }
+}
+
 impl Puller {
     /// Makes the blob present: nothing to do if the store has it, else download (resuming
-    /// a partial file), verify and publish.
+    /// what is on disk), verify and publish.
     pub(super) async fn fetch_blob(
         &self,
         url: &str,
@@ -29,29 +78,105 @@ impl Puller {
         size: u64,
         progress: &mut (dyn FnMut(PullEvent) + Send),
     ) -> Result<(), PullError> {
-        let lock = self.blob_lock(digest);
-        let _guard = lock.lock().await;
-        if self.store.has_blob(digest) {
-            // Touched so that a prune before the manifest is written keeps it.
-            self.store.touch_blob(digest).map_err(PullError::Store)?;
-            progress(PullEvent::Pulling {
-                digest: *digest,
-                total: size,
-                completed: size,
-            });
+        let mutex = self.blob_lock(digest);
+        let _guard = mutex.lock().await;
+        if self.reuse_present(digest, size, progress)? {
             return Ok(());
         }
-        let partial = self
-            .store
-            .blobs_dir()
-            .join(format!("{}{PARTIAL_SUFFIX}", digest.file_name()));
+        let files = BlobFiles::new(&self.store, digest);
+        let _lock = BlobLock::acquire(&files.lock, || {
+            progress(PullEvent::Waiting { digest: *digest })
+        })
+        .await?;
+        // Another puller may have finished it while this one waited.
+        if self.reuse_present(digest, size, progress)? {
+            return Ok(());
+        }
+        self.download(url, digest, size, &files, progress).await?;
+        progress(PullEvent::Verifying { digest: *digest });
+        self.verify_and_publish(&files, digest).await
+    }
+
+    /// If the store has the blob: touches it (so that a prune before the manifest is written
+    /// keeps it), reports it complete and returns `true`.
+    fn reuse_present(
+        &self,
+        digest: &BlobDigest,
+        size: u64,
+        progress: &mut (dyn FnMut(PullEvent) + Send),
+    ) -> Result<bool, PullError> {
+        if !self.store.has_blob(digest) {
+            return Ok(false);
+        }
+        self.store.touch_blob(digest).map_err(PullError::Store)?;
+        progress(PullEvent::Pulling {
+            digest: *digest,
+            total: size,
+            completed: size,
+        });
+        Ok(true)
+    }
+
+    /// Fills the partial file with the whole blob: in parts (resumed from the sidecar, or new
+    /// if the blob is large and the server answers range requests), else in one stream.
+    async fn download(
+        &self,
+        url: &str,
+        digest: &BlobDigest,
+        size: u64,
+        files: &BlobFiles,
+        progress: &mut (dyn FnMut(PullEvent) + Send),
+    ) -> Result<(), PullError> {
+        let mut single_first = None;
+        let plan = match PartsState::load(&files.sidecar, digest, size, files.partial_len()) {
+            Sidecar::Usable(state) => Some((state, None)),
+            Sidecar::Unusable => {
+                files.discard()?;
+                None
+            }
+            Sidecar::Absent => None,
+        };
+        let plan = match plan {
+            Some(plan) => Some(plan),
+            None => match self.probe(url, digest, size, files).await? {
+                Probe::Parts { state, first } => Some((state, Some(first))),
+                Probe::Single(response) => {
+                    single_first = response;
+                    None
+                }
+            },
+        };
+        if let Some((state, first)) = plan {
+            match self
+                .download_parts(url, files, state, first, &mut *progress)
+                .await
+            {
+                Err(PullError::RangesUnsupported { .. }) => files.discard()?,
+                other => return other,
+            }
+        }
+        self.download_single(url, digest, size, &files.partial, single_first, progress)
+            .await
+    }
+
+    /// Downloads in one stream, resuming from the partial file's length, with retries.
+    /// `first` is an answer already received for the whole blob.
+    async fn download_single(
+        &self,
+        url: &str,
+        digest: &BlobDigest,
+        size: u64,
+        partial: &Path,
+        mut first: Option<reqwest::Response>,
+        progress: &mut (dyn FnMut(PullEvent) + Send),
+    ) -> Result<(), PullError> {
         let mut failures = 0;
         loop {
             match self
-                .attempt(url, digest, size, &partial, &mut *progress)
+                .attempt(url, digest, size, partial, first.take(), &mut *progress)
                 .await
             {
-                Attempt::Complete => break,
+                Attempt::Complete => return Ok(()),
                 Attempt::Failed { error, progress } => {
                     if progress > 0 {
                         failures = 0;
@@ -64,17 +189,17 @@ impl Puller {
                 }
             }
         }
-        progress(PullEvent::Verifying { digest: *digest });
-        self.verify_and_publish(&partial, digest).await
     }
 
-    /// One request: from the partial file's length to the end.
+    /// One request: from the partial file's length to the end (`response`, if given, is the
+    /// answer to a request already sent).
     async fn attempt(
         &self,
         url: &str,
         digest: &BlobDigest,
         size: u64,
         partial: &Path,
+        response: Option<reqwest::Response>,
         progress: &mut (dyn FnMut(PullEvent) + Send),
     ) -> Attempt {
         let failed = |error| Attempt::Failed { error, progress: 0 };
@@ -88,13 +213,18 @@ impl Puller {
         if offset == size {
             return Attempt::Complete;
         }
-        let mut request = self.client.get(url);
-        if offset > 0 {
-            request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
-        }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(source) => return failed(http_error(url, source)),
+        let response = match response {
+            Some(response) => response,
+            None => {
+                let mut request = self.client.get(url);
+                if offset > 0 {
+                    request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+                }
+                match request.send().await {
+                    Ok(r) => r,
+                    Err(source) => return failed(http_error(url, source)),
+                }
+            }
         };
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
@@ -192,13 +322,17 @@ impl Puller {
     }
 
     /// Hashes the finished partial file; a match becomes the blob, a mismatch is deleted.
+    /// The sidecar goes after the hash matched (a full partial file needs none) or after
+    /// the partial file was deleted.
     async fn verify_and_publish(
         &self,
-        partial: &Path,
+        files: &BlobFiles,
         digest: &BlobDigest,
     ) -> Result<(), PullError> {
         let store = self.store.clone();
-        let partial: PathBuf = partial.to_path_buf();
+        let BlobFiles {
+            partial, sidecar, ..
+        } = files.clone();
         let digest = *digest;
         tokio::task::spawn_blocking(move || {
             let mut hasher = DigestWriter::new();
@@ -209,12 +343,14 @@ impl Puller {
             let temp = tempfile::TempPath::try_from_path(&partial)
                 .map_err(|e| io_error("resolve", &partial, e))?;
             if actual != digest {
-                // Dropping `temp` deletes the partial file.
+                drop(temp); // Deletes the partial file.
+                remove_if_present(&sidecar)?;
                 return Err(PullError::DigestMismatch {
                     expected: digest,
                     actual,
                 });
             }
+            remove_if_present(&sidecar)?;
             store.publish_blob(temp, &digest).map_err(PullError::Store)
         })
         .await
@@ -222,8 +358,16 @@ impl Puller {
     }
 }
 
+/// Deletes a file; one already gone is fine.
+fn remove_if_present(path: &Path) -> Result<(), PullError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("delete", path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// A [`PullError::Io`].
-fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> PullError {
+pub(super) fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> PullError {
     PullError::Io {
         op,
         path: path.to_path_buf(),

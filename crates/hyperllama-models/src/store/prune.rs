@@ -46,7 +46,8 @@ pub struct PruneReport {
 enum BlobFile {
     /// `sha256-<hex>`.
     Blob(BlobDigest),
-    /// `sha256-<hex>-*` (`-partial`, `-partial-<n>`, `-hlpartial`): part of a pull of that blob.
+    /// `sha256-<hex>-*` (`-partial`, `-partial-<n>`, `-hlpartial` and its `.parts` sidecar and
+    /// `.lock` file): part of a pull of that blob.
     Partial(BlobDigest),
     /// Ours (`.tmp-*`) or Ollama's (`sha256-<not a digest>`).
     Temp,
