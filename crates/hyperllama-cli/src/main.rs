@@ -1,12 +1,19 @@
 //! `hyperllama`: the command-line entry point.
 //!
+//! Model management (`create`, `list`, `show`, `rm`, `cp`, `pull`) works on the store at
+//! `HYPERLLAMA_MODELS`; the logic is in `hyperllama_models`, these modules parse and print.
+//!
 //! Parses arguments, sets up logging, and runs one command. Errors are printed as one line
 //! (`Error: ...`, with the causes joined by `: `) and the process exits with status 1; clap's
 //! own usage errors exit with status 2.
 
+mod create;
 mod env;
 mod info;
+mod models;
+mod pull;
 mod run;
+mod show;
 
 use std::process::ExitCode;
 
@@ -24,6 +31,19 @@ struct Cli {
 enum Command {
     /// Run a model: answer PROMPT and exit, or chat interactively without one.
     Run(run::RunArgs),
+    /// Create a model from a Modelfile.
+    Create(create::CreateArgs),
+    /// Show information for a model.
+    Show(show::ShowArgs),
+    /// List models.
+    #[command(alias = "ls")]
+    List,
+    /// Pull a model from a registry.
+    Pull(pull::PullArgs),
+    /// Copy a model.
+    Cp(models::CopyArgs),
+    /// Remove models.
+    Rm(models::RemoveArgs),
     /// Show what this machine has: CPU, SIMD features, memory, GPUs.
     Info(info::InfoArgs),
     /// List the HYPERLLAMA_* environment variables and their current values.
@@ -35,6 +55,12 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Create(args) => create::create(&args),
+        Command::Show(args) => show::show(&args),
+        Command::List => models::list(),
+        Command::Pull(args) => pull::pull(&args),
+        Command::Cp(args) => models::copy(&args),
+        Command::Rm(args) => models::remove(&args),
         Command::Info(args) => info::info(&args),
         Command::Env => {
             env::print_table();

@@ -4,11 +4,17 @@
 //! Without one, on a terminal (or with `--interactive`), a chat opens: `"""` starts and ends
 //! multi-line input, `/bye` leaves, `/clear` forgets the history; the history is kept within
 //! the session. `--verbose` prints Ollama's timing statistics to stderr.
+//!
+//! MODEL is a path to a .gguf file, or the name of a model in the store. A stored model brings
+//! its defaults: the params layer (sampling options, `num_predict`, `num_ctx`, `stop`) under
+//! the command-line flags, its SYSTEM under `--system`, its MESSAGEs as the start of the
+//! history, and its TEMPLATE when that is Jinja (Ollama's Go templates cannot run here, so the
+//! GGUF's own chat template is used instead).
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -17,7 +23,11 @@ use hyperllama_core::TokenId;
 use hyperllama_engine::chat::ChatFormatter;
 use hyperllama_engine::llama::LoadOptions;
 use hyperllama_engine::{Completion, Engine, EngineConfig, Event, GenerateRequest, Model};
+use hyperllama_models::name::ModelName;
+use hyperllama_models::resolve::{resolve_model, ModelOptions, ResolveError, TemplateChoice};
 use hyperllama_models::template::ChatMessage;
+
+use crate::models::Models;
 
 /// Default context length per sequence (Ollama's default on machines without a large GPU).
 const DEFAULT_NUM_CTX: usize = 4096;
@@ -25,7 +35,7 @@ const DEFAULT_NUM_CTX: usize = 4096;
 /// Arguments of `hyperllama run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The model: a path to a .gguf file.
+    /// The model: a name from the store (`hyperllama list`) or a path to a .gguf file.
     model: String,
     /// The prompt (words are joined with spaces). Without it, a chat starts.
     prompt: Vec<String>,
@@ -67,9 +77,20 @@ pub struct RunArgs {
     interactive: bool,
 }
 
+/// What a stored model brings besides its weights.
+#[derive(Default)]
+struct ModelDefaults {
+    options: ModelOptions,
+    system: Option<String>,
+    messages: Vec<ChatMessage>,
+    template: Option<String>,
+}
+
 struct Session {
     engine: Engine,
     formatter: Option<ChatFormatter>,
+    system: Option<String>,
+    initial_history: Vec<ChatMessage>,
     sampling: SamplingParams,
     num_predict: Option<usize>,
     stop: Vec<String>,
@@ -79,15 +100,9 @@ struct Session {
 
 /// Runs `hyperllama run`.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let model_path = Path::new(&args.model);
-    if !model_path.exists() {
-        bail!(
-            "model '{}' not found: pass the path to a .gguf file",
-            args.model
-        );
-    }
-    let model = Model::load(model_path, &LoadOptions::default())?;
-    let session = Session::new(Arc::clone(&model), &args)?;
+    let (model_path, defaults) = locate(&args.model)?;
+    let model = Model::load(&model_path, &LoadOptions::default())?;
+    let session = Session::new(Arc::clone(&model), &args, defaults)?;
 
     let prompt = if !args.prompt.is_empty() {
         Some(args.prompt.join(" "))
@@ -101,19 +116,62 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     match prompt {
         Some(prompt) => {
-            let mut history = Vec::new();
-            session.answer(&args, &mut history, &prompt)?;
+            let mut history = session.initial_history.clone();
+            session.answer(&mut history, &prompt)?;
             Ok(())
         }
         None => session.chat(&args),
     }
 }
 
+/// Finds the weights of MODEL: an existing file as it is, else a model in the store, whose
+/// last-used time is recorded.
+fn locate(model: &str) -> anyhow::Result<(PathBuf, ModelDefaults)> {
+    let path = Path::new(model);
+    if path.exists() {
+        return Ok((path.to_path_buf(), ModelDefaults::default()));
+    }
+    let name = match ModelName::parse(model) {
+        Ok(name) if !model.to_ascii_lowercase().ends_with(".gguf") => name,
+        _ => bail!("model '{model}' not found: no such file, and not a model name"),
+    };
+    let models = Models::open()?;
+    let resolved = match resolve_model(&models.store, &name) {
+        Err(ResolveError::NotFound { .. }) => {
+            bail!("model '{model}' not found, try `hyperllama pull {model}`")
+        }
+        other => other?,
+    };
+    models.rt.block_on(
+        models
+            .registry
+            .touch_last_used(&resolved.name, SystemTime::now()),
+    )?;
+    let template = match resolved.chat_template() {
+        TemplateChoice::Jinja(t) => Some(t),
+        _ => None,
+    };
+    let defaults = ModelDefaults {
+        options: resolved.options(),
+        system: resolved.system.clone(),
+        messages: resolved
+            .messages
+            .iter()
+            .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect(),
+        template,
+    };
+    Ok((resolved.model_path, defaults))
+}
+
 impl Session {
-    fn new(model: Arc<Model>, args: &RunArgs) -> anyhow::Result<Self> {
+    fn new(model: Arc<Model>, args: &RunArgs, defaults: ModelDefaults) -> anyhow::Result<Self> {
         let info = model.info();
+        let opts = &defaults.options;
+        let model_ctx = opts.num_ctx.and_then(|n| usize::try_from(n).ok());
         let n_ctx = args
             .num_ctx
+            .or(model_ctx)
             .unwrap_or(DEFAULT_NUM_CTX)
             .min(info.n_ctx_train.max(2));
         if n_ctx < 2 {
@@ -124,13 +182,14 @@ impl Session {
             cfg.n_threads = n;
         }
         let load_duration = info.load_duration;
-        let formatter = if args.raw {
-            None
-        } else {
-            Some(ChatFormatter::for_model(&model)?)
+        let formatter = match (&defaults.template, args.raw) {
+            (_, true) => None,
+            (Some(template), false) => Some(ChatFormatter::with_template(&model, template)?),
+            (None, false) => Some(ChatFormatter::for_model(&model)?),
         };
         let engine = Engine::start(model, cfg).context("cannot start the engine")?;
         let mut sampling = SamplingParams::default();
+        apply_model_options(&mut sampling, opts);
         if let Some(t) = args.temperature {
             sampling.temperature = t;
         }
@@ -143,8 +202,10 @@ impl Session {
         if let Some(r) = args.repeat_penalty {
             sampling.repeat_penalty = r;
         }
-        sampling.seed = args.seed;
-        let num_predict = match args.num_predict {
+        if args.seed.is_some() {
+            sampling.seed = args.seed;
+        }
+        let num_predict = match args.num_predict.or(opts.num_predict) {
             None => None,
             Some(n) if n < 0 => None,
             Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
@@ -154,8 +215,14 @@ impl Session {
             formatter,
             sampling,
             num_predict,
-            stop: args.stop.clone(),
+            stop: if args.stop.is_empty() {
+                opts.stop.clone()
+            } else {
+                args.stop.clone()
+            },
             verbose: args.verbose,
+            system: args.system.clone().or(defaults.system),
+            initial_history: defaults.messages,
             load_duration,
         })
     }
@@ -182,13 +249,8 @@ impl Session {
     }
 
     /// Streams one answer to stdout and appends the exchange to `history`.
-    fn answer(
-        &self,
-        args: &RunArgs,
-        history: &mut Vec<ChatMessage>,
-        prompt: &str,
-    ) -> anyhow::Result<()> {
-        let tokens = self.tokens_for(history, prompt, args.system.as_deref())?;
+    fn answer(&self, history: &mut Vec<ChatMessage>, prompt: &str) -> anyhow::Result<()> {
+        let tokens = self.tokens_for(history, prompt, self.system.as_deref())?;
         let req = GenerateRequest {
             prompt: tokens,
             sampling: self.sampling.clone(),
@@ -228,7 +290,7 @@ impl Session {
     fn chat(&self, args: &RunArgs) -> anyhow::Result<()> {
         let stdin = std::io::stdin();
         let mut lines = stdin.lock().lines();
-        let mut history = Vec::new();
+        let mut history = self.initial_history.clone();
         let tty = std::io::stdin().is_terminal();
         if tty {
             eprintln!(
@@ -285,12 +347,37 @@ impl Session {
                 }
                 _ => {}
             }
-            if let Err(e) = self.answer(args, &mut history, &input) {
+            if let Err(e) = self.answer(&mut history, &input) {
                 // In a chat, a failed answer (e.g. the history outgrew the context) is reported
                 // and the session goes on.
                 eprintln!("Error: {e:#}");
             }
         }
+    }
+}
+
+/// The model's params-layer options (under the command-line flags, applied after).
+fn apply_model_options(sampling: &mut SamplingParams, opts: &ModelOptions) {
+    let set = |field: &mut f32, value: Option<f32>| {
+        if let Some(v) = value {
+            *field = v;
+        }
+    };
+    set(&mut sampling.temperature, opts.temperature);
+    set(&mut sampling.top_p, opts.top_p);
+    set(&mut sampling.min_p, opts.min_p);
+    set(&mut sampling.repeat_penalty, opts.repeat_penalty);
+    set(&mut sampling.presence_penalty, opts.presence_penalty);
+    set(&mut sampling.frequency_penalty, opts.frequency_penalty);
+    if let Some(k) = opts.top_k {
+        sampling.top_k = k;
+    }
+    if let Some(n) = opts.repeat_last_n {
+        sampling.repeat_last_n = n;
+    }
+    // A negative seed means random, as Ollama's -1.
+    if let Some(seed) = opts.seed {
+        sampling.seed = u64::try_from(seed).ok();
     }
 }
 

@@ -1,7 +1,8 @@
 //! Turning a conversation into prompt tokens with the model's own chat template.
 //!
 //! The template is the GGUF's `tokenizer.chat_template`; a model without one gets the
-//! built-in template for its architecture (Gemma's for `gemma*`), else ChatML.
+//! built-in template for its architecture (Gemma's for `gemma*`), else ChatML. A caller may
+//! give its own Jinja template instead ([`ChatFormatter::with_template`]).
 //!
 //! # Invariants
 //! - The prompt starts with at most one BOS token: when the rendered text already begins
@@ -24,6 +25,8 @@ pub enum TemplateSource {
     Builtin,
     /// The generic ChatML fallback.
     ChatMl,
+    /// A template given by the caller (a model's Jinja `TEMPLATE` layer).
+    Custom,
 }
 
 /// A model's chat template, compiled once.
@@ -45,6 +48,17 @@ impl ChatFormatter {
                 None => (CHATML, TemplateSource::ChatMl),
             },
         };
+        Self::compile(model, text, source)
+    }
+
+    /// Compiles `source`, a Jinja chat template given by the caller (a model's `TEMPLATE`
+    /// layer), with `model`'s special tokens.
+    pub fn with_template(model: &Model, source: &str) -> Result<Self, Error> {
+        Self::compile(model, source, TemplateSource::Custom)
+    }
+
+    fn compile(model: &Model, text: &str, source: TemplateSource) -> Result<Self, Error> {
+        let info = model.info();
         let special = SpecialTokens {
             bos_token: info.bos_text.clone(),
             eos_token: info.eos_text.clone(),

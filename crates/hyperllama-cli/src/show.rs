@@ -1,0 +1,174 @@
+//! `hyperllama show NAME`: what `ollama show` prints — the model's facts, capabilities,
+//! parameters, system prompt and license — or, with a flag, one of them raw.
+
+use clap::Args;
+use hyperllama_models::create::parameter_size_label;
+use hyperllama_models::gguf;
+use hyperllama_models::resolve::{resolve_model, ResolvedModel};
+use serde_json::Value;
+
+use crate::models::{parse_name, Models};
+
+/// Arguments of `hyperllama show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The model.
+    model: String,
+    /// Print the Modelfile that recreates the model.
+    #[arg(long)]
+    modelfile: bool,
+    /// Print the parameters.
+    #[arg(long)]
+    parameters: bool,
+    /// Print the template (the template layer, else the GGUF's chat template).
+    #[arg(long)]
+    template: bool,
+    /// Print the system prompt.
+    #[arg(long)]
+    system: bool,
+    /// Print the license.
+    #[arg(long)]
+    license: bool,
+    /// Also print every GGUF metadata key and the tensors.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// Runs `hyperllama show`.
+pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
+    let name = parse_name(&args.model)?;
+    let models = Models::open()?;
+    let model = resolve_model(&models.store, &name)?;
+    if args.modelfile {
+        print!("{}", model.to_modelfile("hyperllama"));
+        return Ok(());
+    }
+    if args.parameters {
+        for (key, value) in parameter_rows(&model) {
+            println!("{key:<30} {value}");
+        }
+        return Ok(());
+    }
+    if args.system {
+        println!("{}", model.system.as_deref().unwrap_or_default());
+        return Ok(());
+    }
+    if args.license {
+        println!("{}", model.licenses.join("\n"));
+        return Ok(());
+    }
+    let file = gguf::read_file(&model.model_path)?;
+    if args.template {
+        let template = model
+            .template
+            .as_deref()
+            .or_else(|| file.chat_template())
+            .unwrap_or_default();
+        println!("{template}");
+        return Ok(());
+    }
+    let record = models.rt.block_on(models.registry.get(&model.name))?;
+    let capabilities = record.map(|r| r.capabilities.names()).unwrap_or_default();
+
+    let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+    let mut facts = vec![
+        (
+            "architecture",
+            file.architecture().unwrap_or_default().to_owned(),
+        ),
+        ("parameters", parameter_size_label(file.parameter_count())),
+        ("context length", opt(file.context_length())),
+        ("embedding length", opt(file.embedding_length())),
+        (
+            "quantization",
+            file.quantization_label().unwrap_or_default().to_owned(),
+        ),
+    ];
+    facts.retain(|(_, v)| !v.is_empty());
+    section(
+        "Model",
+        facts.iter().map(|(k, v)| (k.to_string(), v.clone())),
+    );
+    section(
+        "Capabilities",
+        capabilities.iter().map(|c| (c.to_string(), String::new())),
+    );
+    let params = parameter_rows(&model);
+    if !params.is_empty() {
+        section("Parameters", params.into_iter());
+    }
+    if let Some(system) = &model.system {
+        text_section("System", system, args.verbose);
+    }
+    for license in &model.licenses {
+        text_section("License", license, args.verbose);
+    }
+    if args.verbose {
+        section(
+            "Metadata",
+            file.metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.summary(80))),
+        );
+        section(
+            "Tensors",
+            file.tensors.iter().map(|t| {
+                let ty = t
+                    .ggml_type
+                    .name()
+                    .map_or_else(|| format!("type {}", t.ggml_type.id()), str::to_owned);
+                (t.name.clone(), format!("{ty:<8} {:?}", t.dims))
+            }),
+        );
+    }
+    Ok(())
+}
+
+/// The params layer as rows: strings quoted, one row per list element, sorted by name.
+fn parameter_rows(model: &ResolvedModel) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for (key, value) in model.parameters.iter() {
+        let values = match value {
+            Value::Array(list) => list.iter().collect(),
+            v => vec![v],
+        };
+        for v in values {
+            rows.push((key.to_owned(), v.to_string()));
+        }
+    }
+    rows
+}
+
+/// Prints a heading and aligned key/value rows, indented as `ollama show`.
+fn section(title: &str, rows: impl Iterator<Item = (String, String)>) {
+    let rows: Vec<_> = rows.collect();
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!("  {title}");
+    for (key, value) in rows {
+        let line = format!("    {key:<width$}    {value}");
+        println!("{}", line.trim_end());
+    }
+    println!();
+}
+
+/// Prints a text section: its first two lines and `...` unless verbose, as `ollama show`.
+fn text_section(title: &str, text: &str, verbose: bool) {
+    println!("  {title}");
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let n = if verbose {
+        lines.len()
+    } else {
+        lines.len().min(2)
+    };
+    for line in &lines[..n] {
+        println!("    {line}");
+    }
+    if n < lines.len() {
+        println!("    ...");
+    }
+    println!();
+}

@@ -1,0 +1,210 @@
+//! `hyperllama pull` against a registry started by the test on 127.0.0.1 that speaks the
+//! real protocol: `GET /v2/<ns>/<model>/manifests/<tag>` and `GET /v2/<ns>/<model>/blobs/<digest>`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use hyperllama_models::digest::BlobDigest;
+use hyperllama_models::gguf::{GgmlType, GgufBuilder};
+
+/// A registry serving fixed paths; anything else is a 404. Serves until the test ends.
+struct Registry {
+    url: String,
+}
+
+impl Registry {
+    fn start(routes: HashMap<String, Vec<u8>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bound");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let routes = Arc::new(routes);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let routes = Arc::clone(&routes);
+                std::thread::spawn(move || serve(stream, &routes));
+            }
+        });
+        Registry { url }
+    }
+}
+
+/// Answers one request (with `Range` support), then closes the connection.
+fn serve(stream: TcpStream, routes: &HashMap<String, Vec<u8>>) {
+    let mut reader = BufReader::new(&stream);
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut range = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(spec) = lower.strip_prefix("range: bytes=") {
+            let (start, end) = spec.trim().split_once('-').unwrap_or((spec.trim(), ""));
+            range = Some((
+                start.parse::<usize>().unwrap_or(0),
+                end.parse::<usize>().ok(),
+            ));
+        }
+    }
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
+    let mut out = &stream;
+    let Some(body) = routes.get(&path) else {
+        let _ = out
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    };
+    let (status, part) = match range {
+        Some((start, end)) if start < body.len() => {
+            let end = end.map_or(body.len(), |e| (e + 1).min(body.len()));
+            ("206 Partial Content", &body[start..end])
+        }
+        _ => ("200 OK", &body[..]),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        part.len()
+    );
+    let _ = out.write_all(head.as_bytes());
+    let _ = out.write_all(part);
+}
+
+/// The routes of one model `library/<model>:latest` made of a small GGUF and its config.
+fn model_routes(model: &str) -> (HashMap<String, Vec<u8>>, BlobDigest) {
+    let weights = GgufBuilder::new(3)
+        .kv("general.architecture", "llama")
+        .kv("general.file_type", 0u32)
+        .kv("llama.context_length", 128u32)
+        .kv("llama.embedding_length", 8u32)
+        .tensor(
+            "token_embd.weight",
+            vec![8, 4],
+            GgmlType::F32,
+            vec![0; 8 * 4 * 4],
+        )
+        .to_bytes();
+    let config = br#"{"model_format":"gguf","model_family":"llama","model_families":["llama"],"model_type":"32","file_type":"F32","architecture":"amd64","os":"linux"}"#.to_vec();
+    let w = BlobDigest::of_bytes(&weights);
+    let c = BlobDigest::of_bytes(&config);
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\
+         \"config\":{{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"digest\":\"{c}\",\"size\":{}}},\
+         \"layers\":[{{\"mediaType\":\"application/vnd.ollama.image.model\",\"digest\":\"{w}\",\"size\":{}}}]}}",
+        config.len(),
+        weights.len()
+    );
+    let manifest_digest = BlobDigest::of_bytes(manifest.as_bytes());
+    let mut routes = HashMap::new();
+    routes.insert(
+        format!("/v2/library/{model}/manifests/latest"),
+        manifest.into_bytes(),
+    );
+    routes.insert(format!("/v2/library/{model}/blobs/{w}"), weights);
+    routes.insert(format!("/v2/library/{model}/blobs/{c}"), config);
+    (routes, manifest_digest)
+}
+
+fn hyperllama(dir: &Path, registry: &Registry) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperllama"));
+    cmd.env_remove("HYPERLLAMA_LOG")
+        .env_remove("HYPERLLAMA_DEBUG")
+        .env("HOME", dir)
+        .env("HYPERLLAMA_MODELS", dir.join("models"))
+        .env("HYPERLLAMA_DB", dir.join("index.db"))
+        .env("HYPERLLAMA_REGISTRY_URL", &registry.url)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_failure_ends_with(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("Error: ") && last.contains(needle),
+        "{err}"
+    );
+    assert_eq!(err.matches("Error").count(), 1, "{err}");
+}
+
+#[test]
+fn pulls_from_a_local_registry_then_lists_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (routes, manifest_digest) = model_routes("tiny");
+    let registry = Registry::start(routes);
+
+    let o = hyperllama(dir.path(), &registry)
+        .args(["pull", "tiny", "--insecure"])
+        .output()
+        .expect("runs");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for line in [
+        "pulling manifest",
+        "verifying sha256 digest",
+        "writing manifest",
+        "success",
+    ] {
+        assert!(err.lines().any(|l| l == line), "missing {line:?} in {err}");
+    }
+    assert!(err.contains(" 100% "), "{err}");
+
+    let o = hyperllama(dir.path(), &registry)
+        .arg("list")
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let row = out.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with("tiny:latest "), "{out}");
+    assert!(
+        row.contains(&manifest_digest.short()),
+        "the registry's manifest digest: {out}"
+    );
+    let o = hyperllama(dir.path(), &registry)
+        .args(["show", "tiny"])
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("architecture        llama"));
+}
+
+#[test]
+fn pull_errors_are_clear() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (routes, _) = model_routes("tiny");
+    let registry = Registry::start(routes);
+    let o = hyperllama(dir.path(), &registry)
+        .args(["pull", "nosuch", "--insecure"])
+        .output()
+        .expect("runs");
+    assert_failure_ends_with(&o, "model 'nosuch:latest' not found in the registry");
+    let o = hyperllama(dir.path(), &registry)
+        .args(["pull", "tiny"])
+        .output()
+        .expect("runs");
+    assert_failure_ends_with(&o, "refusing plain http");
+    let o = hyperllama(dir.path(), &registry)
+        .args(["pull", "a//b", "--insecure"])
+        .output()
+        .expect("runs");
+    assert_failure_ends_with(&o, "invalid model name");
+    assert!(
+        std::fs::read_dir(dir.path().join("models/manifests"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true),
+        "nothing was written"
+    );
+}
