@@ -392,6 +392,7 @@ fn print_stats(c: &Completion, load: Duration) {
     eprintln!("total duration:       {:?}", c.total_duration + load);
     eprintln!("load duration:        {load:?}");
     eprintln!("prompt eval count:    {} token(s)", c.n_prompt);
+    eprintln!("prompt cache count:   {} token(s)", c.n_cached);
     eprintln!("prompt eval duration: {:?}", c.prompt_eval_duration);
     eprintln!(
         "prompt eval rate:     {:.2} tokens/s",

@@ -101,6 +101,7 @@ fn model_run_answers_a_chat_prompt_with_both_models_and_verbose_stats() {
             "total duration:",
             "load duration:",
             "prompt eval count:",
+            "prompt cache count:",
             "prompt eval duration:",
             "prompt eval rate:",
             "eval count:",
@@ -149,19 +150,28 @@ fn model_interactive_chat_keeps_history_and_handles_multiline_and_bye() {
         "multi-line continuation prompt expected: {out}"
     );
     assert!(out.contains("Unknown command '/unknown'"), "{out}");
-    // The second turn's prompt holds the first exchange: its prompt is much longer.
-    let counts: Vec<usize> = stderr(&o)
-        .lines()
-        .filter_map(|l| l.strip_prefix("prompt eval count:"))
-        .map(|l| {
-            l.trim()
-                .trim_end_matches(" token(s)")
-                .parse()
-                .expect("a count")
-        })
-        .collect();
-    assert_eq!(counts.len(), 2, "{}", stderr(&o));
-    assert!(counts[1] > counts[0] + 6, "history not kept: {counts:?}");
+    // The second turn's prompt holds the first exchange (evaluated or taken from the cache).
+    let field = |name: &str| -> Vec<usize> {
+        stderr(&o)
+            .lines()
+            .filter_map(|l| l.strip_prefix(name))
+            .map(|l| {
+                l.trim()
+                    .trim_end_matches(" token(s)")
+                    .parse()
+                    .expect("a count")
+            })
+            .collect()
+    };
+    let evaluated = field("prompt eval count:");
+    let cached = field("prompt cache count:");
+    assert_eq!(evaluated.len(), 2, "{}", stderr(&o));
+    let totals: Vec<usize> = evaluated.iter().zip(&cached).map(|(e, c)| e + c).collect();
+    assert!(totals[1] > totals[0] + 6, "history not kept: {totals:?}");
+    assert!(
+        cached[1] > 0,
+        "the first turn was not reused from the prefix cache: {cached:?}"
+    );
 }
 
 #[test]

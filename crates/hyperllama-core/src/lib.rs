@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod ids;
+pub mod kv;
 pub mod rng;
 pub mod sampling;
 pub mod sched;

@@ -6,37 +6,73 @@
 //! decode tokens are planned first, then prompt chunks, then new admissions (first come, first
 //! served). A prompt longer than the budget is prefilled over several steps.
 //!
-//! KV capacity is a ledger of cells: a sequence holds as many cells as it has computed tokens.
-//! When a decode token finds no free cell, the newest running sequence is preempted: its cells
-//! are freed (its slot is cleared at the next step) and it is recomputed later from its tokens.
+//! KV capacity is a ledger of blocks ([`KvPool`]). With prefix caching on, a sequence that ends
+//! (or is cancelled, or preempted) leaves its KV behind as a *cache entry* that keeps its slot;
+//! a new sequence whose prompt starts with indexed full blocks shares them (the plan copies the
+//! positions from the holder's slot into the new slot) and computes only the rest. Entries are
+//! evicted least recently used first, when blocks or slots are needed. When a running sequence
+//! needs a block and none can be reclaimed, the newest running sequence is preempted: it
+//! becomes a cache entry and waits at the head of the queue to be resumed or recomputed.
 //!
 //! # Invariants
 //! - A plan never holds more than `max_batched_tokens` tokens nor more than `max_seqs`
 //!   sequences, and no sequence appears twice in one plan.
-//! - `n_kv_used` equals the sum, over sequences holding a slot, of their computed tokens plus the
-//!   tokens planned for them in the step in flight; it never exceeds `n_kv_cells`.
-//! - A slot belongs to at most one sequence; a slot whose sequence ended or was preempted is
-//!   listed in the next plan's `clear` before anything else is computed in it.
-//! - Only `schedule`, `commit`, `abandon`, `add` and `abort` change state; a plan is plain data
-//!   with no references into the scheduler.
+//! - Every block's reference count equals the number of block tables (running sequences and
+//!   cache entries) containing it ([`Scheduler::check_invariants`]).
+//! - Slots are partitioned between running sequences, cache entries and the free list; a slot
+//!   whose KV is dropped is listed in the next plan's `clear`, which the backend applies before
+//!   the plan's copies and tokens. A copy's source is never cleared in the same plan.
+//! - Only `schedule`, `commit`, `abandon`, `add`, `abort` and `clear_cache` change state; a
+//!   plan is plain data with no references into the scheduler.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::ids::{SeqId, SlotId, TokenId};
+use crate::kv::{block_hash, BlockId, KvPool};
 
 /// Scheduler limits; see the field docs.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// Most tokens computed in one step (llama.cpp's `n_batch`).
     pub max_batched_tokens: usize,
-    /// Most sequences holding KV at once; also the number of backend slots.
+    /// Most sequences running (holding KV and computing) at once.
     pub max_seqs: usize,
+    /// Backend slots (sequence ids); at least `max_seqs`. Slots not used by running sequences
+    /// hold cache entries.
+    pub n_slots: usize,
     /// KV cells shared by all sequences (llama.cpp's unified `n_ctx`).
     pub n_kv_cells: usize,
+    /// Positions per KV block: the unit of accounting and of prefix sharing.
+    pub block_size: usize,
     /// Most tokens (prompt + output) one sequence may hold: the per-request context length.
     pub n_ctx_per_seq: usize,
     /// Tokens that end generation (end of generation / end of turn).
     pub eog_tokens: Vec<TokenId>,
+    /// Keep finished sequences' KV and share it with later prompts that start the same way.
+    pub prefix_cache: bool,
+}
+
+impl SchedulerConfig {
+    /// Limits for `max_seqs` sequences of up to `n_ctx_per_seq` tokens in `n_kv_cells` cells,
+    /// with a step budget of `max_batched_tokens`, prefix caching on and twice as many slots
+    /// as sequences.
+    pub fn new(
+        max_batched_tokens: usize,
+        max_seqs: usize,
+        n_kv_cells: usize,
+        n_ctx_per_seq: usize,
+    ) -> Self {
+        Self {
+            max_batched_tokens,
+            max_seqs,
+            n_slots: max_seqs * 2,
+            n_kv_cells,
+            block_size: 16,
+            n_ctx_per_seq,
+            eog_tokens: Vec::new(),
+            prefix_cache: true,
+        }
+    }
 }
 
 /// A sequence to add: its prompt and when it must stop.
@@ -94,6 +130,18 @@ pub enum AdmissionError {
     DuplicateId(SeqId),
 }
 
+/// Copy the KV of positions `[0, n_tokens)` from one slot into another (shared, not
+/// duplicated, in llama.cpp's unified cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvCopy {
+    /// The slot holding the positions.
+    pub src: SlotId,
+    /// The slot that receives them (empty before the copy).
+    pub dst: SlotId,
+    /// How many leading positions.
+    pub n_tokens: usize,
+}
+
 /// One sequence's share of a step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanItem {
@@ -109,11 +157,13 @@ pub struct PlanItem {
     pub sample: bool,
 }
 
-/// What the backend runs in one step; plain data.
+/// What the backend runs in one step, in this order: `clear`, `copy`, `items`. Plain data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepPlan {
-    /// Slots whose KV must be removed before computing (ended or preempted sequences).
+    /// Slots whose KV must be removed first (evicted entries, dropped sequences).
     pub clear: Vec<SlotId>,
+    /// Prefix copies into newly admitted sequences' slots.
+    pub copy: Vec<KvCopy>,
     /// Sequences to compute, each at most once.
     pub items: Vec<PlanItem>,
 }
@@ -149,10 +199,12 @@ pub enum SeqEvent {
     PromptDone {
         /// Which sequence.
         seq: SeqId,
-        /// Prompt tokens computed.
+        /// Prompt tokens.
         n_prompt: usize,
+        /// Of those, how many were taken from the prefix cache instead of computed.
+        n_cached: usize,
     },
-    /// The sequence ended; its slot is cleared at the next step.
+    /// The sequence ended; its KV stays as a cache entry or is cleared at the next step.
     Finished {
         /// Which sequence.
         seq: SeqId,
@@ -167,9 +219,12 @@ struct Sequence {
     n_prompt: usize,
     n_computed: usize,
     n_planned: usize,
+    n_cached: usize,
     max_new_tokens: Option<usize>,
     ignore_eos: bool,
     slot: Option<SlotId>,
+    table: Vec<BlockId>,
+    hashes: Vec<u64>,
     prompt_reported: bool,
 }
 
@@ -179,33 +234,50 @@ impl Sequence {
     }
 }
 
+/// KV left behind by a sequence, holding a slot, shareable by prefix.
+#[derive(Debug)]
+struct CacheEntry {
+    table: Vec<BlockId>,
+    last_used: u64,
+}
+
 /// The scheduler; see the module docs.
 #[derive(Debug)]
 pub struct Scheduler {
     cfg: SchedulerConfig,
+    pool: KvPool,
     seqs: HashMap<SeqId, Sequence>,
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
+    cache: HashMap<SlotId, CacheEntry>,
     free_slots: Vec<SlotId>,
     to_clear: Vec<SlotId>,
-    n_kv_used: usize,
+    clock: u64,
     n_preemptions: u64,
 }
 
 impl Scheduler {
-    /// A scheduler with no sequences. The budget must fit one decode token per sequence.
+    /// A scheduler with no sequences. The budget must fit one decode token per sequence, and
+    /// the KV must hold one whole sequence.
     pub fn new(cfg: SchedulerConfig) -> Self {
         assert!(cfg.max_seqs >= 1 && cfg.max_batched_tokens >= cfg.max_seqs);
-        assert!(cfg.n_ctx_per_seq >= 2 && cfg.n_kv_cells >= cfg.n_ctx_per_seq);
-        let free_slots = (0..cfg.max_seqs as u32).rev().map(SlotId).collect();
+        assert!(cfg.n_slots >= cfg.max_seqs && cfg.block_size >= 1);
+        let n_blocks = cfg.n_kv_cells / cfg.block_size;
+        assert!(
+            cfg.n_ctx_per_seq >= 2 && n_blocks >= cfg.n_ctx_per_seq.div_ceil(cfg.block_size),
+            "the KV cache must hold one whole sequence"
+        );
+        let free_slots = (0..cfg.n_slots as u32).rev().map(SlotId).collect();
         Self {
+            pool: KvPool::new(n_blocks, cfg.block_size),
             cfg,
             seqs: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            cache: HashMap::new(),
             free_slots,
             to_clear: Vec::new(),
-            n_kv_used: 0,
+            clock: 0,
             n_preemptions: 0,
         }
     }
@@ -237,9 +309,12 @@ impl Scheduler {
                 n_prompt,
                 n_computed: 0,
                 n_planned: 0,
+                n_cached: 0,
                 max_new_tokens: spec.max_new_tokens,
                 ignore_eos: spec.ignore_eos,
                 slot: None,
+                table: Vec::new(),
+                hashes: Vec::new(),
                 prompt_reported: false,
             },
         );
@@ -247,21 +322,22 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Removes a sequence wherever it is (the client left); frees its KV at once.
+    /// Removes a sequence wherever it is (the client left). Its KV stops counting as used at
+    /// once: it becomes an evictable cache entry, or is cleared at the next step.
     /// Returns whether it existed.
     pub fn abort(&mut self, id: SeqId) -> bool {
-        debug_assert!(self.in_flight().is_none(), "abort during a step");
-        let Some(seq) = self.seqs.remove(&id) else {
+        if !self.seqs.contains_key(&id) {
             return false;
-        };
+        }
         self.waiting.retain(|&s| s != id);
         self.running.retain(|&s| s != id);
-        if let Some(slot) = seq.slot {
-            self.n_kv_used -= seq.n_computed;
-            self.to_clear.push(slot);
-            self.free_slots.push(slot);
-        }
+        self.retire(id);
         true
+    }
+
+    /// Ends a sequence for a reason found outside the scheduler (a stop string).
+    pub fn stop(&mut self, id: SeqId) -> bool {
+        self.abort(id)
     }
 
     /// Whether any sequence is waiting or running.
@@ -274,14 +350,29 @@ impl Scheduler {
         self.waiting.len()
     }
 
-    /// Sequences holding KV.
+    /// Sequences holding KV and computing.
     pub fn n_running(&self) -> usize {
         self.running.len()
     }
 
-    /// KV cells in use.
+    /// KV cells (counted in whole blocks) referenced by running sequences.
     pub fn n_kv_used(&self) -> usize {
-        self.n_kv_used
+        let mut seen = HashSet::new();
+        for id in &self.running {
+            seen.extend(self.seqs[id].table.iter().copied());
+        }
+        seen.len() * self.cfg.block_size
+    }
+
+    /// KV cells (counted in whole blocks) held only by cache entries: free on demand.
+    pub fn n_kv_cached(&self) -> usize {
+        let held = self.pool.n_blocks() - self.pool.n_free();
+        held * self.cfg.block_size - self.n_kv_used()
+    }
+
+    /// Cache entries kept.
+    pub fn n_cache_entries(&self) -> usize {
+        self.cache.len()
     }
 
     /// How many preemptions happened so far.
@@ -294,44 +385,45 @@ impl Scheduler {
         self.seqs.get(&id).map(|s| s.tokens.as_slice())
     }
 
-    fn in_flight(&self) -> Option<SeqId> {
-        self.running
-            .iter()
-            .copied()
-            .find(|id| self.seqs.get(id).is_some_and(|s| s.n_planned > 0))
+    /// Drops every cache entry (their slots are cleared at the next step).
+    pub fn clear_cache(&mut self) {
+        let slots: Vec<SlotId> = self.cache.keys().copied().collect();
+        for slot in slots {
+            self.evict(slot);
+        }
     }
 
     /// Plans the next step. Call `commit` (or `abandon`) with the plan before scheduling again.
     pub fn schedule(&mut self) -> StepPlan {
-        debug_assert!(self.in_flight().is_none(), "schedule before commit");
+        self.clock += 1;
         let mut budget = self.cfg.max_batched_tokens;
         let mut items = Vec::new();
+        let mut copies = Vec::new();
+        let mut pinned: HashSet<SlotId> = HashSet::new();
 
         // 1. Running sequences, oldest first: decode tokens and unfinished prompt chunks.
         let mut idx = 0;
         while idx < self.running.len() {
             let id = self.running[idx];
-            let remaining = {
+            let (remaining, n_computed) = {
                 let s = &self.seqs[&id];
-                s.tokens.len() - s.n_computed
+                (s.tokens.len() - s.n_computed, s.n_computed)
             };
-            let want = remaining.min(budget);
-            if want == 0 {
+            let n = remaining.min(budget);
+            if n == 0 {
                 idx += 1;
                 continue;
             }
-            // Make room by preempting the newest sequences (possibly this one).
-            let mut n = want.min(self.cfg.n_kv_cells - self.n_kv_used);
-            while n == 0 {
+            let mut self_preempted = false;
+            while !self.reserve(id, n_computed + n, &pinned) {
                 let victim = *self.running.last().expect("running is non-empty here");
                 self.preempt(victim);
                 if victim == id {
+                    self_preempted = true;
                     break;
                 }
-                n = want.min(self.cfg.n_kv_cells - self.n_kv_used);
             }
-            if n == 0 {
-                // This sequence itself was preempted; it is no longer in `running`.
+            if self_preempted {
                 continue;
             }
             items.push(self.plan_item(id, n));
@@ -339,35 +431,205 @@ impl Scheduler {
             idx += 1;
         }
 
-        // 2. Admit waiting sequences, first come first served, while their whole prompt fits.
-        while budget > 0 && !self.free_slots.is_empty() {
+        // 2. Admit waiting sequences, first come first served, while their prompt fits.
+        while budget > 0 && self.running.len() < self.cfg.max_seqs {
             let Some(&id) = self.waiting.front() else {
                 break;
             };
+            let (prefix, src) = match self.match_prefix(id) {
+                Some((prefix, src)) => (prefix, Some(src)),
+                None => (Vec::new(), None),
+            };
+            if let Some(src) = src {
+                pinned.insert(src);
+            }
             let n_tokens = self.seqs[&id].tokens.len();
-            if self.n_kv_used + n_tokens > self.cfg.n_kv_cells {
+            let n_shared = prefix.len() * self.cfg.block_size;
+            let needed = self.pool.blocks_for(n_tokens) - prefix.len();
+            if needed > self.pool.n_free() + self.n_reclaimable(&pinned) {
                 break;
             }
+            if self.free_slots.is_empty() && !self.evict_lru(&pinned) {
+                break;
+            }
+            let slot = self.free_slots.pop().expect("a slot was freed above");
+            for &b in &prefix {
+                self.pool.share(b);
+            }
+            let hashes = self.prefix_hashes(id, prefix.len());
+            {
+                let s = self.seqs.get_mut(&id).expect("waiting ids exist");
+                s.slot = Some(slot);
+                s.table = prefix;
+                s.hashes = hashes;
+                s.n_computed = n_shared;
+                s.n_cached = n_shared;
+            }
+            let n = (n_tokens - n_shared).min(budget);
+            if !self.reserve(id, n_shared + n, &pinned) {
+                // Cannot happen after the check above; undo rather than corrupt the ledger.
+                self.unadmit(id);
+                break;
+            }
+            if let Some(src) = src {
+                copies.push(KvCopy {
+                    src,
+                    dst: slot,
+                    n_tokens: n_shared,
+                });
+                if let Some(e) = self.cache.get_mut(&src) {
+                    e.last_used = self.clock;
+                }
+            }
             self.waiting.pop_front();
-            let slot = self.free_slots.pop().expect("checked non-empty");
-            self.seqs.get_mut(&id).expect("waiting ids exist").slot = Some(slot);
             self.running.push(id);
-            let n = n_tokens.min(budget);
             items.push(self.plan_item(id, n));
             budget -= n;
         }
 
         StepPlan {
             clear: std::mem::take(&mut self.to_clear),
+            copy: copies,
             items,
         }
+    }
+
+    /// Ensures `id`'s table covers `n_total` positions, evicting cache entries as needed.
+    fn reserve(&mut self, id: SeqId, n_total: usize, pinned: &HashSet<SlotId>) -> bool {
+        let need = self
+            .pool
+            .blocks_for(n_total)
+            .saturating_sub(self.seqs[&id].table.len());
+        while self.pool.n_free() < need {
+            if !self.evict_lru(pinned) {
+                return false;
+            }
+        }
+        let s = self.seqs.get_mut(&id).expect("reserved ids exist");
+        for _ in 0..need {
+            s.table
+                .push(self.pool.allocate().expect("counted free above"));
+        }
+        true
+    }
+
+    fn unadmit(&mut self, id: SeqId) {
+        let s = self.seqs.get_mut(&id).expect("exists");
+        for b in s.table.drain(..) {
+            self.pool.release(b);
+        }
+        s.hashes.clear();
+        s.n_computed = 0;
+        s.n_cached = 0;
+        if let Some(slot) = s.slot.take() {
+            self.free_slots.push(slot);
+        }
+    }
+
+    /// Blocks that evicting unpinned cache entries would free.
+    fn n_reclaimable(&self, pinned: &HashSet<SlotId>) -> usize {
+        let mut counts: HashMap<BlockId, u32> = HashMap::new();
+        for (slot, e) in &self.cache {
+            if pinned.contains(slot) {
+                continue;
+            }
+            for &b in &e.table {
+                *counts.entry(b).or_default() += 1;
+            }
+        }
+        counts
+            .iter()
+            .filter(|(&b, &n)| self.pool.refs(b) == n)
+            .count()
+    }
+
+    /// Evicts the least recently used unpinned cache entry. Returns false when there is none.
+    fn evict_lru(&mut self, pinned: &HashSet<SlotId>) -> bool {
+        let victim = self
+            .cache
+            .iter()
+            .filter(|(slot, _)| !pinned.contains(slot))
+            .min_by_key(|(slot, e)| (e.last_used, slot.0))
+            .map(|(&slot, _)| slot);
+        match victim {
+            Some(slot) => {
+                self.evict(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn evict(&mut self, slot: SlotId) {
+        if let Some(entry) = self.cache.remove(&slot) {
+            for b in entry.table {
+                self.pool.release(b);
+            }
+            self.to_clear.push(slot);
+            self.free_slots.push(slot);
+        }
+    }
+
+    /// The indexed full blocks the sequence's tokens start with (leaving at least one token to
+    /// compute) and a slot holding all of them.
+    fn match_prefix(&self, id: SeqId) -> Option<(Vec<BlockId>, SlotId)> {
+        if !self.cfg.prefix_cache {
+            return None;
+        }
+        let tokens = &self.seqs[&id].tokens;
+        let bs = self.cfg.block_size;
+        let max_blocks = (tokens.len() - 1) / bs;
+        let mut parent = 0;
+        let mut prefix = Vec::new();
+        for k in 0..max_blocks {
+            match self.pool.lookup(parent, &tokens[k * bs..(k + 1) * bs]) {
+                Some((b, h)) => {
+                    prefix.push(b);
+                    parent = h;
+                }
+                None => break,
+            }
+        }
+        // A table holding block k at index k holds the whole chain before it.
+        while let Some(&last) = prefix.last() {
+            let k = prefix.len() - 1;
+            let holder = self
+                .cache
+                .iter()
+                .find(|(_, e)| e.table.get(k) == Some(&last))
+                .map(|(&slot, _)| slot)
+                .or_else(|| {
+                    self.running.iter().find_map(|r| {
+                        let s = &self.seqs[r];
+                        (s.table.get(k) == Some(&last) && s.n_computed >= (k + 1) * bs)
+                            .then_some(s.slot)
+                            .flatten()
+                    })
+                });
+            if let Some(slot) = holder {
+                return Some((prefix, slot));
+            }
+            prefix.pop();
+        }
+        None
+    }
+
+    fn prefix_hashes(&self, id: SeqId, n_blocks: usize) -> Vec<u64> {
+        let tokens = &self.seqs[&id].tokens;
+        let bs = self.cfg.block_size;
+        let mut parent = 0;
+        (0..n_blocks)
+            .map(|k| {
+                parent = block_hash(parent, &tokens[k * bs..(k + 1) * bs]);
+                parent
+            })
+            .collect()
     }
 
     fn plan_item(&mut self, id: SeqId, n: usize) -> PlanItem {
         let s = self.seqs.get_mut(&id).expect("planned ids exist");
         let pos = s.n_computed;
         s.n_planned = n;
-        self.n_kv_used += n;
         PlanItem {
             seq: id,
             slot: s.slot.expect("running sequences hold a slot"),
@@ -377,33 +639,91 @@ impl Scheduler {
         }
     }
 
+    /// Moves a running sequence back to the head of the queue; its computed KV stays as a
+    /// cache entry, so resuming it recomputes only what was evicted meanwhile.
     fn preempt(&mut self, id: SeqId) {
-        let s = self.seqs.get_mut(&id).expect("preempted ids exist");
-        self.n_kv_used -= s.n_computed + s.n_planned;
-        s.n_computed = 0;
-        s.n_planned = 0;
-        s.prompt_reported = false;
-        if let Some(slot) = s.slot.take() {
-            self.to_clear.push(slot);
-            self.free_slots.push(slot);
-        }
         self.running.retain(|&r| r != id);
+        self.park(id);
+        let s = self.seqs.get_mut(&id).expect("preempted ids exist");
+        s.prompt_reported = false;
         self.waiting.push_front(id);
         self.n_preemptions += 1;
     }
 
-    /// Undoes a plan whose step had no effect (the backend found no KV room or was aborted).
-    /// The newest running sequence is preempted so that the retry asks for less.
+    /// Takes a sequence's slot and blocks away from it, keeping them as a cache entry when
+    /// prefix caching is on (else dropping them); the sequence itself stays.
+    fn park(&mut self, id: SeqId) {
+        let s = self.seqs.get_mut(&id).expect("parked ids exist");
+        debug_assert_eq!(s.n_planned, 0, "parking a sequence during a step");
+        // Blocks past the computed positions hold nothing yet.
+        let keep = self.pool.blocks_for(s.n_computed);
+        let mut table = std::mem::take(&mut s.table);
+        for b in table.drain(keep.min(table.len())..) {
+            self.pool.release(b);
+        }
+        s.hashes.clear();
+        s.n_computed = 0;
+        s.n_cached = 0;
+        let Some(slot) = s.slot.take() else {
+            debug_assert!(table.is_empty());
+            return;
+        };
+        if self.cfg.prefix_cache && !table.is_empty() {
+            self.cache.insert(
+                slot,
+                CacheEntry {
+                    table,
+                    last_used: self.clock,
+                },
+            );
+        } else {
+            for b in table {
+                self.pool.release(b);
+            }
+            self.to_clear.push(slot);
+            self.free_slots.push(slot);
+        }
+    }
+
+    /// Removes a sequence for good, keeping its KV as a cache entry where possible.
+    fn retire(&mut self, id: SeqId) {
+        self.park(id);
+        self.seqs.remove(&id);
+    }
+
+    /// Undoes a plan whose computation had no effect (the backend found no KV room, or was
+    /// aborted). The plan's clears and copies did take effect (the backend applies them before
+    /// computing), so admitted sequences keep their shared prefixes. To make room for real —
+    /// the ledger is conservative, so this means llama.cpp's cells are fragmented — every cache
+    /// entry is dropped, or, when there is none, the newest running sequence is preempted.
     pub fn abandon(&mut self, plan: &StepPlan) {
-        self.to_clear.splice(0..0, plan.clear.iter().copied());
         for item in &plan.items {
             if let Some(s) = self.seqs.get_mut(&item.seq) {
-                self.n_kv_used -= s.n_planned;
                 s.n_planned = 0;
             }
         }
-        if let Some(&victim) = self.running.last() {
-            self.preempt(victim);
+        if self.cache.is_empty() {
+            if let Some(&victim) = self.running.last() {
+                self.running.retain(|&r| r != victim);
+                let s = self.seqs.get_mut(&victim).expect("running ids exist");
+                s.prompt_reported = false;
+                // Dropped, not cached: cached KV is what we are short of.
+                let slot = s.slot.take();
+                for b in std::mem::take(&mut s.table) {
+                    self.pool.release(b);
+                }
+                s.hashes.clear();
+                s.n_computed = 0;
+                s.n_cached = 0;
+                if let Some(slot) = slot {
+                    self.to_clear.push(slot);
+                    self.free_slots.push(slot);
+                }
+                self.waiting.push_front(victim);
+                self.n_preemptions += 1;
+            }
+        } else {
+            self.clear_cache();
         }
     }
 
@@ -415,6 +735,7 @@ impl Scheduler {
             plan.n_samples(),
             "one token per sampled item"
         );
+        let bs = self.cfg.block_size;
         let mut events = Vec::new();
         let mut samples = sampled.iter();
         for item in &plan.items {
@@ -422,11 +743,23 @@ impl Scheduler {
             debug_assert_eq!(s.n_planned, item.tokens.len());
             s.n_computed += s.n_planned;
             s.n_planned = 0;
+            // Index the blocks this step filled.
+            if self.cfg.prefix_cache {
+                while s.hashes.len() < s.n_computed / bs {
+                    let k = s.hashes.len();
+                    let parent = s.hashes.last().copied().unwrap_or(0);
+                    let block_tokens = &s.tokens[k * bs..(k + 1) * bs];
+                    let h = block_hash(parent, block_tokens);
+                    self.pool.register_full(s.table[k], h, block_tokens);
+                    s.hashes.push(h);
+                }
+            }
             if !s.prompt_reported && s.n_computed >= s.n_prompt {
                 s.prompt_reported = true;
                 events.push(SeqEvent::PromptDone {
                     seq: item.seq,
                     n_prompt: s.n_prompt,
+                    n_cached: s.n_cached.min(s.n_prompt),
                 });
             }
             if !item.sample {
@@ -450,27 +783,48 @@ impl Scheduler {
                     seq: item.seq,
                     reason,
                 });
-                self.finish(item.seq);
+                self.running.retain(|&r| r != item.seq);
+                self.retire(item.seq);
             }
         }
         events
     }
 
-    fn finish(&mut self, id: SeqId) {
-        if let Some(seq) = self.seqs.remove(&id) {
-            self.running.retain(|&s| s != id);
-            if let Some(slot) = seq.slot {
-                self.n_kv_used -= seq.n_computed;
-                self.to_clear.push(slot);
-                self.free_slots.push(slot);
+    /// Checks the ledger against the tables (for tests; panics on a violation).
+    pub fn check_invariants(&self) {
+        let mut refs: HashMap<BlockId, u32> = HashMap::new();
+        let mut slots = HashSet::new();
+        for id in &self.running {
+            let s = &self.seqs[id];
+            assert!(slots.insert(s.slot.expect("running sequences hold a slot")));
+            assert!(s.table.len() >= self.pool.blocks_for(s.n_computed));
+            for &b in &s.table {
+                *refs.entry(b).or_default() += 1;
             }
         }
-    }
-
-    /// Ends a sequence for a reason found outside the scheduler (a stop string). Same as
-    /// `abort`, named for the call site.
-    pub fn stop(&mut self, id: SeqId) -> bool {
-        self.abort(id)
+        for id in &self.waiting {
+            let s = &self.seqs[id];
+            assert!(s.slot.is_none() && s.table.is_empty());
+        }
+        for (slot, e) in &self.cache {
+            assert!(slots.insert(*slot));
+            for &b in &e.table {
+                *refs.entry(b).or_default() += 1;
+            }
+        }
+        for slot in &self.free_slots {
+            assert!(slots.insert(*slot), "slot {slot} both free and used");
+        }
+        assert_eq!(slots.len(), self.cfg.n_slots, "a slot was lost");
+        let mut held = 0;
+        for b in 0..self.pool.n_blocks() as u32 {
+            let b = BlockId(b);
+            let expected = refs.get(&b).copied().unwrap_or(0);
+            assert_eq!(self.pool.refs(b), expected, "block {b:?}");
+            held += usize::from(expected > 0);
+        }
+        assert_eq!(held + self.pool.n_free(), self.pool.n_blocks());
+        assert!(self.running.len() <= self.cfg.max_seqs);
     }
 }
 

@@ -5,8 +5,9 @@
 //! only other verbs.
 //!
 //! # Invariants
-//! - `execute` either computes the whole plan or has no effect on the KV contents of the
-//!   planned slots (llama.cpp restores its cache on `NoKvSlot`), so the scheduler can retry.
+//! - `execute` applies the plan's clears, then its copies, then computes its items. The
+//!   clears and copies always take effect; the computation either completes or has no effect
+//!   (llama.cpp restores its cache on `NoKvSlot`), so the scheduler can retry.
 //! - Logits row `i` belongs to the i-th plan item with `sample` set, and stays valid until
 //!   the next `execute`.
 
@@ -62,7 +63,7 @@ pub struct Capabilities {
 
 /// Executes one batched forward step; see the module docs.
 pub trait StepBackend {
-    /// Runs the plan: clears the listed slots, then computes every item's tokens.
+    /// Runs the plan: clears the listed slots, copies prefixes, then computes every item.
     fn execute(&mut self, plan: &StepPlan) -> Result<(), BackendError>;
     /// The logits after the last token of the `row`-th sampled item of the last plan.
     fn logits(&self, row: usize) -> &[f32];

@@ -31,6 +31,12 @@ use crate::backend::StepBackend;
 use crate::llama::{ContextOptions, LlamaStepBackend, Model};
 use crate::Error;
 
+/// llama.cpp's limit on sequence ids in one context.
+pub const MAX_SLOTS: usize = 256;
+
+/// Positions per KV block: the granularity of prefix sharing.
+const BLOCK_SIZE: usize = 16;
+
 /// Engine settings, fixed for the engine's lifetime.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -40,6 +46,10 @@ pub struct EngineConfig {
     pub n_kv_cells: usize,
     /// Most sequences computed at once.
     pub max_seqs: usize,
+    /// llama.cpp sequence slots (at most 256): running sequences plus prefix-cache entries.
+    pub n_slots: usize,
+    /// Keep finished sequences' KV and reuse it for prompts that start the same way.
+    pub prefix_cache: bool,
     /// Most tokens per step.
     pub n_batch: usize,
     /// CPU threads llama.cpp may use.
@@ -55,6 +65,8 @@ impl EngineConfig {
             n_ctx,
             n_kv_cells: n_ctx,
             max_seqs,
+            n_slots: (max_seqs * 2).clamp(max_seqs, MAX_SLOTS),
+            prefix_cache: true,
             n_batch: 512,
             n_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_capacity: 256,
@@ -82,8 +94,10 @@ pub struct GenerateRequest {
 pub struct Completion {
     /// Why it ended.
     pub reason: FinishReason,
-    /// Prompt tokens evaluated.
+    /// Prompt tokens evaluated (computed, not taken from the prefix cache).
     pub n_prompt: usize,
+    /// Prompt tokens taken from the prefix cache.
+    pub n_cached: usize,
     /// Time spent on the prompt (from first scheduling to the first sampled token).
     pub prompt_eval_duration: Duration,
     /// Tokens generated.
@@ -121,8 +135,10 @@ pub struct EngineStats {
     pub n_running: usize,
     /// Sequences waiting for admission.
     pub n_waiting: usize,
-    /// KV cells in use.
+    /// KV cells (in whole blocks) used by running sequences.
     pub n_kv_used: usize,
+    /// KV cells (in whole blocks) held only by the prefix cache: reclaimable on demand.
+    pub n_kv_cached: usize,
     /// KV cells in total.
     pub n_kv_cells: usize,
     /// Preemptions so far.
@@ -161,10 +177,15 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts the engine thread for `model` and waits until its context exists.
     pub fn start(model: Arc<Model>, cfg: EngineConfig) -> Result<Self, Error> {
-        if cfg.n_ctx < 2 || cfg.max_seqs == 0 || cfg.n_batch < cfg.max_seqs {
+        if cfg.n_ctx < 2
+            || cfg.max_seqs == 0
+            || cfg.n_batch < cfg.max_seqs
+            || cfg.n_slots < cfg.max_seqs
+            || cfg.n_slots > MAX_SLOTS
+        {
             return Err(Error::InvalidRequest(format!(
-                "invalid engine settings: n_ctx {} (at least 2), max_seqs {} (at least 1), n_batch {} (at least max_seqs)",
-                cfg.n_ctx, cfg.max_seqs, cfg.n_batch
+                "invalid engine settings: n_ctx {} (at least 2), max_seqs {} (at least 1), n_batch {} (at least max_seqs), n_slots {} (max_seqs to {MAX_SLOTS})",
+                cfg.n_ctx, cfg.max_seqs, cfg.n_batch, cfg.n_slots
             )));
         }
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
@@ -265,6 +286,7 @@ struct Live {
     first_scheduled: Option<Instant>,
     prompt_done: Option<Instant>,
     n_prompt: usize,
+    n_cached: usize,
     n_eval: usize,
 }
 
@@ -282,7 +304,8 @@ impl Live {
         let prompt_done = self.prompt_done.unwrap_or(now);
         let completion = Completion {
             reason,
-            n_prompt: self.n_prompt,
+            n_prompt: self.n_prompt - self.n_cached.min(self.n_prompt),
+            n_cached: self.n_cached,
             prompt_eval_duration: prompt_done
                 .saturating_duration_since(self.first_scheduled.unwrap_or(prompt_done)),
             n_eval: self.n_eval,
@@ -313,9 +336,12 @@ fn engine_thread(
 ) {
     let opts = ContextOptions {
         n_kv_cells: cfg.n_kv_cells.max(cfg.n_ctx),
-        n_slots: cfg.max_seqs,
+        n_slots: cfg.n_slots,
         n_batch: cfg.n_batch,
         n_threads: cfg.n_threads,
+        // Prefix sharing copies positions between sequences: sliding-window layers must
+        // keep every position for a shared prefix to be complete.
+        swa_full: cfg.prefix_cache,
     };
     let mut backend = match LlamaStepBackend::new(model, &opts) {
         Ok(b) => b,
@@ -325,12 +351,16 @@ fn engine_thread(
         }
     };
     let caps = backend.capabilities();
+    let n_kv_cells = caps.n_kv_cells - caps.n_kv_cells % BLOCK_SIZE;
     let sched = Scheduler::new(SchedulerConfig {
         max_batched_tokens: cfg.n_batch,
         max_seqs: cfg.max_seqs,
-        n_kv_cells: caps.n_kv_cells,
-        n_ctx_per_seq: cfg.n_ctx.min(caps.n_kv_cells),
+        n_slots: cfg.n_slots,
+        n_kv_cells,
+        block_size: BLOCK_SIZE,
+        n_ctx_per_seq: cfg.n_ctx.min(n_kv_cells),
         eog_tokens: model.eog_tokens().to_vec(),
+        prefix_cache: cfg.prefix_cache,
     });
     let _ = ready.send(Ok(()));
     let mut state = LoopState {
@@ -371,6 +401,7 @@ impl LoopState {
             n_running: self.sched.n_running(),
             n_waiting: self.sched.n_waiting(),
             n_kv_used: self.sched.n_kv_used(),
+            n_kv_cached: self.sched.n_kv_cached(),
             n_kv_cells: self.sched.config().n_kv_cells,
             n_preemptions: self.sched.n_preemptions(),
             n_steps: self.n_steps,
@@ -434,6 +465,7 @@ impl LoopState {
                 first_scheduled: None,
                 prompt_done: None,
                 n_prompt,
+                n_cached: 0,
                 n_eval: 0,
             },
         );
@@ -488,9 +520,12 @@ impl LoopState {
 
     fn apply(&mut self, model: &Model, event: SeqEvent) {
         match event {
-            SeqEvent::PromptDone { seq, .. } => {
+            SeqEvent::PromptDone { seq, n_cached, .. } => {
                 if let Some(l) = self.live.get_mut(&seq) {
-                    l.prompt_done.get_or_insert_with(Instant::now);
+                    if l.prompt_done.is_none() {
+                        l.prompt_done = Some(Instant::now());
+                        l.n_cached = n_cached;
+                    }
                 }
             }
             SeqEvent::Token { seq, token } => {

@@ -195,6 +195,8 @@ pub struct ContextOptions {
     pub n_batch: usize,
     /// CPU threads for computation.
     pub n_threads: usize,
+    /// Keep every position in sliding-window layers (needed to share prefixes).
+    pub swa_full: bool,
 }
 
 /// The llama.cpp step backend: one context, unified KV cache, one batch per step.
@@ -216,6 +218,7 @@ impl<'m> LlamaStepBackend<'m> {
             .with_n_ubatch(opts.n_batch.min(512) as u32)
             .with_n_seq_max(opts.n_slots as u32)
             .with_kv_unified(true)
+            .with_swa_full(opts.swa_full)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let ctx = model
@@ -245,6 +248,14 @@ impl StepBackend for LlamaStepBackend<'_> {
         for slot in &plan.clear {
             // Removing a whole sequence always succeeds.
             let _ = self.ctx.clear_kv_cache_seq(Some(slot.0), None, None);
+        }
+        for copy in &plan.copy {
+            let _ = self.ctx.copy_kv_cache_seq(
+                copy.src.0 as i32,
+                copy.dst.0 as i32,
+                Some(0),
+                Some(copy.n_tokens as u32),
+            );
         }
         self.rows.clear();
         if plan.items.is_empty() {

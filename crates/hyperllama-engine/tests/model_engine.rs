@@ -370,3 +370,65 @@ fn model_chat_templates_render_for_both_models() {
         "exactly one BOS"
     );
 }
+
+#[test]
+fn model_a_second_turn_reuses_the_first_turns_kv() {
+    let model = load(SMOLLM2);
+    let system = "You are a careful assistant. ".repeat(20);
+    let turn1 = format!("{system}\nQuestion: what is the capital of France?\nAnswer:");
+    let e = engine(&model, 2048, 2);
+    let (_, answer, first) = collect(
+        e.submit(greedy(model.tokenize(&turn1, true, true), 12))
+            .expect("ok"),
+    );
+    assert_eq!(first.n_cached, 0);
+    let turn2 = format!("{turn1}{answer}\nQuestion: and of Italy?\nAnswer:");
+    let prompt2 = model.tokenize(&turn2, true, true);
+    let (tokens, _, second) = collect(e.submit(greedy(prompt2.clone(), 12)).expect("ok"));
+    let n_turn1 = model.tokenize(&turn1, true, true).len();
+    assert!(
+        second.n_cached >= n_turn1 - 16,
+        "expected the first turn's {n_turn1} tokens from the cache, got {}",
+        second.n_cached
+    );
+    assert_eq!(second.n_cached + second.n_prompt, prompt2.len());
+    // The same answer as without the cache.
+    let mut cfg = EngineConfig::new(2048, 2);
+    cfg.prefix_cache = false;
+    let cold = Engine::start(Arc::clone(&model), cfg).expect("starts");
+    let (cold_tokens, _, cold_done) = collect(cold.submit(greedy(prompt2, 12)).expect("ok"));
+    assert_eq!(cold_done.n_cached, 0);
+    assert_eq!(tokens, cold_tokens);
+}
+
+#[test]
+fn model_users_sharing_a_system_prompt_compute_it_once() {
+    let model = load(SMOLLM2);
+    let system = "System: answer in one short sentence, be polite and precise. ".repeat(10);
+    let e = engine(&model, 1024, 4);
+    let warm = collect(
+        e.submit(greedy(
+            model.tokenize(&format!("{system}\nUser: hi"), true, true),
+            4,
+        ))
+        .expect("ok"),
+    )
+    .2;
+    assert_eq!(warm.n_cached, 0);
+    let streams: Vec<_> = ["a cat", "a dog", "a bird", "a fish"]
+        .iter()
+        .map(|q| {
+            let prompt = model.tokenize(&format!("{system}\nUser: describe {q}"), true, true);
+            e.submit(greedy(prompt, 8)).expect("ok")
+        })
+        .collect();
+    let n_system = model.tokenize(&system, true, true).len();
+    for rx in streams {
+        let done = collect(rx).2;
+        assert!(
+            done.n_cached >= n_system - 16,
+            "{} cached of a {n_system}-token system prompt",
+            done.n_cached
+        );
+    }
+}

@@ -1,34 +1,3 @@
-//! Shared helpers for tests that use the real test models.
+//! The test-model helpers, shared with the engine's tests (one copy of the code).
 
-#![allow(dead_code)]
-
-use std::path::PathBuf;
-
-/// SmolLM2-135M-Instruct, Q4_1 (llama architecture).
-pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// Gemma 3 270M, Q4_K_M (gemma3 architecture, sliding-window attention, no chat template).
-pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
-
-/// Path of a test model; a missing model fails the test with the command that fetches it.
-pub fn model_path(file: &str) -> PathBuf {
-    let dir = std::env::var_os("HYPERLLAMA_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/hyperllama/test-models")
-        });
-    let path = dir.join(file);
-    assert!(
-        path.is_file(),
-        "test model {} is missing: run scripts/fetch-models.sh (it downloads, verifies and caches the test models)",
-        path.display()
-    );
-    path
-}
-
-/// The repository root (for golden files).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+include!("../../../hyperllama-engine/tests/common/mod.rs");

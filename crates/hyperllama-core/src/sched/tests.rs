@@ -1,6 +1,7 @@
-//! Scheduler tests against a fake backend that keeps per-slot KV and checks every plan.
+//! Scheduler tests against a fake backend that keeps per-slot KV (with shared cells, as
+//! llama.cpp's unified cache does) and checks every plan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 
@@ -10,41 +11,66 @@ use crate::rng::Rng;
 const VOCAB: u32 = 50;
 const EOG: TokenId = 0;
 
-/// A deterministic "model": the next token is a hash of the whole sequence so far. It keeps
-/// the KV of every slot, so a plan that computes a position twice, skips one, or forgets to
-/// clear a slot is caught.
+/// A deterministic "model": the next token is a hash of the whole sequence in the slot's KV.
+/// It keeps the KV of every slot as cells that copies share, so a plan that computes a
+/// position twice, skips one, copies the wrong prefix, forgets to clear a slot, or overfills
+/// the cache is caught.
 struct FakeBackend {
-    kv: HashMap<SlotId, Vec<TokenId>>,
+    kv: HashMap<SlotId, Vec<(TokenId, u64)>>,
+    next_cell: u64,
     n_kv_cells: usize,
+    n_copied: usize,
 }
 
 impl FakeBackend {
     fn new(n_kv_cells: usize) -> Self {
         Self {
             kv: HashMap::new(),
+            next_cell: 0,
             n_kv_cells,
+            n_copied: 0,
         }
     }
 
     fn execute(&mut self, plan: &StepPlan, cfg: &SchedulerConfig) -> Vec<TokenId> {
         assert!(plan.n_tokens() <= cfg.max_batched_tokens, "budget exceeded");
         assert!(plan.items.len() <= cfg.max_seqs);
-        let mut seen = std::collections::HashSet::new();
         for slot in &plan.clear {
             self.kv.remove(slot);
         }
+        for c in &plan.copy {
+            assert!(!plan.clear.contains(&c.src), "copy from a cleared slot");
+            let src = self.kv.get(&c.src).cloned().unwrap_or_default();
+            assert!(
+                src.len() >= c.n_tokens,
+                "copy of positions the source lacks: {c:?}"
+            );
+            let dst = self.kv.entry(c.dst).or_default();
+            assert!(dst.is_empty(), "copy into a slot that is not empty: {c:?}");
+            dst.extend_from_slice(&src[..c.n_tokens]);
+            self.n_copied += c.n_tokens;
+        }
+        let mut seen = HashSet::new();
         let mut out = Vec::new();
         for item in &plan.items {
             assert!(seen.insert(item.seq), "sequence planned twice");
             let kv = self.kv.entry(item.slot).or_default();
             assert_eq!(kv.len(), item.pos, "position gap or overlap in {item:?}");
-            kv.extend_from_slice(&item.tokens);
+            for &t in &item.tokens {
+                kv.push((t, self.next_cell));
+                self.next_cell += 1;
+            }
             if item.sample {
-                out.push(next_token(kv));
+                let history: Vec<TokenId> = kv.iter().map(|c| c.0).collect();
+                out.push(next_token(&history));
             }
         }
-        let used: usize = self.kv.values().map(Vec::len).sum();
-        assert!(used <= self.n_kv_cells, "KV over capacity: {used}");
+        let used: HashSet<u64> = self.kv.values().flatten().map(|c| c.1).collect();
+        assert!(
+            used.len() <= self.n_kv_cells,
+            "KV over capacity: {}",
+            used.len()
+        );
         out
     }
 }
@@ -61,21 +87,35 @@ fn test_config(max_batched_tokens: usize, max_seqs: usize, n_kv_cells: usize) ->
     SchedulerConfig {
         max_batched_tokens,
         max_seqs,
+        n_slots: max_seqs * 2,
         n_kv_cells,
+        block_size: 4,
         n_ctx_per_seq: n_kv_cells.min(64),
         eog_tokens: vec![EOG],
+        prefix_cache: true,
     }
 }
 
+/// Requests whose prompts often share prefixes (a few common stems), as chat traffic does.
 fn test_requests(rng: &mut Rng, n: usize, max_prompt: usize) -> Vec<SeqSpec> {
+    let stems: Vec<Vec<TokenId>> = (0..3)
+        .map(|_| {
+            let len = rng.next_u64() as usize % max_prompt;
+            (0..len)
+                .map(|_| 1 + (rng.next_u64() % u64::from(VOCAB - 1)) as u32)
+                .collect()
+        })
+        .collect();
     (0..n)
         .map(|i| {
-            let len = 1 + (rng.next_u64() as usize % max_prompt);
+            let stem = &stems[rng.next_u64() as usize % stems.len()];
+            let tail = 1 + rng.next_u64() as usize % 8;
+            let mut prompt: Vec<TokenId> = stem.clone();
+            prompt.extend((0..tail).map(|_| 1 + (rng.next_u64() % u64::from(VOCAB - 1)) as u32));
+            prompt.truncate(max_prompt.max(1));
             SeqSpec {
                 id: SeqId(i as u64),
-                prompt: (0..len)
-                    .map(|_| 1 + (rng.next_u64() % u64::from(VOCAB - 1)) as u32)
-                    .collect(),
+                prompt,
                 max_new_tokens: Some(1 + rng.next_u64() as usize % 12),
                 ignore_eos: false,
             }
@@ -83,12 +123,15 @@ fn test_requests(rng: &mut Rng, n: usize, max_prompt: usize) -> Vec<SeqSpec> {
         .collect()
 }
 
+type Outputs = HashMap<SeqId, (Vec<TokenId>, FinishReason)>;
+
+thread_local! {
+    /// Tokens copied from the prefix cache by the last `run_all` on this thread.
+    static LAST_COPIED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Runs requests to completion; `arrivals[i]` is the step at which request i is added.
-fn run_all(
-    cfg: SchedulerConfig,
-    reqs: &[SeqSpec],
-    arrivals: &[usize],
-) -> (HashMap<SeqId, (Vec<TokenId>, FinishReason)>, Scheduler) {
+fn run_all(cfg: SchedulerConfig, reqs: &[SeqSpec], arrivals: &[usize]) -> (Outputs, Scheduler) {
     let mut sched = Scheduler::new(cfg.clone());
     let mut backend = FakeBackend::new(cfg.n_kv_cells);
     let mut outputs: HashMap<SeqId, (Vec<TokenId>, Option<FinishReason>)> = HashMap::new();
@@ -106,11 +149,12 @@ fn run_all(
             break;
         }
         let plan = sched.schedule();
+        sched.check_invariants();
         let sampled = backend.execute(&plan, sched.config());
         for ev in sched.commit(&plan, &sampled) {
             match ev {
                 SeqEvent::Token { seq, token } => {
-                    outputs.get_mut(&seq).expect("known").0.push(token)
+                    outputs.get_mut(&seq).expect("known").0.push(token);
                 }
                 SeqEvent::Finished { seq, reason } => {
                     let out = outputs.get_mut(&seq).expect("known");
@@ -120,9 +164,11 @@ fn run_all(
                 SeqEvent::PromptDone { .. } => {}
             }
         }
+        sched.check_invariants();
         step += 1;
     }
     assert!(step < max_steps, "requests did not finish");
+    LAST_COPIED.with(|c| c.set(backend.n_copied));
     let done = outputs
         .into_iter()
         .map(|(id, (toks, reason))| (id, (toks, reason.expect("every request finishes"))))
@@ -131,17 +177,35 @@ fn run_all(
 }
 
 fn run_alone(req: &SeqSpec) -> (Vec<TokenId>, FinishReason) {
-    let (mut out, _) = run_all(test_config(256, 1, 256), std::slice::from_ref(req), &[0]);
+    let mut cfg = test_config(256, 1, 256);
+    cfg.prefix_cache = false;
+    let (mut out, _) = run_all(cfg, std::slice::from_ref(req), &[0]);
     out.remove(&req.id).expect("ran")
+}
+
+fn spec(id: u64, prompt: Vec<TokenId>, max_new: usize) -> SeqSpec {
+    SeqSpec {
+        id: SeqId(id),
+        prompt,
+        max_new_tokens: Some(max_new),
+        ignore_eos: true,
+    }
+}
+
+/// Runs one step with the fake "model" and commits it.
+fn step(sched: &mut Scheduler, backend: &mut FakeBackend) -> (StepPlan, Vec<SeqEvent>) {
+    let plan = sched.schedule();
+    let sampled = backend.execute(&plan, sched.config());
+    let events = sched.commit(&plan, &sampled);
+    sched.check_invariants();
+    (plan, events)
 }
 
 #[test]
 fn several_sequences_share_one_step() {
-    let mut rng = Rng::seed_from_u64(1);
-    let reqs = test_requests(&mut rng, 4, 5);
     let mut sched = Scheduler::new(test_config(64, 4, 256));
-    for r in &reqs {
-        sched.add(r.clone()).expect("fits");
+    for i in 0..4 {
+        sched.add(spec(i, vec![1 + i as u32; 5], 3)).expect("fits");
     }
     let plan = sched.schedule();
     assert_eq!(plan.items.len(), 4, "all four prefill in the first step");
@@ -151,32 +215,18 @@ fn several_sequences_share_one_step() {
 #[test]
 fn long_prompt_is_chunked_and_decoders_keep_going() {
     let mut sched = Scheduler::new(test_config(16, 4, 256));
-    sched
-        .add(SeqSpec {
-            id: SeqId(1),
-            prompt: vec![1, 2, 3],
-            max_new_tokens: Some(20),
-            ignore_eos: true,
-        })
-        .expect("fits");
-    let plan = sched.schedule();
-    sched.commit(&plan, &[5]);
-    sched
-        .add(SeqSpec {
-            id: SeqId(2),
-            prompt: vec![7; 40],
-            max_new_tokens: Some(1),
-            ignore_eos: true,
-        })
-        .expect("fits");
+    let mut backend = FakeBackend::new(256);
+    sched.add(spec(1, vec![1, 2, 3], 20)).expect("fits");
+    step(&mut sched, &mut backend);
+    sched.add(spec(2, vec![7; 40], 1)).expect("fits");
     let mut chunks = Vec::new();
     for _ in 0..3 {
-        let plan = sched.schedule();
+        let (plan, _) = step(&mut sched, &mut backend);
         let decode = plan
             .items
             .iter()
             .find(|i| i.seq == SeqId(1))
-            .expect("decoder planned every step");
+            .expect("decoder planned");
         assert_eq!(decode.tokens.len(), 1);
         let long = plan
             .items
@@ -185,8 +235,6 @@ fn long_prompt_is_chunked_and_decoders_keep_going() {
             .expect("prefill chunk planned");
         chunks.push(long.tokens.len());
         assert!(plan.n_tokens() <= 16);
-        let sampled: Vec<TokenId> = plan.items.iter().filter(|i| i.sample).map(|_| 3).collect();
-        sched.commit(&plan, &sampled);
     }
     assert_eq!(chunks, vec![15, 15, 10]);
 }
@@ -194,14 +242,7 @@ fn long_prompt_is_chunked_and_decoders_keep_going() {
 #[test]
 fn prompt_longer_than_context_is_rejected_at_admission() {
     let mut sched = Scheduler::new(test_config(16, 2, 64));
-    let err = sched
-        .add(SeqSpec {
-            id: SeqId(1),
-            prompt: vec![1; 64],
-            max_new_tokens: None,
-            ignore_eos: false,
-        })
-        .expect_err("too long");
+    let err = sched.add(spec(1, vec![1; 64], 1)).expect_err("too long");
     assert_eq!(
         err,
         AdmissionError::PromptTooLong {
@@ -210,48 +251,96 @@ fn prompt_longer_than_context_is_rejected_at_admission() {
         }
     );
     assert!(matches!(
-        sched.add(SeqSpec {
-            id: SeqId(2),
-            prompt: vec![],
-            max_new_tokens: None,
-            ignore_eos: false
-        }),
+        sched.add(spec(2, vec![], 1)),
         Err(AdmissionError::EmptyPrompt)
     ));
 }
 
 #[test]
-fn abort_frees_kv_at_once() {
+fn abort_frees_kv_at_once_and_the_cache_can_be_dropped() {
     let mut sched = Scheduler::new(test_config(32, 2, 64));
-    sched
-        .add(SeqSpec {
-            id: SeqId(1),
-            prompt: vec![1; 10],
-            max_new_tokens: None,
-            ignore_eos: true,
-        })
-        .expect("fits");
-    let plan = sched.schedule();
-    sched.commit(&plan, &[4]);
-    assert_eq!(sched.n_kv_used(), 10);
+    let mut backend = FakeBackend::new(64);
+    sched.add(spec(1, vec![1; 10], 100)).expect("fits");
+    step(&mut sched, &mut backend);
+    assert_eq!(sched.n_kv_used(), 12, "10 tokens in 3 blocks of 4");
     assert!(sched.abort(SeqId(1)));
     assert_eq!(sched.n_kv_used(), 0);
     assert!(!sched.has_work());
+    assert_eq!(sched.n_cache_entries(), 1, "its KV stays as cache");
+    sched.clear_cache();
+    assert_eq!(sched.n_kv_cached(), 0);
     assert_eq!(sched.schedule().clear, vec![SlotId(0)]);
+    sched.check_invariants();
 }
 
 #[test]
-fn batched_and_preempted_output_equals_unbatched_output() {
+fn a_shared_prefix_is_copied_not_recomputed() {
+    let mut sched = Scheduler::new(test_config(64, 2, 256));
+    let mut backend = FakeBackend::new(256);
+    let system: Vec<TokenId> = (1..=17).collect();
+    let mut a = system.clone();
+    a.extend([30, 31]);
+    sched.add(spec(1, a, 2)).expect("fits");
+    while sched.has_work() {
+        step(&mut sched, &mut backend);
+    }
+    let mut b = system.clone();
+    b.extend([40, 41, 42]);
+    sched.add(spec(2, b, 2)).expect("fits");
+    let (plan, events) = step(&mut sched, &mut backend);
+    assert_eq!(
+        plan.copy,
+        vec![KvCopy {
+            src: SlotId(0),
+            dst: SlotId(1),
+            n_tokens: 16
+        }],
+        "four full blocks of the system prompt are shared"
+    );
+    assert_eq!(plan.items[0].pos, 16);
+    assert_eq!(plan.items[0].tokens, vec![17, 40, 41, 42]);
+    assert!(events.contains(&SeqEvent::PromptDone {
+        seq: SeqId(2),
+        n_prompt: 20,
+        n_cached: 16
+    }));
+}
+
+#[test]
+fn a_fully_cached_prompt_still_computes_its_last_token() {
+    let mut sched = Scheduler::new(test_config(64, 1, 256));
+    let mut backend = FakeBackend::new(256);
+    let prompt: Vec<TokenId> = (1..=8).collect();
+    sched.add(spec(1, prompt.clone(), 1)).expect("fits");
+    while sched.has_work() {
+        step(&mut sched, &mut backend);
+    }
+    sched.add(spec(2, prompt, 1)).expect("fits");
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert_eq!(
+        plan.copy[0].n_tokens, 4,
+        "the block holding the last token is recomputed"
+    );
+    assert_eq!(plan.items[0].tokens, vec![5, 6, 7, 8]);
+}
+
+#[test]
+fn batched_cached_and_preempted_output_equals_unbatched_output() {
     let mut rng = Rng::seed_from_u64(64);
-    for round in 0..200 {
+    let (mut n_copied, mut n_preempted) = (0, 0);
+    for round in 0..300 {
         let n = 1 + rng.next_u64() as usize % 10;
         let reqs = test_requests(&mut rng, n, 30);
         let arrivals: Vec<usize> = (0..n).map(|_| rng.next_u64() as usize % 6).collect();
         let max_seqs = 1 + rng.next_u64() as usize % 6;
         let budget = max_seqs + rng.next_u64() as usize % 40;
-        // Tight KV forces preemption: just enough for the longest request.
+        // Tight KV forces eviction and preemption: just enough for the longest request.
         let n_kv = 64 + rng.next_u64() as usize % 64;
-        let (out, sched) = run_all(test_config(budget, max_seqs, n_kv), &reqs, &arrivals);
+        let mut cfg = test_config(budget, max_seqs, n_kv);
+        cfg.prefix_cache = round % 3 != 0;
+        let (out, mut sched) = run_all(cfg, &reqs, &arrivals);
+        n_copied += LAST_COPIED.with(std::cell::Cell::get);
+        n_preempted += sched.n_preemptions();
         for r in &reqs {
             assert_eq!(
                 out[&r.id],
@@ -261,7 +350,14 @@ fn batched_and_preempted_output_equals_unbatched_output() {
             );
         }
         assert_eq!(sched.n_kv_used(), 0, "KV leaked");
+        sched.clear_cache();
+        assert_eq!(sched.n_kv_cached(), 0, "cache leaked");
+        sched.check_invariants();
     }
+    assert!(
+        n_copied > 1000 && n_preempted > 10,
+        "copied {n_copied}, preempted {n_preempted}"
+    );
 }
 
 proptest! {
@@ -273,13 +369,18 @@ proptest! {
         max_seqs in 1usize..8,
         extra_budget in 0usize..48,
         n_kv in 64usize..200,
+        prefix_cache in any::<bool>(),
     ) {
         let mut rng = Rng::seed_from_u64(seed);
         let reqs = test_requests(&mut rng, n, 40);
         let arrivals: Vec<usize> = (0..n).map(|_| rng.next_u64() as usize % 8).collect();
-        let (out, sched) = run_all(test_config(max_seqs + extra_budget, max_seqs, n_kv), &reqs, &arrivals);
+        let mut cfg = test_config(max_seqs + extra_budget, max_seqs, n_kv);
+        cfg.prefix_cache = prefix_cache;
+        let (out, mut sched) = run_all(cfg, &reqs, &arrivals);
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
         prop_assert!(!sched.has_work());
+        sched.clear_cache();
+        prop_assert_eq!(sched.n_kv_cached(), 0);
     }
 }

@@ -1,15 +1,17 @@
-//! Shared helpers for tests that use the real test models.
-
-#![allow(dead_code)]
+// Shared helpers for tests that use the real test models. The CLI's tests include this file
+// too, so it holds items only (no inner attributes).
 
 use std::path::PathBuf;
 
 /// SmolLM2-135M-Instruct, Q4_1 (llama architecture).
+#[allow(dead_code)]
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Gemma 3 270M, Q4_K_M (gemma3 architecture, sliding-window attention, no chat template).
+#[allow(dead_code)]
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
 /// Path of a test model; a missing model fails the test with the command that fetches it.
+#[allow(dead_code)]
 pub fn model_path(file: &str) -> PathBuf {
     let dir = std::env::var_os("HYPERLLAMA_TEST_MODELS")
         .map(PathBuf::from)
@@ -29,6 +31,7 @@ pub fn model_path(file: &str) -> PathBuf {
 }
 
 /// The repository root (for golden files).
+#[allow(dead_code)]
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
