@@ -31,8 +31,8 @@
 //!
 //! Concurrent pulls of one blob: within a [`Puller`] an in-process mutex serialises them;
 //! across pullers and processes an exclusive advisory lock (`flock` through
-//! [`std::fs::File::try_lock`]) on `sha256-<hex>-hlpartial.lock` does. A puller that finds the
-//! lock taken reports [`PullEvent::Waiting`], polls until it gets it, and then finds the blob
+//! [`std::fs::File::try_lock`]) on `sha256-<hex>-hlpartial.lock` does. A pull that finds either
+//! taken reports [`PullEvent::Waiting`], waits (polling the file lock), and then finds the blob
 //! present (every present blob is verified) or takes over the partial download. The lock
 //! holder deletes the lock file before unlocking; a waiter that then locks a deleted file
 //! notices (the path no longer names the inode it locked) and starts over, so two pullers

@@ -61,6 +61,16 @@ impl BlobFiles {
         std::fs::metadata(&self.partial).ok().map(|m| m.len())
     }
 
+    /// How many bytes of the blob (`size` bytes) the partial files hold, as far as a reader
+    /// without the lock can tell.
+    fn on_disk(&self, digest: &BlobDigest, size: u64) -> u64 {
+        match PartsState::load(&self.sidecar, digest, size, self.partial_len()) {
+            Sidecar::Usable(state) => state.completed(),
+            Sidecar::Absent => self.partial_len().unwrap_or(0).min(size),
+            Sidecar::Unusable => 0,
+        }
+    }
+
     /// Deletes the partial file, then the sidecar (see the invariants).
     fn discard(&self) -> Result<(), PullError> {
         remove_if_present(&self.partial)?;
@@ -79,13 +89,32 @@ impl Puller {
         progress: &mut (dyn FnMut(PullEvent) + Send),
     ) -> Result<(), PullError> {
         let mutex = self.blob_lock(digest);
-        let _guard = mutex.lock().await;
+        let _guard = match mutex.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                progress(PullEvent::Waiting { digest: *digest });
+                mutex.lock().await
+            }
+        };
         if self.reuse_present(digest, size, progress)? {
             return Ok(());
         }
         let files = BlobFiles::new(&self.store, digest);
+        // While another puller downloads, report its progress as it shows on disk.
+        let mut seen = None;
         let _lock = BlobLock::acquire(&files.lock, || {
-            progress(PullEvent::Waiting { digest: *digest })
+            if seen.is_none() {
+                progress(PullEvent::Waiting { digest: *digest });
+            }
+            let completed = files.on_disk(digest, size);
+            if seen != Some(completed) {
+                seen = Some(completed);
+                progress(PullEvent::Pulling {
+                    digest: *digest,
+                    total: size,
+                    completed,
+                });
+            }
         })
         .await?;
         // Another puller may have finished it while this one waited.

@@ -36,11 +36,10 @@ pub(super) struct BlobLock {
 }
 
 impl BlobLock {
-    /// Takes the lock at `path`, calling `on_wait` once if another holder makes it wait.
-    /// Waits as long as the other holder keeps it; a crashed holder's lock is released by the
-    /// operating system.
-    pub(super) async fn acquire(path: &Path, on_wait: impl FnOnce()) -> Result<Self, PullError> {
-        let mut on_wait = Some(on_wait);
+    /// Takes the lock at `path`, calling `on_wait` each time it finds the lock taken (before
+    /// sleeping until the next try). Waits as long as the other holder keeps it; a crashed
+    /// holder's lock is released by the operating system.
+    pub(super) async fn acquire(path: &Path, mut on_wait: impl FnMut()) -> Result<Self, PullError> {
         let mut poll = FIRST_POLL;
         loop {
             let file = File::options()
@@ -54,9 +53,7 @@ impl BlobLock {
                 match file.try_lock() {
                     Ok(()) => break,
                     Err(TryLockError::WouldBlock) => {
-                        if let Some(on_wait) = on_wait.take() {
-                            on_wait();
-                        }
+                        on_wait();
                         tokio::time::sleep(poll).await;
                         poll = (poll * 2).min(MAX_POLL);
                     }
@@ -112,17 +109,15 @@ mod tests {
         let first = BlobLock::acquire(&path, || panic!("free lock waited"))
             .await
             .expect("first");
-        let waited = std::sync::atomic::AtomicBool::new(false);
-        let second = BlobLock::acquire(&path, || {
-            waited.store(true, std::sync::atomic::Ordering::SeqCst)
-        });
+        let mut n_waits = 0;
+        let second = BlobLock::acquire(&path, || n_waits += 1);
         let release = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             drop(first);
         };
         let (second, ()) = tokio::join!(second, release);
         let second = second.expect("second");
-        assert!(waited.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(n_waits >= 1);
         assert!(path.exists());
         drop(second);
         assert!(!path.exists());

@@ -174,11 +174,22 @@ async fn concurrent_pulls_download_once() {
     let (_dir, store, registry, puller) = setup().await;
     let model = test_model(11);
     registry.serve("library/same", "latest", &model);
+    registry.with(|s| s.faults.throttle = Some(Duration::from_millis(3)));
     let (a, b) = tokio::join!(pull(&puller, "same"), pull(&puller, "same:latest"));
     a.0.expect("first");
     b.0.expect("second");
     assert_pulled(&store, "same", &model);
     assert_eq!(registry.requests(&model.weights.to_string()).len(), 1);
+    let waiting = PullEvent::Waiting {
+        digest: model.weights,
+    }
+    .status();
+    assert!(
+        a.1.contains(&waiting) != b.1.contains(&waiting),
+        "exactly one waited: {:?} {:?}",
+        a.1,
+        b.1
+    );
 }
 
 #[tokio::test]

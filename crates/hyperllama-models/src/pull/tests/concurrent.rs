@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use super::super::download::BlobFiles;
 use super::super::*;
 use super::server::{
-    assert_pulled, parallel, pull, setup_with, test_config, test_model, TestRegistry,
+    assert_pulled, parallel, pull, pull_events, setup_with, test_config, test_model, TestRegistry,
 };
 
 /// The environment variable that gives [`child_pull`] the registry's address.
@@ -101,7 +101,18 @@ async fn pulls_across_processes() {
         .spawn()
         .expect("spawn the child");
     wait_for_request(&registry, &model.weights).await;
-    let (result, events) = pull(&puller, "procs").await;
+    let (result, full_events) = pull_events(&puller, "procs").await;
+    let events: Vec<String> = full_events.iter().map(PullEvent::status).collect();
+    // What the parent saw of the weights while waiting and after: the child's progress.
+    let events_progress: Vec<u64> = full_events
+        .iter()
+        .filter_map(|e| match e {
+            PullEvent::Pulling {
+                digest, completed, ..
+            } if *digest == model.weights => Some(*completed),
+            _ => None,
+        })
+        .collect();
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .expect("join")
@@ -112,7 +123,12 @@ async fn pulls_across_processes() {
     assert!(stdout.contains("1 passed"), "child ran nothing:\n{stdout}");
     assert!(stdout.contains("child pulled"), "child skipped:\n{stdout}");
     result.expect("parent pull");
+    let size = model.blobs[0].1.len() as u64;
     assert!(events.contains(&waiting(&model.weights)), "{events:?}");
+    assert!(
+        events_progress.iter().any(|&c| c > 0 && c < size),
+        "the waiter reported the child's progress: {events_progress:?}"
+    );
     assert_pulled(&store, "procs", &model);
     assert_eq!(registry.served(&model.weights), model.blobs[0].1.len());
     assert!(!BlobFiles::new(&store, &model.weights).lock.exists());
