@@ -9,6 +9,7 @@
 //!   anything else is written, then the sidecar; never the other way round.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -102,7 +103,7 @@ impl Puller {
         let files = BlobFiles::new(&self.store, digest);
         // While another puller downloads, report its progress as it shows on disk.
         let mut seen = None;
-        let _lock = BlobLock::acquire(&files.lock, || {
+        let lock = BlobLock::acquire(&files.lock, || {
             if seen.is_none() {
                 progress(PullEvent::Waiting { digest: *digest });
             }
@@ -117,11 +118,14 @@ impl Puller {
             }
         })
         .await?;
+        // Shared with the blocking writes of a parallel download, which may outlive it.
+        let lock = Arc::new(lock);
         // Another puller may have finished it while this one waited.
         if self.reuse_present(digest, size, progress)? {
             return Ok(());
         }
-        self.download(url, digest, size, &files, progress).await?;
+        self.download(url, digest, size, &files, &lock, progress)
+            .await?;
         progress(PullEvent::Verifying { digest: *digest });
         self.verify_and_publish(&files, digest).await
     }
@@ -154,6 +158,7 @@ impl Puller {
         digest: &BlobDigest,
         size: u64,
         files: &BlobFiles,
+        lock: &Arc<BlobLock>,
         progress: &mut (dyn FnMut(PullEvent) + Send),
     ) -> Result<(), PullError> {
         let mut single_first = None;
@@ -177,7 +182,7 @@ impl Puller {
         };
         if let Some((state, first)) = plan {
             match self
-                .download_parts(url, files, state, first, &mut *progress)
+                .download_parts(url, files, lock, state, first, &mut *progress)
                 .await
             {
                 Err(PullError::RangesUnsupported { .. }) => files.discard()?,

@@ -13,6 +13,8 @@
 //!   for the sidecar before the file is synced, so the sidecar never counts unsynced data.
 //! - A part writes only inside its own range, and only bytes from a `206` answer whose
 //!   `Content-Range` starts where the part's missing bytes start.
+//! - The blob's lock is released only after every write and sidecar save of the download
+//!   has finished, even when the download is dropped while one runs on the blocking pool.
 
 use std::fs::File;
 use std::path::Path;
@@ -25,6 +27,7 @@ use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
 use super::download::{io_error, BlobFiles};
+use super::lock::BlobLock;
 use super::parts::{Part, PartsState};
 use super::{http_error, is_transient, PullError, PullEvent, Puller};
 use crate::digest::BlobDigest;
@@ -50,6 +53,16 @@ pub(super) enum Probe {
     Single(Option<reqwest::Response>),
 }
 
+/// The partial file with the blob's lock: a write or save still running on the blocking pool
+/// after the download was dropped keeps the lock until it is done, so the next holder never
+/// sees it land.
+struct LockedFile {
+    /// The partial file.
+    file: File,
+    /// Held, never read.
+    _lock: Arc<BlobLock>,
+}
+
 /// One part's download: where its bytes come from and go.
 struct PartJob<'a> {
     /// The blob URL.
@@ -59,7 +72,7 @@ struct PartJob<'a> {
     /// The partial file's path (for errors).
     partial: &'a Path,
     /// The partial file, shared by all parts.
-    file: Arc<File>,
+    file: Arc<LockedFile>,
     /// The part's index.
     idx: usize,
     /// The part's range.
@@ -127,6 +140,7 @@ impl Puller {
         &self,
         url: &str,
         files: &BlobFiles,
+        lock: &Arc<BlobLock>,
         mut state: PartsState,
         mut first: Option<(usize, reqwest::Response)>,
         progress: &mut (dyn FnMut(PullEvent) + Send),
@@ -138,10 +152,14 @@ impl Puller {
             .truncate(false)
             .open(partial)
             .map_err(|e| io_error("open", partial, e))?;
-        let file = Arc::new(file);
+        let file = Arc::new(LockedFile {
+            file,
+            _lock: Arc::clone(lock),
+        });
         // The sidecar comes first: from here on the file is not a prefix of the blob.
         save(&file, &state, files).await?;
-        file.set_len(state.size)
+        file.file
+            .set_len(state.size)
             .map_err(|e| io_error("extend", partial, e))?;
         let done: Arc<[AtomicU64]> = state.parts.iter().map(|p| AtomicU64::new(p.done)).collect();
         let (written, mut written_rx) = mpsc::unbounded_channel();
@@ -357,7 +375,7 @@ async fn write_part(job: &PartJob<'_>, at: &mut u64, buf: Vec<u8>) -> Result<Vec
     let file = Arc::clone(&job.file);
     let offset = *at;
     let mut buf =
-        tokio::task::spawn_blocking(move || write_all_at(&file, &buf, offset).map(|()| buf))
+        tokio::task::spawn_blocking(move || write_all_at(&file.file, &buf, offset).map(|()| buf))
             .await
             .map_err(PullError::Task)?
             .map_err(|e| io_error("write", job.partial, e))?;
@@ -378,12 +396,17 @@ fn snapshot(state: &mut PartsState, done: &[AtomicU64]) {
 }
 
 /// Syncs the partial file, then saves `state` (taken before the sync) as the sidecar.
-async fn save(file: &Arc<File>, state: &PartsState, files: &BlobFiles) -> Result<(), PullError> {
+async fn save(
+    file: &Arc<LockedFile>,
+    state: &PartsState,
+    files: &BlobFiles,
+) -> Result<(), PullError> {
     let file = Arc::clone(file);
     let state = state.clone();
     let files = files.clone();
     tokio::task::spawn_blocking(move || {
-        file.sync_data()
+        file.file
+            .sync_data()
             .map_err(|e| io_error("sync", &files.partial, e))?;
         state.save(&files.sidecar)
     })
