@@ -128,7 +128,8 @@ pub enum Event {
     Error(String),
 }
 
-/// A snapshot of the engine's load, updated after every step.
+/// A snapshot of the engine's load, published after every step: it may lag the events that
+/// step sent by a moment, so a caller waiting for a value polls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
     /// Sequences holding KV.
