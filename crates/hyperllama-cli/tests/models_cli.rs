@@ -421,7 +421,19 @@ fn a_killed_create_leaves_nothing_visible_and_concurrent_creates_succeed() {
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill it while it copies: as soon as its temporary file appears under blobs/.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !sb.blob_files().iter().any(|f| f.starts_with(".tmp-")) {
+        assert!(
+            child.try_wait().expect("status").is_none(),
+            "create finished before it could be killed mid-copy"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     child.kill().expect("killed");
     child.wait().expect("reaped");
     assert!(sb.manifest_files().is_empty());

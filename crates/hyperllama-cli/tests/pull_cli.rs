@@ -79,8 +79,8 @@ fn serve(stream: TcpStream, routes: &HashMap<String, Vec<u8>>) {
     let _ = out.write_all(part);
 }
 
-/// The routes of one model `library/<model>:latest` made of a small GGUF and its config.
-fn model_routes(model: &str) -> (HashMap<String, Vec<u8>>, BlobDigest) {
+/// The routes of one model `<repo>:<tag>` made of a small GGUF and its config.
+fn model_routes(repo: &str, tag: &str) -> (HashMap<String, Vec<u8>>, BlobDigest) {
     let weights = GgufBuilder::new(3)
         .kv("general.architecture", "llama")
         .kv("general.file_type", 0u32)
@@ -105,12 +105,9 @@ fn model_routes(model: &str) -> (HashMap<String, Vec<u8>>, BlobDigest) {
     );
     let manifest_digest = BlobDigest::of_bytes(manifest.as_bytes());
     let mut routes = HashMap::new();
-    routes.insert(
-        format!("/v2/library/{model}/manifests/latest"),
-        manifest.into_bytes(),
-    );
-    routes.insert(format!("/v2/library/{model}/blobs/{w}"), weights);
-    routes.insert(format!("/v2/library/{model}/blobs/{c}"), config);
+    routes.insert(format!("/v2/{repo}/manifests/{tag}"), manifest.into_bytes());
+    routes.insert(format!("/v2/{repo}/blobs/{w}"), weights);
+    routes.insert(format!("/v2/{repo}/blobs/{c}"), config);
     (routes, manifest_digest)
 }
 
@@ -122,6 +119,7 @@ fn hyperllama(dir: &Path, registry: &Registry) -> Command {
         .env("HYPERLLAMA_MODELS", dir.join("models"))
         .env("HYPERLLAMA_DB", dir.join("index.db"))
         .env("HYPERLLAMA_REGISTRY_URL", &registry.url)
+        .env("HYPERLLAMA_HF_URL", &registry.url)
         .stdin(Stdio::null());
     cmd
 }
@@ -144,7 +142,7 @@ fn assert_failure_ends_with(o: &Output, needle: &str) {
 #[test]
 fn pulls_from_a_local_registry_then_lists_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (routes, manifest_digest) = model_routes("tiny");
+    let (routes, manifest_digest) = model_routes("library/tiny", "latest");
     let registry = Registry::start(routes);
 
     let o = hyperllama(dir.path(), &registry)
@@ -184,7 +182,7 @@ fn pulls_from_a_local_registry_then_lists_it() {
 #[test]
 fn pull_errors_are_clear() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (routes, _) = model_routes("tiny");
+    let (routes, _) = model_routes("library/tiny", "latest");
     let registry = Registry::start(routes);
     let o = hyperllama(dir.path(), &registry)
         .args(["pull", "nosuch", "--insecure"])
@@ -206,5 +204,27 @@ fn pull_errors_are_clear() {
             .map(|mut d| d.next().is_none())
             .unwrap_or(true),
         "nothing was written"
+    );
+}
+
+#[test]
+fn hugging_face_names_use_the_hf_registry_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (routes, _) = model_routes("someone/Tiny-GGUF", "Q4_K_M");
+    let registry = Registry::start(routes);
+    let o = hyperllama(dir.path(), &registry)
+        .args(["pull", "hf.co/someone/Tiny-GGUF:Q4_K_M", "--insecure"])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = hyperllama(dir.path(), &registry)
+        .arg("list")
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hf.co/someone/Tiny-GGUF:Q4_K_M ")),
+        "{out}"
     );
 }
