@@ -102,6 +102,24 @@ impl Sandbox {
         out
     }
 
+    /// The index's row for `name`, read with the library.
+    fn index_record(&self, name: &str) -> hyperllama_models::registry::ModelRecord {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let registry =
+                hyperllama_models::registry::Registry::open(&self.path().join("index.db"))
+                    .await
+                    .expect("index opens");
+            let name = hyperllama_models::name::ModelName::parse(name).expect("valid name");
+            let record = registry.get(&name).await.expect("query").expect("indexed");
+            registry.close().await;
+            record
+        })
+    }
+
     /// The model names `list` prints.
     fn listed(&self) -> Vec<String> {
         let out = self.ok(&["list"]);
@@ -297,6 +315,8 @@ fn model_create_list_show_run_cp_rm() {
         other_system, by_name,
         "--system overrides the model's SYSTEM"
     );
+    let record = sb.index_record("smol");
+    assert!(record.last_used_at.is_some(), "run records the last use");
 
     // cp shares the blobs; rm keeps them while the copy uses them.
     assert_eq!(
@@ -364,6 +384,20 @@ fn bad_modelfiles_fail_cleanly_and_leave_nothing_visible() {
     let o = sb.create("good", &modelfile);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sb.listed(), ["good:latest"]);
+
+    // The index is a cache: deleted or garbage, it is rebuilt from the manifests.
+    std::fs::remove_file(sb.path().join("index.db")).expect("index deleted");
+    assert_eq!(sb.listed(), ["good:latest"]);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(sb.path().join(format!("index.db{suffix}")));
+    }
+    std::fs::write(sb.path().join("index.db"), b"not a database").expect("written");
+    assert_eq!(sb.listed(), ["good:latest"]);
+    // A manifest written behind its back (as Ollama would) is seen by the next command.
+    let manifests = sb.models().join("manifests/registry.ollama.ai/library");
+    std::fs::create_dir_all(manifests.join("twin")).expect("dir");
+    std::fs::copy(manifests.join("good/latest"), manifests.join("twin/latest")).expect("copied");
+    assert_eq!(sb.listed().len(), 2);
 }
 
 #[test]
