@@ -147,6 +147,10 @@ fn locate(model: &str) -> anyhow::Result<(PathBuf, ModelDefaults)> {
             .registry
             .touch_last_used(&resolved.name, SystemTime::now()),
     )?;
+    if !resolved.adapters.is_empty() {
+        // Running without them would silently give another model's answers.
+        bail!("model '{model}' has a LoRA adapter, which HyperLlama cannot apply yet");
+    }
     let template = match resolved.chat_template() {
         TemplateChoice::Jinja(t) => Some(t),
         _ => None,

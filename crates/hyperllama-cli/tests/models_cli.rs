@@ -385,6 +385,16 @@ fn bad_modelfiles_fail_cleanly_and_leave_nothing_visible() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sb.listed(), ["good:latest"]);
 
+    // An adapter is stored, but running would ignore it: refused clearly instead.
+    let modelfile = sb.modelfile("Adapted", "FROM tiny.gguf\nADAPTER tiny.gguf\n");
+    let o = sb.create("adapted", &modelfile);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(
+        &sb.run(&["run", "adapted", "hi"]),
+        "has a LoRA adapter, which HyperLlama cannot apply yet",
+    );
+    assert_eq!(sb.ok(&["rm", "adapted"]), "deleted 'adapted'\n");
+
     // The index is a cache: deleted or garbage, it is rebuilt from the manifests.
     std::fs::remove_file(sb.path().join("index.db")).expect("index deleted");
     assert_eq!(sb.listed(), ["good:latest"]);
