@@ -1,5 +1,7 @@
 //! `hyperllama create NAME -f Modelfile`: parse the Modelfile, build the model in the store
-//! (`hyperllama_models::create`), index it, and print Ollama's progress lines on stderr.
+//! (`hyperllama_models::create`), index it, and print Ollama's progress lines on stderr. A
+//! leading `~/` in `FROM`, `ADAPTER` and `DRAFT` is the home directory, as in Ollama; other
+//! relative paths are relative to the Modelfile's directory.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -7,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use hyperllama_models::create::{create_model, CreateEvent};
-use hyperllama_models::modelfile::Modelfile;
+use hyperllama_models::modelfile::{Command, Modelfile};
 
 use crate::models::{modelfile_dir, parse_name, Models};
 
@@ -26,8 +28,13 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
     let name = parse_name(&args.model)?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read the Modelfile {}", args.file.display()))?;
-    let modelfile = Modelfile::parse(&text)
+    let mut modelfile = Modelfile::parse(&text)
         .with_context(|| format!("invalid Modelfile {}", args.file.display()))?;
+    for command in &mut modelfile.commands {
+        if let Command::From(path) | Command::Adapter(path) | Command::Draft(path) = command {
+            *path = crate::env::expand_home(path)?;
+        }
+    }
     for (line, parameter) in &modelfile.dropped_parameters {
         eprintln!("warning: line {line}: parameter {parameter} is deprecated and ignored");
     }

@@ -90,6 +90,16 @@ fn expand(path: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// `path` with a leading `~/` replaced by the home directory (as Ollama expands the paths in a
+/// Modelfile); other paths are returned as they are.
+pub fn expand_home(path: &str) -> anyhow::Result<String> {
+    if path.starts_with("~/") {
+        Ok(expand(path)?.to_string_lossy().into_owned())
+    } else {
+        Ok(path.to_owned())
+    }
+}
+
 /// The model store's root.
 pub fn models_dir() -> anyhow::Result<PathBuf> {
     match var("HYPERLLAMA_MODELS") {

@@ -385,6 +385,17 @@ fn bad_modelfiles_fail_cleanly_and_leave_nothing_visible() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sb.listed(), ["good:latest"]);
 
+    // `~/` is the home directory, as in Ollama.
+    std::fs::copy(
+        sb.path().join("tiny.gguf"),
+        sb.path().join("home/tiny.gguf"),
+    )
+    .expect("copied");
+    let modelfile = sb.modelfile("Home", "FROM ~/tiny.gguf\n");
+    let o = sb.create("from-home", &modelfile);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sb.ok(&["rm", "from-home"]), "deleted 'from-home'\n");
+
     // An adapter is stored, but running would ignore it: refused clearly instead.
     let modelfile = sb.modelfile("Adapted", "FROM tiny.gguf\nADAPTER tiny.gguf\n");
     let o = sb.create("adapted", &modelfile);
