@@ -1,0 +1,540 @@
+//! Ollama's API: `/api/generate`, `/api/chat` (NDJSON streams, `stream` defaults to true),
+//! `/api/tags`, `/api/show`, `/api/ps`, `/api/copy`, `/api/delete`, `/api/version`, `/`.
+//!
+//! Field names and shapes follow Ollama's `api/types.go`; durations are nanoseconds and
+//! `created_at` is RFC 3339. An empty prompt (or no messages) only loads the model
+//! (`done_reason: "load"`), and with `keep_alive: 0` unloads it (`"unload"`).
+//!
+//! # Invariants
+//! - Errors are Ollama's `{"error": "..."}`, also as the last line of a failed stream.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use hyperllama_models::create::parameter_size_label;
+use hyperllama_models::gguf;
+use hyperllama_models::manifest::ModelConfig;
+use hyperllama_models::remove::remove_model;
+use hyperllama_models::store::StoreError;
+use hyperllama_models::template::ChatMessage;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{nanos, ndjson, now_rfc3339, rfc3339};
+use crate::error::{ApiError, OllamaJson};
+use crate::native::{self, parse_model_name, Done, NativeEvent, NativeRequest, PromptInput};
+use crate::options::{GenerateOptions, KeepAlive};
+use crate::AppState;
+
+/// `GET /` and `HEAD /`.
+pub async fn root() -> &'static str {
+    "Ollama is running"
+}
+
+/// `GET /api/version`.
+pub async fn version() -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// The body of `POST /api/generate`.
+#[derive(Debug, Deserialize)]
+pub struct GenerateBody {
+    model: String,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
+    raw: Option<bool>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    keep_alive: Option<Value>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+    #[serde(default)]
+    ignore_eos: Option<bool>,
+}
+
+/// One message of `POST /api/chat`.
+#[derive(Debug, Deserialize)]
+pub struct MessageBody {
+    role: String,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    tool_name: Option<String>,
+}
+
+/// The body of `POST /api/chat`.
+#[derive(Debug, Deserialize)]
+pub struct ChatBody {
+    model: String,
+    #[serde(default)]
+    messages: Vec<MessageBody>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    keep_alive: Option<Value>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+    #[serde(default)]
+    ignore_eos: Option<bool>,
+}
+
+fn request_options(
+    options: Option<&Map<String, Value>>,
+    ignore_eos: Option<bool>,
+) -> Result<GenerateOptions, ApiError> {
+    let mut o = match options {
+        Some(map) => GenerateOptions::from_ollama(map)?,
+        None => GenerateOptions::default(),
+    };
+    if ignore_eos.is_some() {
+        o.ignore_eos = ignore_eos;
+    }
+    Ok(o)
+}
+
+/// Which endpoint's chunk shape to write.
+#[derive(Clone, Copy)]
+enum Shape {
+    Generate,
+    Chat,
+}
+
+impl Shape {
+    fn chunk(self, model: &str, text: &str, done: bool) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("model".into(), json!(model));
+        m.insert("created_at".into(), json!(now_rfc3339()));
+        match self {
+            Shape::Generate => m.insert("response".into(), json!(text)),
+            Shape::Chat => m.insert(
+                "message".into(),
+                json!({ "role": "assistant", "content": text }),
+            ),
+        };
+        m.insert("done".into(), json!(done));
+        m
+    }
+
+    fn done(self, model: &str, text: &str, d: &Done) -> Value {
+        let mut m = self.chunk(model, text, true);
+        let c = &d.completion;
+        m.insert("done_reason".into(), json!(d.reason.as_str()));
+        m.insert("total_duration".into(), json!(nanos(d.total_duration)));
+        m.insert("load_duration".into(), json!(nanos(d.load_duration)));
+        m.insert("prompt_eval_count".into(), json!(c.n_prompt));
+        m.insert(
+            "prompt_eval_duration".into(),
+            json!(nanos(c.prompt_eval_duration)),
+        );
+        m.insert("eval_count".into(), json!(c.n_eval));
+        m.insert("eval_duration".into(), json!(nanos(c.eval_duration)));
+        Value::Object(m)
+    }
+
+    /// The answer to an empty request: load or unload.
+    fn load_reply(self, model: &str, reason: &str) -> Value {
+        let mut m = self.chunk(model, "", true);
+        m.insert("done_reason".into(), json!(reason));
+        Value::Object(m)
+    }
+}
+
+/// Runs a native request and answers in `shape`, streamed or not.
+async fn respond(state: &AppState, req: NativeRequest, stream: bool, shape: Shape) -> Response {
+    let generation = match native::generate(state.residency(), req).await {
+        Ok(g) => g,
+        Err(e) => return e.into_ollama(),
+    };
+    let model = generation.model;
+    if stream {
+        let lines = generation.events.map(move |event| match event {
+            NativeEvent::Text(t) => Value::Object(shape.chunk(&model, &t, false)),
+            NativeEvent::Done(d) => shape.done(&model, "", &d),
+            NativeEvent::Error(e) => e.ollama_body(),
+        });
+        return ndjson(lines);
+    }
+    let mut text = String::new();
+    let mut events = generation.events;
+    while let Some(event) = events.next().await {
+        match event {
+            NativeEvent::Text(t) => text.push_str(&t),
+            NativeEvent::Done(d) => return Json(shape.done(&model, &text, &d)).into_response(),
+            NativeEvent::Error(e) => return e.into_ollama(),
+        }
+    }
+    ApiError::new(
+        crate::ErrorKind::Internal,
+        "the generation ended without a result",
+    )
+    .into_ollama()
+}
+
+/// An empty request: load the model, or unload it with `keep_alive: 0`.
+async fn load_or_unload(
+    state: &AppState,
+    model: &str,
+    options: &GenerateOptions,
+    keep_alive: Option<KeepAlive>,
+    shape: Shape,
+) -> Response {
+    if keep_alive.is_some_and(KeepAlive::is_zero) {
+        return match native::unload(state.residency(), model).await {
+            Ok(()) => Json(shape.load_reply(model, "unload")).into_response(),
+            Err(e) => e.into_ollama(),
+        };
+    }
+    match native::load_only(state.residency(), model, options, keep_alive).await {
+        Ok(_) => Json(shape.load_reply(model, "load")).into_response(),
+        Err(e) => e.into_ollama(),
+    }
+}
+
+/// `POST /api/generate`.
+pub async fn generate(
+    State(state): State<AppState>,
+    OllamaJson(body): OllamaJson<GenerateBody>,
+) -> Response {
+    let options = match request_options(body.options.as_ref(), body.ignore_eos) {
+        Ok(o) => o,
+        Err(e) => return e.into_ollama(),
+    };
+    let keep_alive = match KeepAlive::parse_opt(body.keep_alive.as_ref()) {
+        Ok(k) => k,
+        Err(e) => return e.into_ollama(),
+    };
+    let prompt = body.prompt.unwrap_or_default();
+    if prompt.is_empty() {
+        return load_or_unload(&state, &body.model, &options, keep_alive, Shape::Generate).await;
+    }
+    let req = NativeRequest {
+        model: body.model,
+        input: PromptInput::Text {
+            prompt,
+            raw: body.raw.unwrap_or(false),
+        },
+        system: body.system,
+        options,
+        keep_alive,
+    };
+    respond(&state, req, body.stream.unwrap_or(true), Shape::Generate).await
+}
+
+/// `POST /api/chat`.
+pub async fn chat(
+    State(state): State<AppState>,
+    OllamaJson(body): OllamaJson<ChatBody>,
+) -> Response {
+    let options = match request_options(body.options.as_ref(), body.ignore_eos) {
+        Ok(o) => o,
+        Err(e) => return e.into_ollama(),
+    };
+    let keep_alive = match KeepAlive::parse_opt(body.keep_alive.as_ref()) {
+        Ok(k) => k,
+        Err(e) => return e.into_ollama(),
+    };
+    if body.messages.is_empty() {
+        return load_or_unload(&state, &body.model, &options, keep_alive, Shape::Chat).await;
+    }
+    let messages = body
+        .messages
+        .into_iter()
+        .map(|m| {
+            let mut msg = ChatMessage::new(m.role, m.content.unwrap_or_default());
+            msg.reasoning_content = m.thinking;
+            msg.name = m.tool_name;
+            msg
+        })
+        .collect();
+    let req = NativeRequest {
+        model: body.model,
+        input: PromptInput::Chat(messages),
+        system: None,
+        options,
+        keep_alive,
+    };
+    respond(&state, req, body.stream.unwrap_or(true), Shape::Chat).await
+}
+
+/// Ollama's `details` object.
+fn details(family: &str, parameter_size: &str, quantization: &str) -> Value {
+    json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": parameter_size,
+        "quantization_level": quantization,
+    })
+}
+
+fn config_details(config: Option<&ModelConfig>) -> Value {
+    let c = config.cloned().unwrap_or_default();
+    let mut d = details(&c.model_family, &c.model_type, &c.file_type);
+    if let Some(families) = c.model_families {
+        d["families"] = json!(families);
+    }
+    d
+}
+
+/// `GET /api/tags`.
+pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let registry = state.registry();
+    registry
+        .sync(state.store())
+        .await
+        .map_err(|e| ApiError::internal("cannot read the model index", &e))?;
+    let mut records = registry
+        .list()
+        .await
+        .map_err(|e| ApiError::internal("cannot read the model index", &e))?;
+    records.sort_by_key(|r| std::cmp::Reverse(r.modified_at));
+    let models: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let name = r.name.display_shortest();
+            let mut d = details(
+                r.architecture.as_deref().unwrap_or_default(),
+                &r.parameter_count
+                    .map(parameter_size_label)
+                    .unwrap_or_default(),
+                r.quantization.as_deref().unwrap_or_default(),
+            );
+            if let Some(n) = r.context_length {
+                d["context_length"] = json!(n);
+            }
+            if let Some(n) = r.embedding_length {
+                d["embedding_length"] = json!(n);
+            }
+            json!({
+                "name": name,
+                "model": name,
+                "modified_at": rfc3339(r.modified_at),
+                "size": r.size,
+                "digest": r.digest.hex(),
+                "details": d,
+                "capabilities": r.capabilities.names(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "models": models })))
+}
+
+/// `GET /api/ps`.
+pub async fn ps(State(state): State<AppState>) -> Json<Value> {
+    let now = SystemTime::now();
+    let models: Vec<Value> = state
+        .residency()
+        .snapshot()
+        .into_iter()
+        .map(|m| {
+            let name = m.resolved.name.display_shortest();
+            // "Forever" is shown as a far-off time, as Ollama does.
+            let expires = match m.expires_in {
+                Some(d) => now + d,
+                None => now + std::time::Duration::from_secs(100 * 365 * 24 * 3600),
+            };
+            json!({
+                "name": name,
+                "model": name,
+                "size": m.size,
+                "digest": m.resolved.digest.hex(),
+                "details": config_details(m.resolved.config.as_ref()),
+                "expires_at": rfc3339(expires),
+                "size_vram": 0,
+                "context_length": m.n_ctx,
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+/// A body naming one model: `model`, or the older `name`.
+#[derive(Debug, Deserialize)]
+pub struct ModelRef {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    verbose: bool,
+}
+
+impl ModelRef {
+    fn name(&self) -> Result<&str, ApiError> {
+        self.model
+            .as_deref()
+            .or(self.name.as_deref())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::bad_request("model is required"))
+    }
+}
+
+/// A GGUF metadata value as JSON; arrays only with `verbose` (token tables are large).
+fn gguf_json(v: &gguf::Value, verbose: bool) -> Value {
+    use gguf::Value as G;
+    match v {
+        G::U8(x) => json!(x),
+        G::I8(x) => json!(x),
+        G::U16(x) => json!(x),
+        G::I16(x) => json!(x),
+        G::U32(x) => json!(x),
+        G::I32(x) => json!(x),
+        G::U64(x) => json!(x),
+        G::I64(x) => json!(x),
+        G::F32(x) => json!(x),
+        G::F64(x) => json!(x),
+        G::Bool(x) => json!(x),
+        G::String(s) => json!(s),
+        G::Array(_) if !verbose => Value::Null,
+        G::Array(_) => json!(v.summary(256)),
+    }
+}
+
+/// `POST /api/show`.
+pub async fn show(
+    State(state): State<AppState>,
+    OllamaJson(body): OllamaJson<ModelRef>,
+) -> Result<Json<Value>, ApiError> {
+    let model = body.name()?;
+    let name = parse_model_name(model)?;
+    let resolved = state
+        .residency()
+        .resolve(&name)
+        .await
+        .map_err(native::as_written(model))?;
+    let path = resolved.model_path.clone();
+    let file = tokio::task::spawn_blocking(move || gguf::read_file(&path))
+        .await
+        .map_err(|e| ApiError::internal("reading the model failed", &e))?
+        .map_err(|e| ApiError::internal("cannot read the model's GGUF metadata", &e))?;
+    let record = state
+        .registry()
+        .get(&resolved.name)
+        .await
+        .map_err(|e| ApiError::internal("cannot read the model index", &e))?;
+    let capabilities = record
+        .map(|r| r.capabilities.names())
+        .unwrap_or_else(|| vec!["completion"]);
+    let parameters: Vec<String> = resolved
+        .parameters
+        .iter()
+        .flat_map(|(k, v)| {
+            let values: Vec<&Value> = match v {
+                Value::Array(list) => list.iter().collect(),
+                v => vec![v],
+            };
+            values
+                .into_iter()
+                .map(|v| format!("{k:<30} {v}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let template = resolved
+        .template
+        .clone()
+        .or_else(|| file.chat_template().map(str::to_owned))
+        .unwrap_or_default();
+    let model_info: Map<String, Value> = file
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), gguf_json(v, body.verbose)))
+        .collect();
+    let mut model_info = model_info;
+    model_info.insert(
+        "general.parameter_count".into(),
+        json!(file.parameter_count()),
+    );
+    let family = file.architecture().unwrap_or_default().to_owned();
+    let mut d = details(
+        &family,
+        &parameter_size_label(file.parameter_count()),
+        file.quantization_label().unwrap_or_default(),
+    );
+    if let Some(c) = &resolved.config {
+        if let Some(f) = &c.model_families {
+            d["families"] = json!(f);
+        }
+    }
+    Ok(Json(json!({
+        "license": resolved.licenses.join("\n"),
+        "modelfile": resolved.to_modelfile("hyperllama"),
+        "parameters": parameters.join("\n"),
+        "template": template,
+        "system": resolved.system.clone().unwrap_or_default(),
+        "details": d,
+        "model_info": model_info,
+        "capabilities": capabilities,
+        "modified_at": rfc3339(resolved.modified),
+    })))
+}
+
+/// The body of `POST /api/copy`.
+#[derive(Debug, Deserialize)]
+pub struct CopyBody {
+    source: String,
+    destination: String,
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::ModelNotFound { name } => {
+            ApiError::not_found(format!("model '{}' not found", name.display_shortest()))
+        }
+        e => ApiError::internal("the model store failed", &e),
+    }
+}
+
+/// `POST /api/copy`.
+pub async fn copy(
+    State(state): State<AppState>,
+    OllamaJson(body): OllamaJson<CopyBody>,
+) -> Result<StatusCode, ApiError> {
+    let src = parse_model_name(&body.source)?;
+    let dst = hyperllama_models::name::ModelName::parse(&body.destination).map_err(|_| {
+        ApiError::bad_request(format!("invalid destination name '{}'", body.destination))
+    })?;
+    let store = state.store().clone();
+    let written = tokio::task::spawn_blocking(move || store.copy(&src, &dst))
+        .await
+        .map_err(|e| ApiError::internal("the copy failed", &e))?
+        .map_err(store_error)?;
+    state
+        .registry()
+        .index(state.store(), &written)
+        .await
+        .map_err(|e| ApiError::internal("cannot index the copy", &e))?;
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /api/delete`.
+pub async fn delete(
+    State(state): State<AppState>,
+    OllamaJson(body): OllamaJson<ModelRef>,
+) -> Result<StatusCode, ApiError> {
+    let model = body.name()?;
+    let name = parse_model_name(model)?;
+    state.residency().unload(&name);
+    let store = state.store().clone();
+    let report = tokio::task::spawn_blocking(move || remove_model(&store, &name))
+        .await
+        .map_err(|e| ApiError::internal("the delete failed", &e))?
+        .map_err(store_error)
+        .map_err(native::as_written(model))?;
+    state
+        .registry()
+        .remove(&report.name)
+        .await
+        .map_err(|e| ApiError::internal("cannot update the model index", &e))?;
+    Ok(StatusCode::OK)
+}

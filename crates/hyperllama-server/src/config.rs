@@ -1,0 +1,54 @@
+//! The server's settings, as one typed value.
+//!
+//! The CLI reads `HYPERLLAMA_*` variables and fills a [`ServerConfig`]; this crate never
+//! reads the environment.
+//!
+//! # Invariants
+//! - Every field has a default that matches Ollama's (keep-alive 5m, 3 loaded models,
+//!   512 queued requests, 4096 context tokens).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the server needs to know at start-up.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The model store's root (Ollama's `OLLAMA_MODELS` layout).
+    pub models_dir: PathBuf,
+    /// The SQLite index of the store.
+    pub registry_db: PathBuf,
+    /// How long a model stays loaded after its last request when the request gives no
+    /// `keep_alive`; `None` keeps it forever.
+    pub default_keep_alive: Option<Duration>,
+    /// Most models resident at once; the least recently used idle one is unloaded to make
+    /// room (Ollama's `OLLAMA_MAX_LOADED_MODELS`, 3 per GPU, 3 on CPU).
+    pub max_loaded_models: usize,
+    /// Requests that may wait in one engine's queue before the server answers 503.
+    pub queue_limit: usize,
+    /// Context length per sequence when neither the request nor the model sets `num_ctx`.
+    pub default_num_ctx: usize,
+    /// Sequences one model computes at once (Ollama's `OLLAMA_NUM_PARALLEL`). The KV cache
+    /// holds `num_ctx × num_parallel` cells, shared by all of them.
+    pub num_parallel: usize,
+    /// CPU threads for llama.cpp; `None` uses every core.
+    pub n_threads: Option<usize>,
+    /// Largest request body in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+}
+
+impl ServerConfig {
+    /// Ollama's defaults for a store at `models_dir` with its index at `registry_db`.
+    pub fn new(models_dir: impl Into<PathBuf>, registry_db: impl Into<PathBuf>) -> Self {
+        Self {
+            models_dir: models_dir.into(),
+            registry_db: registry_db.into(),
+            default_keep_alive: Some(Duration::from_secs(5 * 60)),
+            max_loaded_models: 3,
+            queue_limit: 512,
+            default_num_ctx: 4096,
+            num_parallel: 4,
+            n_threads: None,
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The one native request model both APIs translate into, and [`generate`], which runs it.
+//!
+//! A [`NativeRequest`] names a model, carries either a conversation or a prompt, and typed
+//! options. [`generate`] takes a residency lease on the model, renders and tokenizes the
+//! prompt (the model's SYSTEM and MESSAGEs first, its chat template unless `raw`), builds the
+//! sampling parameters (server defaults, then the model's params layer, then the request),
+//! submits to the engine and returns a [`Generation`]: a stream of [`NativeEvent`]s.
+//!
+//! # Invariants
+//! - Handlers never touch the engine: they see only [`Generation`] and [`NativeEvent`].
+//! - A generation's stream holds its lease: dropping the stream (a client that left)
+//!   cancels the engine request and ends the lease.
+//! - The stream ends after exactly one [`NativeEvent::Done`] or [`NativeEvent::Error`].
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use hyperllama_core::sampling::SamplingParams;
+use hyperllama_core::TokenId;
+use hyperllama_engine::{Completion, Event, FinishReason, GenerateRequest};
+use hyperllama_models::name::ModelName;
+use hyperllama_models::resolve::ModelOptions;
+use hyperllama_models::template::ChatMessage;
+
+use crate::error::{ApiError, ErrorKind};
+use crate::options::{GenerateOptions, KeepAlive};
+use crate::residency::{Lease, LoadedModel, Residency};
+
+/// What to generate from.
+#[derive(Clone, Debug)]
+pub enum PromptInput {
+    /// A conversation, rendered with the chat template.
+    Chat(Vec<ChatMessage>),
+    /// A single prompt: with the chat template as one user message, or as-is when `raw`.
+    Text {
+        /// The prompt.
+        prompt: String,
+        /// Skip the chat template (and the model's SYSTEM and MESSAGEs).
+        raw: bool,
+    },
+}
+
+/// A generation request in HyperLlama's own terms.
+#[derive(Clone, Debug)]
+pub struct NativeRequest {
+    /// The model's name, as the client wrote it.
+    pub model: String,
+    /// The prompt.
+    pub input: PromptInput,
+    /// A system message replacing the model's SYSTEM.
+    pub system: Option<String>,
+    /// Options over the model's defaults.
+    pub options: GenerateOptions,
+    /// How long the model stays loaded afterwards; `None` is the server's default.
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// The statistics of a finished generation.
+#[derive(Clone, Debug)]
+pub struct Done {
+    /// Why it ended.
+    pub reason: FinishReason,
+    /// The engine's numbers.
+    pub completion: Completion,
+    /// Every prompt token (evaluated or taken from the cache).
+    pub n_prompt_tokens: usize,
+    /// From the request's arrival to the end, load included.
+    pub total_duration: Duration,
+    /// Time spent loading the model for this request.
+    pub load_duration: Duration,
+}
+
+/// What a generation's stream carries.
+#[derive(Clone, Debug)]
+pub enum NativeEvent {
+    /// Generated text (never empty).
+    Text(String),
+    /// The end, with statistics.
+    Done(Done),
+    /// A failure; the end.
+    Error(ApiError),
+}
+
+/// The event stream of a generation.
+pub type EventStream = Pin<Box<dyn Stream<Item = NativeEvent> + Send>>;
+
+/// A generation under way.
+pub struct Generation {
+    /// The model's name as the client wrote it (echoed in responses).
+    pub model: String,
+    /// Prompt tokens after rendering.
+    pub n_prompt_tokens: usize,
+    /// The events; dropping this cancels the generation.
+    pub events: EventStream,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a model name from a request; paths to files are not accepted over HTTP.
+pub fn parse_model_name(model: &str) -> Result<ModelName, ApiError> {
+    let not_found = || ApiError::not_found(format!("model '{model}' not found"));
+    if model.trim().is_empty() {
+        return Err(ApiError::bad_request("model is required"));
+    }
+    if model.to_ascii_lowercase().ends_with(".gguf") {
+        return Err(not_found());
+    }
+    ModelName::parse(model).map_err(|_| not_found())
+}
+
+/// Rewrites a not-found error to name the model as the client wrote it.
+pub fn as_written(model: &str) -> impl Fn(ApiError) -> ApiError + '_ {
+    move |e| {
+        if e.kind == ErrorKind::NotFound {
+            ApiError::not_found(format!("model '{model}' not found"))
+        } else {
+            e
+        }
+    }
+}
+
+/// Loads the model (if needed) without generating: Ollama's empty-prompt request. Returns
+/// the load duration.
+pub async fn load_only(
+    residency: &Residency,
+    model: &str,
+    options: &GenerateOptions,
+    keep_alive: Option<KeepAlive>,
+) -> Result<Duration, ApiError> {
+    let name = parse_model_name(model)?;
+    let lease = residency
+        .acquire(&name, options.num_ctx, keep_alive)
+        .await
+        .map_err(as_written(model))?;
+    Ok(lease.load_duration)
+}
+
+/// Unloads the model (Ollama's empty prompt with `keep_alive: 0`); 404 when not in the store.
+pub async fn unload(residency: &Residency, model: &str) -> Result<(), ApiError> {
+    let name = parse_model_name(model)?;
+    let resolved = residency.resolve(&name).await.map_err(as_written(model))?;
+    residency.unload(&resolved.name);
+    Ok(())
+}
+
+/// Starts a generation.
+pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Generation, ApiError> {
+    let started = Instant::now();
+    let name = parse_model_name(&req.model)?;
+    let lease = residency
+        .acquire(&name, req.options.num_ctx, req.keep_alive)
+        .await
+        .map_err(as_written(&req.model))?;
+    let loaded = lease
+        .model()
+        .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model is not loaded"))?;
+    let engine = loaded
+        .engine()
+        .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
+    let prompt = prompt_tokens(loaded, &req)?;
+    let n_prompt_tokens = prompt.len();
+    if n_prompt_tokens >= loaded.n_ctx {
+        return Err(ApiError::bad_request(format!(
+            "the prompt has {n_prompt_tokens} tokens, but the context holds {} (prompt plus at least one new token); shorten the prompt or raise num_ctx",
+            loaded.n_ctx
+        )));
+    }
+    let model_opts = loaded.resolved.options();
+    let engine_req = GenerateRequest {
+        prompt,
+        sampling: sampling_params(&model_opts, &req.options),
+        num_predict: match req.options.num_predict.or(model_opts.num_predict) {
+            Some(n) if n >= 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => None,
+        },
+        stop: req.options.stop.clone().unwrap_or(model_opts.stop),
+        ignore_eos: req.options.ignore_eos.unwrap_or(false),
+    };
+    let rx = engine.submit(engine_req).map_err(|e| match e {
+        hyperllama_engine::Error::InvalidRequest(m) => ApiError::bad_request(m),
+        e @ hyperllama_engine::Error::Overloaded { .. } => {
+            ApiError::new(ErrorKind::Overloaded, e.to_string())
+        }
+        e => ApiError::internal("the engine refused the request", &e),
+    })?;
+    let state = StreamState {
+        rx,
+        lease,
+        started,
+        n_prompt_tokens,
+    };
+    let events = futures_util::stream::unfold(Some(state), next_event);
+    Ok(Generation {
+        model: req.model,
+        n_prompt_tokens,
+        events: Box::pin(events),
+    })
+}
+
+struct StreamState {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    lease: Lease,
+    started: Instant,
+    n_prompt_tokens: usize,
+}
+
+async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<StreamState>)> {
+    let mut s = state?;
+    loop {
+        match s.rx.recv().await {
+            Some(Event::Token { text, .. } | Event::Text(text)) => {
+                if !text.is_empty() {
+                    return Some((NativeEvent::Text(text), Some(s)));
+                }
+            }
+            Some(Event::Done(completion)) => {
+                let done = Done {
+                    reason: completion.reason,
+                    n_prompt_tokens: s.n_prompt_tokens,
+                    total_duration: s.started.elapsed(),
+                    load_duration: s.lease.load_duration,
+                    completion,
+                };
+                return Some((NativeEvent::Done(done), None));
+            }
+            Some(Event::Error(message)) => {
+                return Some((
+                    NativeEvent::Error(ApiError::new(ErrorKind::Internal, message)),
+                    None,
+                ));
+            }
+            None => {
+                return Some((
+                    NativeEvent::Error(ApiError::new(
+                        ErrorKind::Internal,
+                        "the engine stopped before the answer ended",
+                    )),
+                    None,
+                ));
+            }
+        }
+    }
+}
+
+/// Renders and tokenizes the request's prompt.
+fn prompt_tokens(loaded: &LoadedModel, req: &NativeRequest) -> Result<Vec<TokenId>, ApiError> {
+    let engine = loaded
+        .engine()
+        .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
+    let model = engine.model();
+    let user_messages = match &req.input {
+        PromptInput::Text { prompt, raw: true } => {
+            return Ok(model.tokenize(prompt, true, true));
+        }
+        PromptInput::Text { prompt, raw: false } => vec![ChatMessage::new("user", prompt.clone())],
+        PromptInput::Chat(messages) => messages.clone(),
+    };
+    let resolved = &loaded.resolved;
+    let mut messages = Vec::with_capacity(user_messages.len() + resolved.messages.len() + 1);
+    let has_system = user_messages.iter().any(|m| m.role == "system");
+    if !has_system {
+        if let Some(system) = req.system.as_ref().or(resolved.system.as_ref()) {
+            messages.push(ChatMessage::new("system", system.clone()));
+        }
+    }
+    messages.extend(
+        resolved
+            .messages
+            .iter()
+            .map(|m| ChatMessage::new(m.role.clone(), m.content.clone())),
+    );
+    messages.extend(user_messages);
+    let formatter = loaded.formatter.as_ref().map_err(|e| {
+        ApiError::bad_request(format!("the model's chat template is unusable: {e}"))
+    })?;
+    let tokens = formatter
+        .tokenize(model, &messages, None)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if tokens.is_empty() {
+        return Err(ApiError::bad_request("the prompt is empty"));
+    }
+    Ok(tokens)
+}
+
+/// Sampling parameters: Ollama's defaults, then the model's params layer, then the request.
+pub fn sampling_params(model: &ModelOptions, req: &GenerateOptions) -> SamplingParams {
+    let mut s = SamplingParams::default();
+    let pick = |r: Option<f32>, m: Option<f32>, d: f32| r.or(m).unwrap_or(d);
+    s.temperature = pick(req.temperature, model.temperature, s.temperature);
+    s.top_p = pick(req.top_p, model.top_p, s.top_p);
+    s.min_p = pick(req.min_p, model.min_p, s.min_p);
+    s.repeat_penalty = pick(req.repeat_penalty, model.repeat_penalty, s.repeat_penalty);
+    s.presence_penalty = pick(
+        req.presence_penalty,
+        model.presence_penalty,
+        s.presence_penalty,
+    );
+    s.frequency_penalty = pick(
+        req.frequency_penalty,
+        model.frequency_penalty,
+        s.frequency_penalty,
+    );
+    s.top_k = req.top_k.or(model.top_k).unwrap_or(s.top_k);
+    s.repeat_last_n = req
+        .repeat_last_n
+        .or(model.repeat_last_n)
+        .unwrap_or(s.repeat_last_n);
+    // A negative seed means random, as Ollama's -1.
+    s.seed = req.seed.or(model.seed).and_then(|n| u64::try_from(n).ok());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_options_win_over_model_options() {
+        let model = ModelOptions {
+            temperature: Some(0.2),
+            top_k: Some(10),
+            seed: Some(7),
+            ..ModelOptions::default()
+        };
+        let req = GenerateOptions {
+            temperature: Some(0.0),
+            seed: Some(-1),
+            ..GenerateOptions::default()
+        };
+        let s = sampling_params(&model, &req);
+        assert_eq!(s.temperature, 0.0);
+        assert_eq!(s.top_k, 10);
+        assert_eq!(s.seed, None);
+        assert_eq!(s.top_p, SamplingParams::default().top_p);
+    }
+
+    #[test]
+    fn file_paths_are_not_model_names() {
+        let e = parse_model_name("/tmp/model.gguf").expect_err("a path");
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert!(parse_model_name("smollm2:135m").is_ok());
+    }
+}

@@ -1,0 +1,464 @@
+//! Model-level scheduling: which models are loaded, for how long, and which one goes when
+//! there is no room (Ollama's `server/sched.go`). Token-level scheduling (continuous
+//! batching) is the engine's business; this module only starts and stops engines.
+//!
+//! A request [`Residency::acquire`]s a [`Lease`] on a model: the first request loads it
+//! (`Model::load` and `Engine::start` on a blocking thread), concurrent first requests share
+//! that one load, and later ones find it resident. While leases are out the model never
+//! expires. When the last lease ends, the request's `keep_alive` decides: forever, unload
+//! now (zero), or expire after the duration. A background task ([`Residency::new`]) and
+//! every acquire drop expired models; time is `tokio::time`, so tests can pause it. When
+//! more than `max_loaded_models` are resident, the least recently used idle one is unloaded.
+//! A request whose context length differs from the resident engine's reloads that model
+//! only.
+//!
+//! # Invariants
+//! - At most one entry per model (keyed by its case-folded name); an entry's engine is
+//!   loaded at most once.
+//! - An entry with leases out has no expiry and is never evicted; a replaced or evicted
+//!   entry's engine lives on until its last lease ends.
+//! - Engines are dropped (which joins their thread) off the async worker threads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use hyperllama_engine::chat::ChatFormatter;
+use hyperllama_engine::{Engine, EngineConfig, EngineStats, LoadOptions, Model};
+use hyperllama_models::name::ModelName;
+use hyperllama_models::resolve::{resolve_model, ResolveError, ResolvedModel, TemplateChoice};
+use hyperllama_models::store::Store;
+use tokio::sync::{Notify, OnceCell};
+use tokio::time::Instant;
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::options::KeepAlive;
+
+/// A model loaded into an engine.
+pub struct LoadedModel {
+    /// What the store says about it.
+    pub resolved: ResolvedModel,
+    /// The context length per sequence the engine runs with.
+    pub n_ctx: usize,
+    /// How long loading took.
+    pub load_duration: Duration,
+    /// The chat template, or why it cannot be used.
+    pub formatter: Result<ChatFormatter, String>,
+    engine: Option<Engine>,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("name", &self.resolved.name.to_string())
+            .field("n_ctx", &self.n_ctx)
+            .finish()
+    }
+}
+
+impl LoadedModel {
+    /// The engine. It exists from load until drop.
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+
+    /// The weights' size in bytes.
+    pub fn size(&self) -> u64 {
+        self.engine
+            .as_ref()
+            .map_or(0, |e| e.model().info().size_bytes)
+    }
+}
+
+impl Drop for LoadedModel {
+    fn drop(&mut self) {
+        // Dropping an engine joins its thread: never on an async worker.
+        if let Some(engine) = self.engine.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn_blocking(move || drop(engine));
+                }
+                Err(_) => drop(engine),
+            }
+        }
+    }
+}
+
+/// What `/api/ps` shows about one resident model.
+#[derive(Clone, Debug)]
+pub struct ResidentModel {
+    /// The model.
+    pub resolved: ResolvedModel,
+    /// Bytes of weights.
+    pub size: u64,
+    /// The context length per sequence.
+    pub n_ctx: usize,
+    /// Time until it expires; `None` means never (or not before its last request ends and
+    /// `keep_alive` is negative).
+    pub expires_in: Option<Duration>,
+    /// Requests using it now.
+    pub n_active: usize,
+}
+
+struct Entry {
+    generation: u64,
+    /// The context length asked for (before clamping to the model's trained length).
+    n_ctx_requested: usize,
+    cell: Arc<OnceCell<Arc<LoadedModel>>>,
+    n_active: usize,
+    keep_alive: KeepAlive,
+    expires_at: Option<Instant>,
+    last_used: Instant,
+}
+
+struct Inner {
+    cfg: ServerConfig,
+    store: Store,
+    entries: Mutex<HashMap<String, Entry>>,
+    notify: Arc<Notify>,
+    next_generation: AtomicU64,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends one lease of entry `key` (if it is still generation `generation`).
+    fn release(&self, key: &str, generation: u64, keep_alive: KeepAlive) {
+        let mut gone = None;
+        {
+            let mut entries = self.lock();
+            let Some(e) = entries.get_mut(key).filter(|e| e.generation == generation) else {
+                return;
+            };
+            e.n_active = e.n_active.saturating_sub(1);
+            e.last_used = Instant::now();
+            e.keep_alive = keep_alive;
+            if e.n_active == 0 {
+                let unloaded = e.cell.get().is_none();
+                match keep_alive {
+                    _ if unloaded => gone = entries.remove(key),
+                    KeepAlive::Forever => e.expires_at = None,
+                    KeepAlive::For(d) if d.is_zero() => gone = entries.remove(key),
+                    KeepAlive::For(d) => e.expires_at = Some(Instant::now() + d),
+                }
+            }
+        }
+        drop(gone);
+        self.notify.notify_one();
+    }
+
+    /// Drops expired entries; returns the next expiry.
+    fn reap(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        let next = {
+            let mut entries = self.lock();
+            let expired: Vec<String> = entries
+                .iter()
+                .filter(|(_, e)| e.n_active == 0 && e.expires_at.is_some_and(|t| t <= now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in expired {
+                gone.extend(entries.remove(&k));
+            }
+            entries.values().filter_map(|e| e.expires_at).min()
+        };
+        drop(gone);
+        next
+    }
+}
+
+/// The resident models. Cheap to clone (a shared handle).
+#[derive(Clone)]
+pub struct Residency {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Residency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Residency").finish_non_exhaustive()
+    }
+}
+
+/// One request's hold on a loaded model; dropping it ends the request's use.
+pub struct Lease {
+    inner: Arc<Inner>,
+    key: String,
+    generation: u64,
+    keep_alive: KeepAlive,
+    model: Option<Arc<LoadedModel>>,
+    /// The time this request spent loading the model (zero when it was resident).
+    pub load_duration: Duration,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("key", &self.key).finish()
+    }
+}
+
+impl Lease {
+    /// The leased model.
+    pub fn model(&self) -> Option<&Arc<LoadedModel>> {
+        self.model.as_ref()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // The model reference goes first, so that an unload really drops the engine.
+        let model = self.model.take();
+        self.inner
+            .release(&self.key, self.generation, self.keep_alive);
+        drop(model);
+    }
+}
+
+impl Residency {
+    /// An empty residency for models of `store`. Inside a tokio runtime it starts the task
+    /// that unloads expired models (it stops when the last handle is dropped).
+    pub fn new(cfg: ServerConfig, store: Store) -> Self {
+        let notify = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            cfg,
+            store,
+            entries: Mutex::new(HashMap::new()),
+            notify: Arc::clone(&notify),
+            next_generation: AtomicU64::new(1),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(reaper(Arc::downgrade(&inner), notify));
+        }
+        Self { inner }
+    }
+
+    /// Resolves `name` in the store (404 when it is not there).
+    pub async fn resolve(&self, name: &ModelName) -> Result<ResolvedModel, ApiError> {
+        let store = self.inner.store.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || resolve_model(&store, &name))
+            .await
+            .map_err(|e| ApiError::internal("the model lookup failed", &e))?
+            .map_err(|e| match e {
+                e @ ResolveError::NotFound { .. } => ApiError::not_found(e.to_string()),
+                e => ApiError::internal("cannot read the model", &e),
+            })
+    }
+
+    /// Takes a lease on `name` with context length `num_ctx` (else the model's, else the
+    /// server's default), loading it if needed. `keep_alive` (else the server's default)
+    /// applies when the lease ends.
+    pub async fn acquire(
+        &self,
+        name: &ModelName,
+        num_ctx: Option<usize>,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Lease, ApiError> {
+        let resolved = self.resolve(name).await?;
+        let cfg = &self.inner.cfg;
+        let keep_alive = keep_alive.unwrap_or(match cfg.default_keep_alive {
+            Some(d) => KeepAlive::For(d),
+            None => KeepAlive::Forever,
+        });
+        let model_ctx = resolved
+            .options()
+            .num_ctx
+            .and_then(|n| usize::try_from(n).ok());
+        let n_ctx = num_ctx.or(model_ctx).unwrap_or(cfg.default_num_ctx);
+        if n_ctx < 2 {
+            return Err(ApiError::bad_request("num_ctx must be at least 2"));
+        }
+        let key = resolved.name.case_folded().to_string();
+        self.inner.reap();
+        let (generation, cell, replaced, evicted) = {
+            let mut entries = self.inner.lock();
+            let mut replaced = None;
+            let reuse = entries
+                .get(&key)
+                .is_some_and(|e| e.n_ctx_requested == n_ctx && same_digest(e, &resolved));
+            if !reuse {
+                replaced = entries.remove(&key);
+                let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+                entries.insert(
+                    key.clone(),
+                    Entry {
+                        generation,
+                        n_ctx_requested: n_ctx,
+                        cell: Arc::new(OnceCell::new()),
+                        n_active: 0,
+                        keep_alive,
+                        expires_at: None,
+                        last_used: Instant::now(),
+                    },
+                );
+            }
+            let mut evicted = Vec::new();
+            while entries.len() > cfg.max_loaded_models.max(1) {
+                let victim = entries
+                    .iter()
+                    .filter(|(k, e)| **k != key && e.n_active == 0)
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(k, _)| k.clone());
+                match victim.and_then(|k| entries.remove(&k)) {
+                    Some(e) => evicted.push(e),
+                    None => break,
+                }
+            }
+            let Some(e) = entries.get_mut(&key) else {
+                return Err(ApiError::new(
+                    crate::error::ErrorKind::Internal,
+                    "the model entry vanished",
+                ));
+            };
+            e.n_active += 1;
+            e.expires_at = None;
+            e.last_used = Instant::now();
+            (e.generation, Arc::clone(&e.cell), replaced, evicted)
+        };
+        drop(replaced);
+        drop(evicted);
+        let mut lease = Lease {
+            inner: Arc::clone(&self.inner),
+            key,
+            generation,
+            keep_alive,
+            model: None,
+            load_duration: Duration::ZERO,
+        };
+        let loaded_here = AtomicBool::new(false);
+        let model = cell
+            .get_or_try_init(|| async {
+                loaded_here.store(true, Ordering::Relaxed);
+                let cfg = cfg.clone();
+                tokio::task::spawn_blocking(move || load(resolved, n_ctx, &cfg))
+                    .await
+                    .map_err(|e| ApiError::internal("the model load failed", &e))?
+                    .map(Arc::new)
+            })
+            .await?;
+        if loaded_here.load(Ordering::Relaxed) {
+            lease.load_duration = model.load_duration;
+        }
+        lease.model = Some(Arc::clone(model));
+        Ok(lease)
+    }
+
+    /// Unloads `name` now if it is idle, else as soon as its last request ends. Returns
+    /// whether it was resident.
+    pub fn unload(&self, name: &ModelName) -> bool {
+        let key = name.case_folded().to_string();
+        let gone = {
+            let mut entries = self.inner.lock();
+            match entries.get_mut(&key) {
+                None => return false,
+                Some(e) if e.n_active > 0 => {
+                    e.keep_alive = KeepAlive::For(Duration::ZERO);
+                    return true;
+                }
+                Some(_) => entries.remove(&key),
+            }
+        };
+        drop(gone);
+        true
+    }
+
+    /// The loaded models, most recently used first.
+    pub fn snapshot(&self) -> Vec<ResidentModel> {
+        self.inner.reap();
+        let now = Instant::now();
+        let entries = self.inner.lock();
+        let mut list: Vec<(Instant, ResidentModel)> = entries
+            .values()
+            .filter_map(|e| {
+                let m = e.cell.get()?;
+                let expires_in = match (e.expires_at, e.keep_alive) {
+                    (Some(t), _) => Some(t.saturating_duration_since(now)),
+                    (None, KeepAlive::For(d)) => Some(d),
+                    (None, KeepAlive::Forever) => None,
+                };
+                Some((
+                    e.last_used,
+                    ResidentModel {
+                        resolved: m.resolved.clone(),
+                        size: m.size(),
+                        n_ctx: m.n_ctx,
+                        expires_in,
+                        n_active: e.n_active,
+                    },
+                ))
+            })
+            .collect();
+        list.sort_by_key(|m| std::cmp::Reverse(m.0));
+        list.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// The engine statistics of `name`, when it is loaded.
+    pub fn engine_stats(&self, name: &ModelName) -> Option<EngineStats> {
+        let key = name.case_folded().to_string();
+        let entries = self.inner.lock();
+        let m = entries.get(&key)?.cell.get()?;
+        m.engine().map(Engine::stats)
+    }
+}
+
+fn same_digest(e: &Entry, resolved: &ResolvedModel) -> bool {
+    e.cell
+        .get()
+        .is_none_or(|m| m.resolved.digest == resolved.digest)
+}
+
+/// Loads the weights and starts an engine (blocking).
+fn load(
+    resolved: ResolvedModel,
+    n_ctx: usize,
+    cfg: &ServerConfig,
+) -> Result<LoadedModel, ApiError> {
+    let start = std::time::Instant::now();
+    let model = Model::load(&resolved.model_path, &LoadOptions::default())
+        .map_err(|e| ApiError::internal("cannot load the model", &e))?;
+    let n_ctx = n_ctx.min(model.info().n_ctx_train.max(2));
+    let formatter = match resolved.chat_template() {
+        TemplateChoice::Jinja(t) => ChatFormatter::with_template(&model, &t),
+        TemplateChoice::FromGguf => ChatFormatter::for_model(&model),
+    }
+    .map_err(|e| e.to_string());
+    let n_parallel = cfg.num_parallel.max(1);
+    let mut ecfg = EngineConfig::new(n_ctx, n_parallel);
+    ecfg.n_kv_cells = n_ctx.saturating_mul(n_parallel);
+    ecfg.queue_capacity = cfg.queue_limit.max(1);
+    if let Some(n) = cfg.n_threads {
+        ecfg.n_threads = n.max(1);
+    }
+    let engine = Engine::start(model, ecfg)
+        .map_err(|e| ApiError::internal("cannot start the engine", &e))?;
+    tracing::info!(model = %resolved.name, n_ctx, "model loaded");
+    Ok(LoadedModel {
+        resolved,
+        n_ctx,
+        load_duration: start.elapsed(),
+        formatter,
+        engine: Some(engine),
+    })
+}
+
+/// Unloads expired models until the residency is dropped.
+async fn reaper(inner: Weak<Inner>, notify: Arc<Notify>) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next = match inner.upgrade() {
+            Some(inner) => inner.reap(),
+            None => return,
+        };
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            () = tokio::time::sleep_until(next.unwrap_or(far)) => {}
+            () = &mut notified => {}
+        }
+    }
+}

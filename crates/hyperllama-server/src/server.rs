@@ -1,0 +1,120 @@
+//! The shared state, the router and the serve loop.
+//!
+//! # Invariants
+//! - The index is synced with the store once at start-up; handlers that change the store
+//!   (copy, delete) update the index themselves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use hyperllama_models::registry::Registry;
+use hyperllama_models::store::Store;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{ollama, openai};
+use crate::config::ServerConfig;
+use crate::error::Error;
+use crate::residency::Residency;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    cfg: ServerConfig,
+    store: Store,
+    registry: Registry,
+    residency: Residency,
+}
+
+impl AppState {
+    /// Opens the store and its index (creating both if needed) and syncs the index. Must run
+    /// inside a tokio runtime (it starts the residency's expiry task).
+    pub async fn open(cfg: ServerConfig) -> Result<Self, Error> {
+        let store = Store::open(&cfg.models_dir).map_err(Error::Store)?;
+        if let Some(parent) = cfg
+            .registry_db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(Error::Serve)?;
+        }
+        let registry = Registry::open(&cfg.registry_db)
+            .await
+            .map_err(Error::Registry)?;
+        let report = registry.sync(&store).await.map_err(Error::Registry)?;
+        for (name, why) in &report.broken {
+            tracing::warn!("skipping model '{}': {why}", name.display_shortest());
+        }
+        let residency = Residency::new(cfg.clone(), store.clone());
+        Ok(Self {
+            inner: Arc::new(StateInner {
+                cfg,
+                store,
+                registry,
+                residency,
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.cfg
+    }
+
+    /// The model store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The model index.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The resident models.
+    pub fn residency(&self) -> &Residency {
+        &self.inner.residency
+    }
+}
+
+/// The whole HTTP app.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config().max_body_bytes;
+    Router::new()
+        .route("/", get(ollama::root).head(ollama::root))
+        .route("/api/version", get(ollama::version).head(ollama::version))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/tags", get(ollama::tags).head(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/copy", post(ollama::copy))
+        .route("/api/delete", axum::routing::delete(ollama::delete))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{*model}", get(openai::get_model))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes; then stops accepting, lets
+/// in-flight requests finish, and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve)
+}

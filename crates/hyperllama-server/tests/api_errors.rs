@@ -1,0 +1,188 @@
+//! Requests that fail before any model runs, and the endpoints that only read the store.
+
+mod common;
+
+use common::{start_server, MODEL};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_model_is_404_in_both_dialects() {
+    let server = start_server(|_| {}).await;
+    let (status, body) = server
+        .post("/api/generate", json!({"model": "nope", "prompt": "hi"}))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body, json!({"error": "model 'nope' not found"}));
+
+    let (status, body) = server
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["message"], "model 'nope' not found");
+    assert_eq!(body["error"]["type"], "not_found_error");
+
+    let (status, _) = server
+        .post(
+            "/api/chat",
+            json!({"model": "/tmp/x.gguf", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 404, "paths are not accepted over HTTP");
+    let (status, body) = server.get("/v1/models/nope").await;
+    assert_eq!(status, 404);
+    assert!(body["error"]["message"].is_string());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_are_400_with_an_error_field() {
+    let server = start_server(|cfg| cfg.max_body_bytes = 4096).await;
+    let bad_json = server
+        .client
+        .post(server.at("/api/generate"))
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(bad_json.status().as_u16(), 400);
+    let body: serde_json::Value = bad_json.json().await.expect("JSON error");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("JSON")),
+        "{body}"
+    );
+
+    let (status, body) = server
+        .post("/api/generate", json!({"model": MODEL, "prompt": 5}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].is_string());
+
+    let (status, body) = server
+        .post(
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": "hi"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"].is_string(),
+        "OpenAI error object: {body}"
+    );
+
+    let (status, body) = server
+        .post(
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "options": {"mirostat": 2}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body, json!({"error": "unknown parameter 'mirostat'"}));
+
+    let (status, body) = server
+        .post(
+            "/api/chat",
+            json!({"model": MODEL, "messages": [], "options": {"temperature": "hot"}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("temperature")));
+
+    let (status, _) = server
+        .post(
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "keep_alive": "soon"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    let big = "x".repeat(10_000);
+    let (status, body) = server
+        .post("/api/generate", json!({"model": MODEL, "prompt": big}))
+        .await;
+    assert_eq!(status, 413);
+    assert!(body["error"].is_string());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_endpoints_list_show_copy_and_delete() {
+    let server = start_server(|_| {}).await;
+    let root = server
+        .client
+        .get(server.at("/"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(root.text().await.expect("text"), "Ollama is running");
+    let (_, version) = server.get("/api/version").await;
+    assert!(version["version"].is_string());
+
+    let (status, tags) = server.get("/api/tags").await;
+    assert_eq!(status, 200);
+    let models = tags["models"].as_array().expect("models");
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0]["name"], "smol:latest");
+    assert_eq!(models[0]["details"]["family"], "llama");
+    assert!(models[0]["size"].as_u64().is_some_and(|n| n > 1_000_000));
+
+    let (status, show) = server.post("/api/show", json!({"model": MODEL})).await;
+    assert_eq!(status, 200, "{show}");
+    assert_eq!(show["details"]["format"], "gguf");
+    assert_eq!(show["model_info"]["general.architecture"], "llama");
+    assert!(show["template"]
+        .as_str()
+        .is_some_and(|t| t.contains("im_start")));
+    assert!(show["modelfile"]
+        .as_str()
+        .is_some_and(|m| m.contains("FROM ")));
+    assert!(show["capabilities"]
+        .as_array()
+        .is_some_and(|c| c.contains(&json!("completion"))));
+
+    let (_, list) = server.get("/v1/models").await;
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"][0]["id"], "smol:latest");
+    let (status, one) = server.get("/v1/models/smol:latest").await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["object"], "model");
+
+    let copy = server
+        .client
+        .post(server.at("/api/copy"))
+        .json(&json!({"source": MODEL, "destination": "smol-copy"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(copy.status().as_u16(), 200);
+    let (_, tags) = server.get("/api/tags").await;
+    assert_eq!(tags["models"].as_array().map(Vec::len), Some(2));
+
+    let delete = server
+        .client
+        .delete(server.at("/api/delete"))
+        .json(&json!({"model": "smol-copy"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(delete.status().as_u16(), 200);
+    let delete_again = server
+        .client
+        .delete(server.at("/api/delete"))
+        .json(&json!({"model": "smol-copy"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(delete_again.status().as_u16(), 404);
+    let (_, tags) = server.get("/api/tags").await;
+    assert_eq!(tags["models"].as_array().map(Vec::len), Some(1));
+
+    let (_, ps) = server.get("/api/ps").await;
+    assert_eq!(ps, json!({"models": []}), "nothing was loaded");
+    server.stop().await;
+}
