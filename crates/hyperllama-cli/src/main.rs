@@ -21,7 +21,12 @@ use clap::{Parser, Subcommand};
 
 /// A local LLM server: Ollama's simplicity, vLLM's scheduling.
 #[derive(Debug, Parser)]
-#[command(name = "hyperllama", version, about, long_about = None)]
+#[command(
+    name = "hyperllama",
+    version,
+    about = "A local LLM server: Ollama's commands and API, vLLM's scheduling.",
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
