@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub n_threads: Option<usize>,
     /// Largest request body in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Origins allowed for cross-origin requests besides the local ones (Ollama's
+    /// `OLLAMA_ORIGINS`); `*` in a pattern matches any text.
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -49,6 +52,7 @@ impl ServerConfig {
             num_parallel: 4,
             n_threads: None,
             max_body_bytes: 32 * 1024 * 1024,
+            allowed_origins: Vec::new(),
         }
     }
 }

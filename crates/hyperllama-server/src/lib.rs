@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod native;
 pub mod options;

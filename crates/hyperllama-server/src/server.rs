@@ -87,6 +87,7 @@ impl AppState {
 /// The whole HTTP app.
 pub fn router(state: AppState) -> Router {
     let limit = state.config().max_body_bytes;
+    let cors = crate::cors::layer(state.config().allowed_origins.clone());
     Router::new()
         .route("/", get(ollama::root).head(ollama::root))
         .route("/api/version", get(ollama::version).head(ollama::version))
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

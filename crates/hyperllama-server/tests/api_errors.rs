@@ -186,3 +186,31 @@ async fn store_endpoints_list_show_copy_and_delete() {
     assert_eq!(ps, json!({"models": []}), "nothing was loaded");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_local_origins_only() {
+    let server =
+        start_server(|cfg| cfg.allowed_origins = vec!["https://*.example.com".into()]).await;
+    let preflight = |origin: &'static str| {
+        server
+            .client
+            .request(reqwest::Method::OPTIONS, server.at("/api/chat"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,x-stainless-os",
+            )
+            .send()
+    };
+    for (origin, allowed) in [
+        ("http://localhost:5173", true),
+        ("https://ui.example.com", true),
+        ("https://evil.example.org", false),
+    ] {
+        let resp = preflight(origin).await.expect("sent");
+        let header = resp.headers().get("access-control-allow-origin");
+        assert_eq!(header.is_some(), allowed, "{origin}: {:?}", resp.headers());
+    }
+    server.stop().await;
+}

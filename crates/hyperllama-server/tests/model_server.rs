@@ -335,3 +335,33 @@ async fn model_disconnect_mid_stream_frees_the_sequence() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_graceful_shutdown_lets_a_stream_finish() {
+    let server = start_server(|_| {}).await;
+    let resp = server
+        .client
+        .post(server.at("/api/generate"))
+        .json(&json!({
+            "model": MODEL, "prompt": "Tell me a story.",
+            "options": {"num_predict": 40, "ignore_eos": true, "temperature": 0},
+        }))
+        .send()
+        .await
+        .expect("sent");
+    let mut body = resp.bytes_stream();
+    let mut text = String::from_utf8(body.next().await.expect("chunk").expect("bytes").to_vec())
+        .expect("UTF-8");
+    let stopping = tokio::spawn(server.stop());
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.expect("bytes")).expect("UTF-8"));
+    }
+    let lines = ndjson_lines(&text);
+    let last = lines.last().expect("lines");
+    assert_eq!(last["done"], true, "the stream finished: {last}");
+    assert_eq!(last["eval_count"], 40);
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stopped")
+        .expect("stop task");
+}

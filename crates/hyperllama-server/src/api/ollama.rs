@@ -26,7 +26,9 @@ use serde_json::{json, Map, Value};
 
 use super::{nanos, ndjson, now_rfc3339, rfc3339};
 use crate::error::{ApiError, OllamaJson};
-use crate::native::{self, parse_model_name, Done, NativeEvent, NativeRequest, PromptInput};
+use crate::native::{
+    self, parse_model_name, Done, Generation, NativeEvent, NativeRequest, PromptInput,
+};
 use crate::options::{GenerateOptions, KeepAlive};
 use crate::AppState;
 
@@ -151,10 +153,14 @@ impl Shape {
 
 /// Runs a native request and answers in `shape`, streamed or not.
 async fn respond(state: &AppState, req: NativeRequest, stream: bool, shape: Shape) -> Response {
-    let generation = match native::generate(state.residency(), req).await {
-        Ok(g) => g,
-        Err(e) => return e.into_ollama(),
-    };
+    match native::generate(state.residency(), req).await {
+        Ok(generation) => write(generation, stream, shape).await,
+        Err(e) => e.into_ollama(),
+    }
+}
+
+/// Writes a generation's events: NDJSON chunks, or one object.
+async fn write(generation: Generation, stream: bool, shape: Shape) -> Response {
     let model = generation.model;
     if stream {
         let lines = generation.events.map(move |event| match event {
@@ -537,4 +543,53 @@ pub async fn delete(
         .await
         .map_err(|e| ApiError::internal("cannot update the model index", &e))?;
     Ok(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing_generation() -> Generation {
+        let events = futures_util::stream::iter([
+            NativeEvent::Text("Hello".into()),
+            NativeEvent::Error(ApiError::new(
+                crate::ErrorKind::Internal,
+                "the engine failed",
+            )),
+        ]);
+        Generation {
+            model: "m".into(),
+            n_prompt_tokens: 3,
+            events: Box::pin(events),
+        }
+    }
+
+    async fn body_text(resp: Response) -> String {
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        String::from_utf8(bytes.to_vec()).expect("UTF-8")
+    }
+
+    #[tokio::test]
+    async fn an_error_mid_stream_is_the_last_line() {
+        let resp = write(failing_generation(), true, Shape::Chat).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = body_text(resp).await;
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["message"]["content"], "Hello");
+        assert_eq!(lines[0]["done"], false);
+        assert_eq!(lines[1], json!({"error": "the engine failed"}));
+    }
+
+    #[tokio::test]
+    async fn an_error_without_streaming_is_an_error_response() {
+        let resp = write(failing_generation(), false, Shape::Generate).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body_text(resp).await, r#"{"error":"the engine failed"}"#);
+    }
 }

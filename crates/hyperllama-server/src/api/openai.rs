@@ -24,7 +24,9 @@ use serde_json::{json, Value};
 
 use super::sse;
 use crate::error::{ApiError, OpenAiError, OpenAiJson};
-use crate::native::{self, parse_model_name, Done, NativeEvent, NativeRequest, PromptInput};
+use crate::native::{
+    self, parse_model_name, Done, Generation, NativeEvent, NativeRequest, PromptInput,
+};
 use crate::options::{stop_list, GenerateOptions};
 use crate::AppState;
 
@@ -246,10 +248,14 @@ async fn respond(
     stream: bool,
     include_usage: bool,
 ) -> Response {
-    let generation = match native::generate(state.residency(), req).await {
-        Ok(g) => g,
-        Err(e) => return e.into_openai(),
-    };
+    match native::generate(state.residency(), req).await {
+        Ok(generation) => write(generation, kind, stream, include_usage).await,
+        Err(e) => e.into_openai(),
+    }
+}
+
+/// Writes a generation's events: SSE chunks, or one object.
+async fn write(generation: Generation, kind: Kind, stream: bool, include_usage: bool) -> Response {
     let meta = Meta {
         id: new_id(match kind {
             Kind::Chat => "chatcmpl",
@@ -422,4 +428,40 @@ pub async fn get_model(
         resolved.modified,
         resolved.name.namespace(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_error_mid_stream_is_the_last_event_without_done() {
+        let events = futures_util::stream::iter([
+            NativeEvent::Text("Hi".into()),
+            NativeEvent::Error(ApiError::new(
+                crate::ErrorKind::Internal,
+                "the engine failed",
+            )),
+        ]);
+        let generation = Generation {
+            model: "m".into(),
+            n_prompt_tokens: 3,
+            events: Box::pin(events),
+        };
+        let resp = write(generation, Kind::Chat, true, true).await;
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let text = String::from_utf8(bytes.to_vec()).expect("UTF-8");
+        let data: Vec<&str> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .collect();
+        assert_eq!(data.len(), 2, "{text}");
+        let first: Value = serde_json::from_str(data[0]).expect("chunk");
+        assert_eq!(first["choices"][0]["delta"]["content"], "Hi");
+        let last: Value = serde_json::from_str(data[1]).expect("error");
+        assert_eq!(last["error"]["message"], "the engine failed");
+        assert_eq!(last["error"]["type"], "api_error");
+    }
 }
