@@ -528,6 +528,42 @@ fn a_killed_create_leaves_nothing_visible_and_concurrent_creates_succeed() {
     );
 }
 
+#[test]
+fn a_full_disk_during_create_fails_cleanly_and_leaves_nothing_visible() {
+    let sb = Sandbox::new();
+    let big = sb.path().join("big.gguf");
+    tiny_gguf(&big, 8 << 20);
+    let modelfile = sb.modelfile("Modelfile", "FROM big.gguf\n");
+    // A file-size limit of 1 MiB makes writes past it fail with EFBIG, as writes fail on a full
+    // disk; SIGXFSZ is ignored so that the write returns the error instead of killing us.
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 1024; exec "$@""#)
+        .arg("bash")
+        .arg(env!("CARGO_BIN_EXE_hyperllama"))
+        .args(["create", "big", "-f"])
+        .arg(&modelfile)
+        .env_remove("HYPERLLAMA_LOG")
+        .env("HOME", sb.path().join("home"))
+        .env("HYPERLLAMA_MODELS", sb.models())
+        .env("HYPERLLAMA_DB", sb.path().join("index.db"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("binary runs");
+    assert_clean_failure(&o, "File too large");
+    assert!(sb.manifest_files().is_empty());
+    assert!(
+        sb.blob_files().iter().all(|f| !f.starts_with("sha256-")),
+        "no blob became visible: {:?}",
+        sb.blob_files()
+    );
+    assert!(sb.listed().is_empty());
+    // With room again, the same create succeeds.
+    let o = sb.create("big", &modelfile);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sb.listed(), vec!["big:latest".to_owned()]);
+}
+
 /// Writes `bytes` as an Ollama blob and returns its digest and size.
 fn ollama_blob(models: &Path, bytes: &[u8]) -> (BlobDigest, usize) {
     let digest = BlobDigest::of_bytes(bytes);
