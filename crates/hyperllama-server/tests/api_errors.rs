@@ -101,6 +101,27 @@ async fn malformed_bodies_are_400_with_an_error_field() {
         .await;
     assert_eq!(status, 400);
 
+    let (status, body) = server
+        .post(
+            "/api/chat",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "what is this?", "images": ["aGk="]}]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": "model 'smol' does not support images"})
+    );
+
+    let (status, body) = server
+        .post(
+            "/v1/chat/completions",
+            json!({"model": MODEL, "n": 2, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
     let big = "x".repeat(10_000);
     let (status, body) = server
         .post("/api/generate", json!({"model": MODEL, "prompt": big}))

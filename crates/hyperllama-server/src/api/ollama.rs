@@ -60,6 +60,8 @@ pub struct GenerateBody {
     options: Option<Map<String, Value>>,
     #[serde(default)]
     ignore_eos: Option<bool>,
+    #[serde(default)]
+    images: Option<Vec<Value>>,
 }
 
 /// One message of `POST /api/chat`.
@@ -72,6 +74,8 @@ pub struct MessageBody {
     thinking: Option<String>,
     #[serde(default)]
     tool_name: Option<String>,
+    #[serde(default)]
+    images: Option<Vec<Value>>,
 }
 
 /// The body of `POST /api/chat`.
@@ -88,6 +92,16 @@ pub struct ChatBody {
     options: Option<Map<String, Value>>,
     #[serde(default)]
     ignore_eos: Option<bool>,
+}
+
+/// Images need a vision model, which no model has here yet.
+fn no_images(model: &str, images: Option<&Vec<Value>>) -> Result<(), ApiError> {
+    match images {
+        Some(list) if !list.is_empty() => Err(ApiError::bad_request(format!(
+            "model '{model}' does not support images"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn request_options(
@@ -219,6 +233,9 @@ pub async fn generate(
         Ok(k) => k,
         Err(e) => return e.into_ollama(),
     };
+    if let Err(e) = no_images(&body.model, body.images.as_ref()) {
+        return e.into_ollama();
+    }
     let prompt = body.prompt.unwrap_or_default();
     if prompt.is_empty() {
         return load_or_unload(&state, &body.model, &options, keep_alive, Shape::Generate).await;
@@ -251,6 +268,11 @@ pub async fn chat(
     };
     if body.messages.is_empty() {
         return load_or_unload(&state, &body.model, &options, keep_alive, Shape::Chat).await;
+    }
+    for m in &body.messages {
+        if let Err(e) = no_images(&body.model, m.images.as_ref()) {
+            return e.into_ollama();
+        }
     }
     let messages = body
         .messages

@@ -77,10 +77,15 @@ pub struct CommonBody {
     ignore_eos: Option<bool>,
     #[serde(default)]
     num_ctx: Option<usize>,
+    #[serde(default)]
+    n: Option<u32>,
 }
 
 impl CommonBody {
     fn options(&self) -> Result<GenerateOptions, ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad_request("only n = 1 is supported"));
+        }
         Ok(GenerateOptions {
             temperature: self.temperature,
             top_p: self.top_p,
