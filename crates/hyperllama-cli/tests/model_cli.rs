@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{model_path, repo_root, GEMMA3, SMOLLM2};
+use common::{model_path, repo_root, stderr, stdout, GEMMA3, SMOLLM2};
 use hyperllama_models::gguf::{GgmlType, GgufBuilder};
 
 fn hyperllama() -> Command {
@@ -32,14 +32,6 @@ fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
         .write_all(stdin.as_bytes())
         .expect("stdin written");
     child.wait_with_output().expect("binary finishes")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A failure is one `Error: ...` line on stderr and exit status 1.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{model_path, SMOLLM2};
+use common::{model_path, stderr, stdout, SMOLLM2};
 use hyperllama_models::digest::{BlobDigest, DigestWriter};
 use hyperllama_models::gguf::{GgmlType, GgufBuilder};
 
@@ -130,14 +130,6 @@ impl Sandbox {
             .map(|l| l.split_whitespace().next().expect("a name").to_owned())
             .collect()
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A failure ends with one `Error: ...` line on stderr (progress may precede it) and exits 1.

@@ -1,6 +1,8 @@
 //! `hyperllama pull` against a registry started by the test on 127.0.0.1 that speaks the
 //! real protocol: `GET /v2/<ns>/<model>/manifests/<tag>` and `GET /v2/<ns>/<model>/blobs/<digest>`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::stderr;
 use hyperllama_models::digest::BlobDigest;
 use hyperllama_models::gguf::{GgmlType, GgufBuilder};
 
@@ -158,10 +161,6 @@ fn hyperllama(dir: &Path, registry: &Registry) -> Command {
         .env("HYPERLLAMA_HF_URL", &registry.url)
         .stdin(Stdio::null());
     cmd
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn assert_failure_ends_with(o: &Output, needle: &str) {

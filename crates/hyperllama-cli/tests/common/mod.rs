@@ -1,3 +1,15 @@
 //! The test-model helpers, shared with the engine's tests (one copy of the code).
 
 include!("../../../hyperllama-engine/tests/common/mod.rs");
+
+/// A finished command's standard output (must be UTF-8).
+#[allow(dead_code)]
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// A finished command's standard error, lossily decoded.
+#[allow(dead_code)]
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
