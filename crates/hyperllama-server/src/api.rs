@@ -55,3 +55,17 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
 pub(crate) fn nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// Records in the index, in the background, that `name` was used now.
+pub(crate) fn touch(state: &crate::AppState, name: &hyperllama_models::name::ModelName) {
+    let registry = state.registry().clone();
+    let name = name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = registry
+            .touch_last_used(&name, std::time::SystemTime::now())
+            .await
+        {
+            tracing::warn!(model = %name, error = %e, "cannot record the model's last use");
+        }
+    });
+}

@@ -89,6 +89,8 @@ pub type EventStream = Pin<Box<dyn Stream<Item = NativeEvent> + Send>>;
 pub struct Generation {
     /// The model's name as the client wrote it (echoed in responses).
     pub model: String,
+    /// The model's name as stored.
+    pub name: ModelName,
     /// Prompt tokens after rendering.
     pub n_prompt_tokens: usize,
     /// The events; dropping this cancels the generation.
@@ -188,8 +190,14 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         e @ hyperllama_engine::Error::Overloaded { .. } => {
             ApiError::new(ErrorKind::Overloaded, e.to_string())
         }
-        e => ApiError::internal("the engine refused the request", &e),
+        e => {
+            // A stopped engine (after a failed step) never recovers: unload the model once
+            // this request's lease ends, so that the next request loads it afresh.
+            residency.unload(&loaded.resolved.name);
+            ApiError::internal("the engine refused the request", &e)
+        }
     })?;
+    let stored_name = loaded.resolved.name.clone();
     let state = StreamState {
         rx,
         lease,
@@ -199,6 +207,7 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
     let events = futures_util::stream::unfold(Some(state), next_event);
     Ok(Generation {
         model: req.model,
+        name: stored_name,
         n_prompt_tokens,
         events: Box::pin(events),
     })

@@ -365,3 +365,29 @@ async fn model_graceful_shutdown_lets_a_stream_finish() {
         .expect("the server stopped")
         .expect("stop task");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_same_seed_gives_the_same_text() {
+    let server = start_server(|_| {}).await;
+    let body = |seed: u64| {
+        json!({
+            "model": MODEL, "temperature": 1.0, "max_tokens": 24, "seed": seed,
+            "stop": ["\n\n", "zzz"],
+            "messages": [{"role": "user", "content": "Write a short poem about the sea."}],
+        })
+    };
+    let text = |v: &Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (s1, a) = server.post("/v1/chat/completions", body(42)).await;
+    let (s2, b) = server.post("/v1/chat/completions", body(42)).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(text(&a), text(&b), "the same seed gives the same text");
+    assert!(
+        !text(&a).unwrap_or_default().contains("\n\n"),
+        "stop strings are never emitted"
+    );
+    server.stop().await;
+}

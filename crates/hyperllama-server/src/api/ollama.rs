@@ -168,7 +168,10 @@ impl Shape {
 /// Runs a native request and answers in `shape`, streamed or not.
 async fn respond(state: &AppState, req: NativeRequest, stream: bool, shape: Shape) -> Response {
     match native::generate(state.residency(), req).await {
-        Ok(generation) => write(generation, stream, shape).await,
+        Ok(generation) => {
+            super::touch(state, &generation.name);
+            write(generation, stream, shape).await
+        }
         Err(e) => e.into_ollama(),
     }
 }
@@ -581,6 +584,7 @@ mod tests {
         ]);
         Generation {
             model: "m".into(),
+            name: hyperllama_models::name::ModelName::parse("m").expect("name"),
             n_prompt_tokens: 3,
             events: Box::pin(events),
         }

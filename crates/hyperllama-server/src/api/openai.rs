@@ -254,7 +254,10 @@ async fn respond(
     include_usage: bool,
 ) -> Response {
     match native::generate(state.residency(), req).await {
-        Ok(generation) => write(generation, kind, stream, include_usage).await,
+        Ok(generation) => {
+            super::touch(state, &generation.name);
+            write(generation, kind, stream, include_usage).await
+        }
         Err(e) => e.into_openai(),
     }
 }
@@ -450,6 +453,7 @@ mod tests {
         ]);
         let generation = Generation {
             model: "m".into(),
+            name: hyperllama_models::name::ModelName::parse("m").expect("name"),
             n_prompt_tokens: 3,
             events: Box::pin(events),
         };
