@@ -197,6 +197,20 @@ impl KeepAlive {
         }
     }
 
+    /// Reads a keep-alive setting given as text (`HYPERLLAMA_KEEP_ALIVE`: `"5m"`, `"300"`,
+    /// `"-1"`).
+    pub fn parse_str(s: &str) -> Result<Self, ApiError> {
+        Self::parse(&Value::String(s.to_owned()))
+    }
+
+    /// As [`crate::ServerConfig::default_keep_alive`] takes it: `None` is forever.
+    pub fn as_duration(self) -> Option<Duration> {
+        match self {
+            KeepAlive::Forever => None,
+            KeepAlive::For(d) => Some(d),
+        }
+    }
+
     /// The optional `keep_alive` of a request.
     pub fn parse_opt(v: Option<&Value>) -> Result<Option<Self>, ApiError> {
         match v {
@@ -272,6 +286,18 @@ mod tests {
             Some(KeepAlive::For(Duration::from_millis(300)))
         );
         assert!(KeepAlive::parse(&json!("5 minutes")).is_err());
+        assert_eq!(
+            KeepAlive::parse_str("-1")
+                .ok()
+                .and_then(KeepAlive::as_duration),
+            None
+        );
+        assert_eq!(
+            KeepAlive::parse_str("2h")
+                .ok()
+                .and_then(KeepAlive::as_duration),
+            Some(Duration::from_secs(7200))
+        );
         assert!(KeepAlive::parse(&json!(true)).is_err());
     }
 

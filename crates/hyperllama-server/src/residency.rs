@@ -366,6 +366,25 @@ impl Residency {
         true
     }
 
+    /// Unloads every model and waits until their engines have stopped (requests still
+    /// under way keep their engine until they end). For a server that is shutting down.
+    pub async fn shutdown(&self) {
+        let entries: Vec<Entry> = self.inner.lock().drain().map(|(_, e)| e).collect();
+        let models: Vec<Arc<LoadedModel>> = entries
+            .into_iter()
+            .filter_map(|e| e.cell.get().cloned())
+            .collect();
+        // Dropped on a blocking thread: the last reference joins the engine thread there.
+        let _ = tokio::task::spawn_blocking(move || {
+            for mut model in models {
+                if let Some(m) = Arc::get_mut(&mut model) {
+                    drop(m.engine.take());
+                }
+            }
+        })
+        .await;
+    }
+
     /// The loaded models, most recently used first.
     pub fn snapshot(&self) -> Vec<ResidentModel> {
         self.inner.reap();

@@ -109,14 +109,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes; then stops accepting, lets
-/// in-flight requests finish, and returns.
+/// in-flight requests finish, unloads every model, and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    axum::serve(listener, router(state))
+    let residency = state.residency().clone();
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(Error::Serve)
+        .map_err(Error::Serve);
+    residency.shutdown().await;
+    served
 }

@@ -38,6 +38,9 @@ async fn model_residency_concurrent_first_requests_load_once() {
     assert_eq!(snapshot[0].n_active, 2);
     drop((a, b));
     assert_eq!(residency.snapshot()[0].n_active, 0);
+    residency.shutdown().await;
+    assert!(residency.snapshot().is_empty());
+    assert!(residency.engine_stats(&smol).is_none());
 }
 
 #[tokio::test(flavor = "current_thread")]

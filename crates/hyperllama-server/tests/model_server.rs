@@ -302,12 +302,24 @@ async fn model_disconnect_mid_stream_frees_the_sequence() {
     let first = body.next().await.expect("a chunk").expect("bytes");
     assert!(!first.is_empty());
     let name = ModelName::parse(MODEL).expect("name");
-    let stats = server
-        .state
-        .residency()
-        .engine_stats(&name)
-        .expect("loaded");
-    assert_eq!(stats.n_running + stats.n_waiting, 1, "{stats:?}");
+    // The engine publishes its statistics after each step, a moment after it sent the
+    // step's tokens: wait until they show the running sequence.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = server
+            .state
+            .residency()
+            .engine_stats(&name)
+            .expect("loaded");
+        if stats.n_running == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never running: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     drop(body);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
