@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
+pub mod blobs;
 pub mod ollama;
 pub mod openai;
 

@@ -235,3 +235,62 @@ async fn cors_allows_local_origins_only() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_upload_verifies_the_digest() {
+    let server = start_server(|cfg| cfg.max_body_bytes = 1024).await;
+    let data = vec![7u8; 300_000];
+    let digest = hyperllama_models::digest::BlobDigest::of_bytes(&data).to_string();
+    let url = server.at(&format!("/api/blobs/{digest}"));
+    let head = server.client.head(&url).send().await.expect("sent");
+    assert_eq!(head.status().as_u16(), 404);
+
+    let wrong = server
+        .client
+        .post(&url)
+        .body(vec![8u8; 10])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(wrong.status().as_u16(), 400);
+    let body: serde_json::Value = wrong.json().await.expect("JSON");
+    assert!(body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("digest mismatch")));
+
+    // Larger than the JSON body limit: blobs are streamed, not limited.
+    let created = server
+        .client
+        .post(&url)
+        .body(data.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status().as_u16(), 201);
+    let head = server.client.head(&url).send().await.expect("sent");
+    assert_eq!(head.status().as_u16(), 200);
+    let again = server
+        .client
+        .post(&url)
+        .body(data)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(again.status().as_u16(), 200);
+
+    let bad = server
+        .client
+        .head(server.at("/api/blobs/sha256:nothex"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(bad.status().as_u16(), 400);
+    let root = server
+        .client
+        .head(server.at("/"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(root.status().as_u16(), 200);
+    server.stop().await;
+}
