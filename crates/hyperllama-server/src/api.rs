@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
 pub mod blobs;
+pub mod create;
 pub mod ollama;
 pub mod openai;
 

@@ -14,7 +14,7 @@ use hyperllama_models::registry::Registry;
 use hyperllama_models::store::Store;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{blobs, ollama, openai};
+use crate::api::{blobs, create, ollama, openai};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::residency::Residency;
@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/copy", post(ollama::copy))
         .route("/api/delete", axum::routing::delete(ollama::delete))
         .route("/api/blobs/{digest}", post(blobs::post).head(blobs::head))
+        .route("/api/create", post(create::create))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::list_models))

@@ -294,3 +294,68 @@ async fn blobs_upload_verifies_the_digest() {
     assert_eq!(root.status().as_u16(), 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_from_a_model_or_an_uploaded_blob() {
+    let server = start_server(|_| {}).await;
+    let (status, body) = server
+        .post(
+            "/api/create",
+            json!({"model": "pirate", "from": MODEL, "system": "You are a pirate.",
+                   "parameters": {"temperature": 0.3, "stop": ["<a>", "<b>"]},
+                   "messages": [{"role": "user", "content": "Ahoy"}], "stream": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"status": "success"}));
+    let (status, show) = server.post("/api/show", json!({"model": "pirate"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(show["system"], "You are a pirate.");
+    let params = show["parameters"].as_str().expect("parameters");
+    assert!(
+        params.contains("temperature") && params.contains("<b>"),
+        "{params}"
+    );
+
+    let smol = hyperllama_models::name::ModelName::parse(MODEL).expect("name");
+    let resolved =
+        hyperllama_models::resolve::resolve_model(server.state.store(), &smol).expect("resolved");
+    let digest = resolved
+        .manifest
+        .model_layer()
+        .expect("weights")
+        .digest
+        .to_string();
+    let (status, text) = server
+        .post_text(
+            "/api/create",
+            json!({"model": "from-blob", "files": {"model.gguf": digest}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let lines = common::ndjson_lines(&text);
+    assert_eq!(lines.last(), Some(&json!({"status": "success"})), "{text}");
+    let (_, tags) = server.get("/api/tags").await;
+    assert_eq!(tags["models"].as_array().map(Vec::len), Some(3));
+
+    for (body, want) in [
+        (
+            json!({"model": "x", "from": MODEL, "parameters": {"mirostat_x": 1}}),
+            400,
+        ),
+        (json!({"model": "x", "from": "/etc/passwd"}), 400),
+        (
+            json!({"model": "x", "from": "missing-model", "stream": false}),
+            404,
+        ),
+        (
+            json!({"model": "x", "files": {"a.gguf": format!("sha256:{}", "0".repeat(64))}}),
+            400,
+        ),
+    ] {
+        let (status, err) = server.post("/api/create", body.clone()).await;
+        assert_eq!(status, want, "{body} -> {err}");
+        assert!(err["error"].is_string());
+    }
+    server.stop().await;
+}
