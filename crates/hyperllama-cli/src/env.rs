@@ -47,6 +47,41 @@ const VARS: &[(&str, &str, &str)] = &[
         "Base URL of Hugging Face's registry endpoint (hf.co)",
         "https://hf.co",
     ),
+    (
+        "HYPERLLAMA_HOST",
+        "Address `serve` listens on (host, :port or host:port)",
+        "127.0.0.1:11434",
+    ),
+    (
+        "HYPERLLAMA_KEEP_ALIVE",
+        "How long a model stays loaded after a request (duration or seconds; negative: forever)",
+        "5m",
+    ),
+    (
+        "HYPERLLAMA_MAX_LOADED_MODELS",
+        "Models resident at once before the least recently used is unloaded",
+        "3",
+    ),
+    (
+        "HYPERLLAMA_MAX_QUEUE",
+        "Requests queued per model before the server answers 503",
+        "512",
+    ),
+    (
+        "HYPERLLAMA_CONTEXT_LENGTH",
+        "Default context length (num_ctx) per request",
+        "4096",
+    ),
+    (
+        "HYPERLLAMA_NUM_PARALLEL",
+        "Sequences one model computes at once (continuous batching)",
+        "4",
+    ),
+    (
+        "HYPERLLAMA_ORIGINS",
+        "Extra allowed CORS origins, comma-separated",
+        "(local origins only)",
+    ),
 ];
 
 fn var(name: &str) -> Option<String> {
@@ -67,6 +102,73 @@ pub fn num_threads() -> anyhow::Result<Option<usize>> {
             _ => anyhow::bail!("HYPERLLAMA_NUM_THREADS must be a positive integer, not {v:?}"),
         },
     }
+}
+
+/// A positive integer setting, when set.
+fn positive(name: &str) -> anyhow::Result<Option<usize>> {
+    match var(name) {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => anyhow::bail!("{name} must be a positive integer, not {v:?}"),
+        },
+    }
+}
+
+/// Settings of `serve`, each `None` when unset.
+#[derive(Debug, Default)]
+pub struct ServeEnv {
+    /// `HYPERLLAMA_HOST`, normalised to `host:port`.
+    pub host: String,
+    /// `HYPERLLAMA_KEEP_ALIVE`, as given.
+    pub keep_alive: Option<String>,
+    /// `HYPERLLAMA_MAX_LOADED_MODELS`.
+    pub max_loaded_models: Option<usize>,
+    /// `HYPERLLAMA_MAX_QUEUE`.
+    pub max_queue: Option<usize>,
+    /// `HYPERLLAMA_CONTEXT_LENGTH`.
+    pub context_length: Option<usize>,
+    /// `HYPERLLAMA_NUM_PARALLEL`.
+    pub num_parallel: Option<usize>,
+    /// `HYPERLLAMA_ORIGINS`, split on commas.
+    pub origins: Vec<String>,
+}
+
+/// Reads the settings of `serve`.
+pub fn serve_env() -> anyhow::Result<ServeEnv> {
+    Ok(ServeEnv {
+        host: host(var("HYPERLLAMA_HOST").as_deref()),
+        keep_alive: var("HYPERLLAMA_KEEP_ALIVE"),
+        max_loaded_models: positive("HYPERLLAMA_MAX_LOADED_MODELS")?,
+        max_queue: positive("HYPERLLAMA_MAX_QUEUE")?,
+        context_length: positive("HYPERLLAMA_CONTEXT_LENGTH")?,
+        num_parallel: positive("HYPERLLAMA_NUM_PARALLEL")?,
+        origins: var("HYPERLLAMA_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// `host:port` from `HYPERLLAMA_HOST` as Ollama reads `OLLAMA_HOST`: an optional `http://`,
+/// a missing host means 127.0.0.1, a missing port means 11434.
+fn host(value: Option<&str>) -> String {
+    let v = value.unwrap_or("").trim();
+    let v = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+        .unwrap_or(v)
+        .trim_end_matches('/');
+    let (h, p) = match v.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => (h, p),
+        _ => (v, "11434"),
+    };
+    let h = if h.is_empty() { "127.0.0.1" } else { h };
+    format!("{h}:{p}")
 }
 
 /// The user's home directory.
@@ -134,5 +236,19 @@ pub fn print_table() {
     for (name, description, default) in VARS {
         let value = var(name).unwrap_or_else(|| format!("(default: {default})"));
         println!("{name:<24} {value:<24} {description}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hosts_are_read_like_ollama_host() {
+        assert_eq!(super::host(None), "127.0.0.1:11434");
+        assert_eq!(super::host(Some("0.0.0.0")), "0.0.0.0:11434");
+        assert_eq!(super::host(Some(":8080")), "127.0.0.1:8080");
+        assert_eq!(
+            super::host(Some("http://localhost:9000/")),
+            "localhost:9000"
+        );
     }
 }

@@ -13,6 +13,7 @@ mod info;
 mod models;
 mod pull;
 mod run;
+mod serve;
 mod show;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start the server (Ollama and OpenAI APIs) on HYPERLLAMA_HOST.
+    Serve,
     /// Run a model: answer PROMPT and exit, or chat interactively without one.
     Run(run::RunArgs),
     /// Create a model from a Modelfile.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Serve => serve::serve(),
         Command::Run(args) => run::run(args),
         Command::Create(args) => create::create(&args),
         Command::Show(args) => show::show(&args),

@@ -1,0 +1,78 @@
+//! `hyperllama serve` as a user starts it: it listens on `HYPERLLAMA_HOST`, answers, and
+//! shuts down cleanly on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn serve_listens_on_hyperllama_host_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyperllama"))
+        .arg("serve")
+        .env_remove("HYPERLLAMA_LOG")
+        .env("HOME", dir.path())
+        .env("HYPERLLAMA_MODELS", dir.path().join("models"))
+        .env("HYPERLLAMA_DB", dir.path().join("index.db"))
+        .env("HYPERLLAMA_HOST", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("a line");
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .expect("an address")
+        .to_owned();
+    assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
+
+    let mut stream = TcpStream::connect(&addr).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout set");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("Ollama is running"), "{response}");
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("stderr read");
+    assert!(rest.contains("shutting down"), "{rest}");
+}
+
+#[test]
+fn serve_rejects_a_bad_setting_with_one_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let o = Command::new(env!("CARGO_BIN_EXE_hyperllama"))
+        .arg("serve")
+        .env_remove("HYPERLLAMA_LOG")
+        .env("HOME", dir.path())
+        .env("HYPERLLAMA_MODELS", dir.path().join("models"))
+        .env("HYPERLLAMA_DB", dir.path().join("index.db"))
+        .env("HYPERLLAMA_MAX_LOADED_MODELS", "many")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(1));
+    let err = common::stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("HYPERLLAMA_MAX_LOADED_MODELS"), "{err}");
+}
