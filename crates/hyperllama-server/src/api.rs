@@ -15,6 +15,7 @@ pub mod blobs;
 pub mod create;
 pub mod ollama;
 pub mod openai;
+pub mod pull;
 
 /// A streamed response of newline-delimited JSON values.
 pub(crate) fn ndjson(values: impl Stream<Item = Value> + Send + 'static) -> Response {

@@ -10,6 +10,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hyperllama_models::pull::PullConfig;
+
 /// Everything the server needs to know at start-up.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -37,6 +39,8 @@ pub struct ServerConfig {
     /// Origins allowed for cross-origin requests besides the local ones (Ollama's
     /// `OLLAMA_ORIGINS`); `*` in a pattern matches any text.
     pub allowed_origins: Vec<String>,
+    /// How `/api/pull` reaches registries (base URLs, `insecure`, retries).
+    pub pull: PullConfig,
 }
 
 impl ServerConfig {
@@ -53,6 +57,7 @@ impl ServerConfig {
             n_threads: None,
             max_body_bytes: 32 * 1024 * 1024,
             allowed_origins: Vec::new(),
+            pull: PullConfig::default(),
         }
     }
 }

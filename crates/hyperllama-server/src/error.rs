@@ -215,6 +215,9 @@ pub enum Error {
     /// The model index could not be opened or synced.
     #[error("cannot open the model index")]
     Registry(#[source] hyperllama_models::registry::RegistryError),
+    /// The registry client could not be built.
+    #[error("cannot set up the registry client")]
+    Pull(#[source] hyperllama_models::pull::PullError),
     /// Serving failed.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use hyperllama_models::pull::Puller;
 use hyperllama_models::registry::Registry;
 use hyperllama_models::store::Store;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{blobs, create, ollama, openai};
+use crate::api::{blobs, create, ollama, openai, pull};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::residency::Residency;
@@ -31,6 +32,7 @@ struct StateInner {
     store: Store,
     registry: Registry,
     residency: Residency,
+    puller: Puller,
 }
 
 impl AppState {
@@ -53,12 +55,14 @@ impl AppState {
             tracing::warn!("skipping model '{}': {why}", name.display_shortest());
         }
         let residency = Residency::new(cfg.clone(), store.clone());
+        let puller = Puller::new(store.clone(), cfg.pull.clone()).map_err(Error::Pull)?;
         Ok(Self {
             inner: Arc::new(StateInner {
                 cfg,
                 store,
                 registry,
                 residency,
+                puller,
             }),
         })
     }
@@ -82,6 +86,11 @@ impl AppState {
     pub fn residency(&self) -> &Residency {
         &self.inner.residency
     }
+
+    /// The registry client.
+    pub fn puller(&self) -> &Puller {
+        &self.inner.puller
+    }
 }
 
 /// The whole HTTP app.
@@ -100,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/delete", axum::routing::delete(ollama::delete))
         .route("/api/blobs/{digest}", post(blobs::post).head(blobs::head))
         .route("/api/create", post(create::create))
+        .route("/api/pull", post(pull::pull))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::list_models))

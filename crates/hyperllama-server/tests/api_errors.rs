@@ -359,3 +359,84 @@ async fn create_from_a_model_or_an_uploaded_blob() {
     }
     server.stop().await;
 }
+
+/// A registry on 127.0.0.1 that serves every model of `store` under `library/pulled`
+/// as SmolLM2's manifest and blobs.
+async fn fake_registry(store: hyperllama_models::store::Store) -> String {
+    use axum::extract::Path;
+    use axum::response::IntoResponse;
+    let smol = hyperllama_models::name::ModelName::parse(MODEL).expect("name");
+    let manifest = store.read_manifest_bytes(&smol).expect("manifest");
+    let app = axum::Router::new().route(
+        "/v2/{*path}",
+        axum::routing::get(move |Path(path): Path<String>| {
+            let store = store.clone();
+            let manifest = manifest.clone();
+            async move {
+                if path == "library/pulled/manifests/latest" {
+                    let ct = "application/vnd.docker.distribution.manifest.v2+json";
+                    return ([("content-type", ct)], manifest).into_response();
+                }
+                let digest = path.rsplit('/').next().unwrap_or_default();
+                match hyperllama_models::digest::BlobDigest::parse_any(digest) {
+                    Ok(d) if store.has_blob(&d) => std::fs::read(store.blob_path(&d))
+                        .expect("blob")
+                        .into_response(),
+                    _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("registry") });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_a_registry_reports_progress() {
+    let source = tempfile::tempdir().expect("temp dir");
+    let path = source.path().to_owned();
+    let store = tokio::task::spawn_blocking(move || common::store_with_model(&path))
+        .await
+        .expect("store");
+    let registry = fake_registry(store).await;
+    let server = start_server(move |cfg| {
+        cfg.pull
+            .registries
+            .insert("registry.ollama.ai".into(), registry);
+        cfg.pull.insecure = true;
+        cfg.pull.parallel_threshold = u64::MAX;
+    })
+    .await;
+    let (status, text) = server
+        .post_text("/api/pull", json!({"model": "pulled"}))
+        .await;
+    assert_eq!(status, 200);
+    let lines = common::ndjson_lines(&text);
+    assert_eq!(lines[0], json!({"status": "pulling manifest"}));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["digest"].is_string() && l["total"].is_u64()),
+        "{text}"
+    );
+    assert_eq!(lines.last(), Some(&json!({"status": "success"})));
+    let (_, tags) = server.get("/api/tags").await;
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert!(names.contains(&"pulled:latest"), "{names:?}");
+
+    let (status, err) = server
+        .post("/api/pull", json!({"model": "absent", "stream": false}))
+        .await;
+    assert_eq!(status, 404, "{err}");
+    assert!(err["error"].is_string());
+    server.stop().await;
+}
