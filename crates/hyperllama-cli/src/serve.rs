@@ -29,6 +29,9 @@ pub fn serve() -> anyhow::Result<()> {
         cfg.num_parallel = n;
     }
     cfg.n_threads = env::num_threads()?;
+    for (host, url) in env::registry_urls() {
+        cfg.pull.registries.insert(host.to_owned(), url);
+    }
     cfg.allowed_origins = settings.origins;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
