@@ -66,6 +66,9 @@ pub async fn post(
 ) -> Result<StatusCode, ApiError> {
     let digest = parse_digest(&digest)?;
     if state.store().has_blob(&digest) {
+        // Read the upload to its end anyway: answering before the body is consumed leaves
+        // its bytes on a keep-alive connection, and the client's next request fails.
+        drain(body).await;
         return Ok(StatusCode::OK);
     }
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
@@ -81,7 +84,13 @@ pub async fn post(
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(io::Error::other);
         let failed = chunk.is_err();
-        if tx.send(chunk).await.is_err() || failed {
+        if failed {
+            let _ = tx.send(chunk).await;
+            break;
+        }
+        if tx.send(chunk).await.is_err() {
+            // The writer stopped early (it failed): consume the rest, as above.
+            while let Some(Ok(_)) = chunks.next().await {}
             break;
         }
     }
@@ -94,4 +103,10 @@ pub async fn post(
         Ok(Err(e)) => Err(ApiError::internal("cannot store the blob", &e)),
         Err(e) => Err(ApiError::internal("the blob upload failed", &e)),
     }
+}
+
+/// Reads and discards a request body to its end (or its first error).
+async fn drain(body: Body) {
+    let mut chunks = body.into_data_stream();
+    while let Some(Ok(_)) = chunks.next().await {}
 }
