@@ -26,6 +26,8 @@ use hyperllama_engine::{Completion, Engine, EngineConfig, Event, GenerateRequest
 use hyperllama_models::name::ModelName;
 use hyperllama_models::resolve::{resolve_model, ModelOptions, ResolveError, TemplateChoice};
 use hyperllama_models::template::ChatMessage;
+use hyperllama_server::native::sampling_params;
+use hyperllama_server::options::GenerateOptions;
 
 use crate::models::Models;
 
@@ -192,8 +194,8 @@ impl Session {
             (None, false) => Some(ChatFormatter::for_model(&model)?),
         };
         let engine = Engine::start(model, cfg).context("cannot start the engine")?;
-        let mut sampling = SamplingParams::default();
-        apply_model_options(&mut sampling, opts);
+        // The model's params layer under the flags, exactly as the server applies it.
+        let mut sampling = sampling_params(opts, &GenerateOptions::default());
         if let Some(t) = args.temperature {
             sampling.temperature = t;
         }
@@ -361,30 +363,6 @@ impl Session {
 }
 
 /// The model's params-layer options (under the command-line flags, applied after).
-fn apply_model_options(sampling: &mut SamplingParams, opts: &ModelOptions) {
-    let set = |field: &mut f32, value: Option<f32>| {
-        if let Some(v) = value {
-            *field = v;
-        }
-    };
-    set(&mut sampling.temperature, opts.temperature);
-    set(&mut sampling.top_p, opts.top_p);
-    set(&mut sampling.min_p, opts.min_p);
-    set(&mut sampling.repeat_penalty, opts.repeat_penalty);
-    set(&mut sampling.presence_penalty, opts.presence_penalty);
-    set(&mut sampling.frequency_penalty, opts.frequency_penalty);
-    if let Some(k) = opts.top_k {
-        sampling.top_k = k;
-    }
-    if let Some(n) = opts.repeat_last_n {
-        sampling.repeat_last_n = n;
-    }
-    // A negative seed means random, as Ollama's -1.
-    if let Some(seed) = opts.seed {
-        sampling.seed = u64::try_from(seed).ok();
-    }
-}
-
 fn print_stats(c: &Completion, load: Duration) {
     let rate = |n: usize, d: Duration| {
         if d.is_zero() {
