@@ -173,6 +173,13 @@ async fn model_openai_chat_completion_stream_and_usage() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(joined, text, "stream and non-stream give the same text");
+    let roles: Vec<usize> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c["choices"][0]["delta"].get("role").is_some())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(roles, vec![0], "only the first delta names the role");
     let usage_chunk = chunks.last().expect("usage chunk");
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(usage_chunk["usage"]["completion_tokens"], completion);

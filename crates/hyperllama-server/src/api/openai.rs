@@ -222,7 +222,8 @@ impl Meta {
         m
     }
 
-    fn choice(&self, text: Option<&str>, finish: Option<&str>, stream: bool) -> Value {
+    /// One choice. In a chat stream only the first delta names the role, as OpenAI sends it.
+    fn choice(&self, text: Option<&str>, finish: Option<&str>, stream: bool, first: bool) -> Value {
         match (self.kind, stream) {
             (Kind::Chat, false) => json!({
                 "index": 0,
@@ -231,7 +232,8 @@ impl Meta {
             }),
             (Kind::Chat, true) => {
                 let delta = match text {
-                    Some(t) => json!({ "role": "assistant", "content": t }),
+                    Some(t) if first => json!({ "role": "assistant", "content": t }),
+                    Some(t) => json!({ "content": t }),
                     None => json!({}),
                 };
                 json!({ "index": 0, "delta": delta, "finish_reason": finish })
@@ -274,17 +276,19 @@ async fn write(generation: Generation, kind: Kind, stream: bool, include_usage: 
         kind,
     };
     if stream {
+        let mut first = true;
         let items = generation.events.flat_map(move |event| {
             let items: Vec<String> = match event {
                 NativeEvent::Text(t) => {
-                    let choice = meta.choice(Some(&t), None, true);
+                    let choice = meta.choice(Some(&t), None, true, first);
+                    first = false;
                     vec![Value::Object(meta.envelope(true, json!([choice]))).to_string()]
                 }
                 NativeEvent::Done(d) => {
                     let reason = finish_reason(d.reason);
                     let choice = match meta.kind {
-                        Kind::Chat => meta.choice(None, Some(reason), true),
-                        Kind::Completion => meta.choice(Some(""), Some(reason), true),
+                        Kind::Chat => meta.choice(None, Some(reason), true, false),
+                        Kind::Completion => meta.choice(Some(""), Some(reason), true, false),
                     };
                     let mut out =
                         vec![Value::Object(meta.envelope(true, json!([choice]))).to_string()];
@@ -308,7 +312,7 @@ async fn write(generation: Generation, kind: Kind, stream: bool, include_usage: 
         match event {
             NativeEvent::Text(t) => text.push_str(&t),
             NativeEvent::Done(d) => {
-                let choice = meta.choice(Some(&text), Some(finish_reason(d.reason)), false);
+                let choice = meta.choice(Some(&text), Some(finish_reason(d.reason)), false, true);
                 let mut m = meta.envelope(false, json!([choice]));
                 m.insert("usage".into(), usage(&d));
                 return Json(Value::Object(m)).into_response();
