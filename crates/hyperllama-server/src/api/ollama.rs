@@ -104,10 +104,13 @@ fn no_images(model: &str, images: Option<&Vec<Value>>) -> Result<(), ApiError> {
     }
 }
 
-fn request_options(
+/// The controls `/api/generate` and `/api/chat` share: `options` (with our `ignore_eos`
+/// extension) and `keep_alive`.
+fn request_controls(
     options: Option<&Map<String, Value>>,
     ignore_eos: Option<bool>,
-) -> Result<GenerateOptions, ApiError> {
+    keep_alive: Option<&Value>,
+) -> Result<(GenerateOptions, Option<KeepAlive>), ApiError> {
     let mut o = match options {
         Some(map) => GenerateOptions::from_ollama(map)?,
         None => GenerateOptions::default(),
@@ -115,7 +118,7 @@ fn request_options(
     if ignore_eos.is_some() {
         o.ignore_eos = ignore_eos;
     }
-    Ok(o)
+    Ok((o, KeepAlive::parse_opt(keep_alive)?))
 }
 
 /// Which endpoint's chunk shape to write.
@@ -228,12 +231,13 @@ pub async fn generate(
     State(state): State<AppState>,
     OllamaJson(body): OllamaJson<GenerateBody>,
 ) -> Response {
-    let options = match request_options(body.options.as_ref(), body.ignore_eos) {
-        Ok(o) => o,
-        Err(e) => return e.into_ollama(),
-    };
-    let keep_alive = match KeepAlive::parse_opt(body.keep_alive.as_ref()) {
-        Ok(k) => k,
+    let controls = request_controls(
+        body.options.as_ref(),
+        body.ignore_eos,
+        body.keep_alive.as_ref(),
+    );
+    let (options, keep_alive) = match controls {
+        Ok(c) => c,
         Err(e) => return e.into_ollama(),
     };
     if let Err(e) = no_images(&body.model, body.images.as_ref()) {
@@ -261,12 +265,13 @@ pub async fn chat(
     State(state): State<AppState>,
     OllamaJson(body): OllamaJson<ChatBody>,
 ) -> Response {
-    let options = match request_options(body.options.as_ref(), body.ignore_eos) {
-        Ok(o) => o,
-        Err(e) => return e.into_ollama(),
-    };
-    let keep_alive = match KeepAlive::parse_opt(body.keep_alive.as_ref()) {
-        Ok(k) => k,
+    let controls = request_controls(
+        body.options.as_ref(),
+        body.ignore_eos,
+        body.keep_alive.as_ref(),
+    );
+    let (options, keep_alive) = match controls {
+        Ok(c) => c,
         Err(e) => return e.into_ollama(),
     };
     if body.messages.is_empty() {
