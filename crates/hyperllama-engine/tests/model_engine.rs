@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{model_path, repo_root, GEMMA3, SMOLLM2};
+use common::{model_path, repo_root, test_threads, GEMMA3, SMOLLM2};
 use hyperllama_core::sampling::SamplingParams;
 use hyperllama_core::TokenId;
 use hyperllama_engine::chat::{ChatFormatter, TemplateSource};
@@ -23,8 +23,15 @@ fn load(file: &str) -> Arc<Model> {
     Model::load(&model_path(file), &LoadOptions::default()).expect("test model loads")
 }
 
+/// An engine configuration with the test's thread count.
+fn config(n_ctx: usize, max_seqs: usize) -> EngineConfig {
+    let mut cfg = EngineConfig::new(n_ctx, max_seqs);
+    cfg.n_threads = test_threads();
+    cfg
+}
+
 fn engine(model: &Arc<Model>, n_ctx: usize, max_seqs: usize) -> Engine {
-    Engine::start(Arc::clone(model), EngineConfig::new(n_ctx, max_seqs)).expect("engine starts")
+    Engine::start(Arc::clone(model), config(n_ctx, max_seqs)).expect("engine starts")
 }
 
 fn greedy(prompt: Vec<TokenId>, num_predict: usize) -> GenerateRequest {
@@ -196,7 +203,7 @@ fn model_chunked_prefill_gives_the_same_answer() {
             .expect("ok"),
     )
     .0;
-    let mut cfg = EngineConfig::new(512, 1);
+    let mut cfg = config(512, 1);
     cfg.n_batch = 16;
     let e = Engine::start(Arc::clone(&model), cfg).expect("starts");
     let chunked = collect(e.submit(greedy(prompt, 16)).expect("ok")).0;
@@ -304,7 +311,7 @@ fn model_dropping_the_receiver_cancels_and_frees_kv() {
 fn model_requests_beyond_kv_capacity_are_preempted_and_still_finish() {
     let model = load(SMOLLM2);
     // 4 sequences of up to 200 tokens each need 800 cells; give them 512 shared cells.
-    let mut cfg = EngineConfig::new(256, 4);
+    let mut cfg = config(256, 4);
     cfg.n_kv_cells = 512;
     let e = Engine::start(Arc::clone(&model), cfg).expect("starts");
     let streams: Vec<_> = (0..4)
@@ -393,7 +400,7 @@ fn model_a_second_turn_reuses_the_first_turns_kv() {
     );
     assert_eq!(second.n_cached + second.n_prompt, prompt2.len());
     // The same answer as without the cache.
-    let mut cfg = EngineConfig::new(2048, 2);
+    let mut cfg = config(2048, 2);
     cfg.prefix_cache = false;
     let cold = Engine::start(Arc::clone(&model), cfg).expect("starts");
     let (cold_tokens, _, cold_done) = collect(cold.submit(greedy(prompt2, 12)).expect("ok"));

@@ -35,3 +35,15 @@ pub fn model_path(file: &str) -> PathBuf {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+/// Threads for a test's llama.cpp context: `HYPERLLAMA_TEST_THREADS`, else every core.
+/// Set it to 1 while other work shares the machine: llama.cpp's spinning worker threads slow
+/// down a hundredfold when they compete for the cores, a single thread only proportionally.
+#[allow(dead_code)]
+pub fn test_threads() -> usize {
+    std::env::var("HYPERLLAMA_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -112,7 +112,7 @@ pub fn test_config(dir: &std::path::Path) -> ServerConfig {
     let mut cfg = ServerConfig::new(dir.join("models"), dir.join("index.db"));
     cfg.default_num_ctx = 1024;
     cfg.num_parallel = 2;
-    cfg.n_threads = Some(2);
+    cfg.n_threads = Some(test_threads());
     cfg
 }
 
