@@ -263,6 +263,7 @@ impl Session {
             num_predict: self.num_predict,
             stop: self.stop.clone(),
             ignore_eos: false,
+            logprobs: None,
         };
         let mut events = self.engine.submit(req)?;
         let mut stdout = std::io::stdout().lock();

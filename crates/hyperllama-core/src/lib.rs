@@ -9,6 +9,7 @@
 
 pub mod ids;
 pub mod kv;
+pub mod logprobs;
 pub mod rng;
 pub mod sampling;
 pub mod sched;

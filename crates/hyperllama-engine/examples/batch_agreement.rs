@@ -40,6 +40,7 @@ fn main() {
         num_predict: Some(n_tokens),
         stop: Vec::new(),
         ignore_eos: true,
+        logprobs: None,
     };
     let collect = |mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>| {
         let mut tokens = Vec::new();

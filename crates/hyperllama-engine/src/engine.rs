@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hyperllama_core::logprobs::{token_logprobs, TokenLogprobs, MAX_TOP_LOGPROBS};
 use hyperllama_core::sampling::{Sampler, SamplingParams};
 use hyperllama_core::sched::{FinishReason, Scheduler, SchedulerConfig, SeqEvent, SeqSpec};
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
@@ -87,6 +88,31 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// Report each token's log-probability with this many alternatives (at most
+    /// [`MAX_TOP_LOGPROBS`]); `None` reports none.
+    pub logprobs: Option<usize>,
+}
+
+/// A generated token's log-probability under the model, with the likeliest alternatives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's log-probability.
+    pub logprob: f32,
+    /// The token's bytes (a piece of UTF-8 text, possibly an incomplete character).
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at this position, most likely first.
+    pub top: Vec<Alternative>,
+}
+
+/// One alternative token in a [`TokenLogprob`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alternative {
+    /// The token id.
+    pub token: TokenId,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its log-probability.
+    pub logprob: f32,
 }
 
 /// Statistics of a finished request, as Ollama reports them.
@@ -118,6 +144,8 @@ pub enum Event {
         token: TokenId,
         /// Text released by this token.
         text: String,
+        /// The token's log-probability, when the request asked for it.
+        logprobs: Option<Box<TokenLogprob>>,
     },
     /// Trailing text released when the sequence ends (an incomplete character, or text held
     /// back while it could have been the start of a stop string).
@@ -289,6 +317,10 @@ struct Live {
     n_prompt: usize,
     n_cached: usize,
     n_eval: usize,
+    /// Alternatives to report per token, when the request asked for log-probabilities.
+    logprobs: Option<usize>,
+    /// The log-probabilities of the token sampled this step, until its event is sent.
+    pending_logprobs: Option<TokenLogprobs>,
 }
 
 impl Live {
@@ -468,6 +500,8 @@ impl LoopState {
                 n_prompt,
                 n_cached: 0,
                 n_eval: 0,
+                logprobs: req.logprobs.map(|n| n.min(MAX_TOP_LOGPROBS)),
+                pending_logprobs: None,
             },
         );
         true
@@ -507,9 +541,16 @@ impl LoopState {
         let mut sampled = Vec::with_capacity(plan.n_samples());
         for (row, item) in plan.items.iter().filter(|i| i.sample).enumerate() {
             let history = self.sched.tokens(item.seq).unwrap_or(&[]);
+            let logits = backend.logits(row);
             let token = match self.live.get_mut(&item.seq) {
-                Some(l) => l.sampler.sample(backend.logits(row), history),
-                None => hyperllama_core::sampling::argmax(backend.logits(row)),
+                Some(l) => {
+                    let token = l.sampler.sample(logits, history);
+                    if let Some(n) = l.logprobs {
+                        l.pending_logprobs = Some(token_logprobs(logits, token, n));
+                    }
+                    token
+                }
+                None => hyperllama_core::sampling::argmax(logits),
             };
             sampled.push(token);
         }
@@ -534,13 +575,37 @@ impl LoopState {
                     return;
                 };
                 l.n_eval += 1;
-                let text = l.utf8.push(&model.token_bytes(token));
+                let bytes = model.token_bytes(token);
+                let text = l.utf8.push(&bytes);
+                let logprobs = l.pending_logprobs.take().map(|lp| {
+                    Box::new(TokenLogprob {
+                        logprob: lp.logprob,
+                        bytes,
+                        top: lp
+                            .top
+                            .into_iter()
+                            .map(|(token, logprob)| Alternative {
+                                token,
+                                bytes: model.token_bytes(token),
+                                logprob,
+                            })
+                            .collect(),
+                    })
+                });
                 match l.stop.push(&text) {
                     StopOutcome::Continue(text) => {
-                        let _ = l.tx.send(Event::Token { token, text });
+                        let _ = l.tx.send(Event::Token {
+                            token,
+                            text,
+                            logprobs,
+                        });
                     }
                     StopOutcome::Stopped(text) => {
-                        let _ = l.tx.send(Event::Token { token, text });
+                        let _ = l.tx.send(Event::Token {
+                            token,
+                            text,
+                            logprobs,
+                        });
                         self.sched.stop(seq);
                         if let Some(mut l) = self.live.remove(&seq) {
                             // The stop string swallowed the rest; nothing more to release.

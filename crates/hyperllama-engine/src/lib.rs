@@ -19,7 +19,10 @@ mod error;
 pub mod hardware;
 pub mod llama;
 
-pub use engine::{Completion, Engine, EngineConfig, EngineStats, Event, GenerateRequest};
+pub use engine::{
+    Alternative, Completion, Engine, EngineConfig, EngineStats, Event, GenerateRequest,
+    TokenLogprob,
+};
 pub use error::Error;
 pub use hyperllama_core::sched::FinishReason;
 pub use llama::{LoadOptions, Model};

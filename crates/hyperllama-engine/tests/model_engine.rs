@@ -41,6 +41,7 @@ fn greedy(prompt: Vec<TokenId>, num_predict: usize) -> GenerateRequest {
         num_predict: Some(num_predict),
         stop: Vec::new(),
         ignore_eos: false,
+        logprobs: None,
     }
 }
 
@@ -52,7 +53,7 @@ fn collect(
     let mut text = String::new();
     while let Some(ev) = rx.blocking_recv() {
         match ev {
-            Event::Token { token, text: t } => {
+            Event::Token { token, text: t, .. } => {
                 tokens.push(token);
                 text.push_str(&t);
             }
@@ -438,4 +439,36 @@ fn model_users_sharing_a_system_prompt_compute_it_once() {
             done.n_cached
         );
     }
+}
+
+#[test]
+fn model_logprobs_report_the_greedy_token_as_the_most_likely() {
+    let model = load(SMOLLM2);
+    let e = engine(&model, 256, 1);
+    let mut req = greedy(model.tokenize("The capital of France is", true, true), 6);
+    req.logprobs = Some(3);
+    let mut rx = e.submit(req).expect("ok");
+    let mut seen = 0;
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            Event::Token {
+                token, logprobs, ..
+            } => {
+                let lp = logprobs.expect("asked for log-probabilities");
+                assert_eq!(lp.top.len(), 3);
+                assert_eq!(lp.top[0].token, token, "greedy picks the likeliest token");
+                assert_eq!(lp.top[0].logprob, lp.logprob);
+                assert_eq!(lp.bytes, model.token_bytes(token));
+                assert!(lp.logprob <= 0.0 && lp.top[1].logprob <= lp.logprob);
+                seen += 1;
+            }
+            Event::Text(_) => {}
+            Event::Done(c) => {
+                assert_eq!(c.n_eval, seen);
+                break;
+            }
+            Event::Error(e) => panic!("request failed: {e}"),
+        }
+    }
+    assert_eq!(seen, 6);
 }
