@@ -154,6 +154,16 @@ pub fn serve_env() -> anyhow::Result<ServeEnv> {
     })
 }
 
+/// Where the CLI looks for a running server: `HYPERLLAMA_HOST`, normalised to `host:port`.
+pub fn client_host() -> String {
+    host(var("HYPERLLAMA_HOST").as_deref())
+}
+
+/// `HYPERLLAMA_API_KEY`: the bearer token the server requires, when set.
+pub fn api_key() -> Option<String> {
+    var("HYPERLLAMA_API_KEY")
+}
+
 /// `host:port` from `HYPERLLAMA_HOST` as Ollama reads `OLLAMA_HOST`: an optional `http://`,
 /// a missing host means 127.0.0.1, a missing port means 11434.
 fn host(value: Option<&str>) -> String {

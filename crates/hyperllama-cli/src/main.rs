@@ -2,17 +2,21 @@
 //!
 //! Model management (`create`, `list`, `show`, `rm`, `cp`, `pull`) works on the store at
 //! `HYPERLLAMA_MODELS`; the logic is in `hyperllama_models`, these modules parse and print.
+//! When a server runs on `HYPERLLAMA_HOST`, `list`, `show`, `ps`, `stop`, `rm`, `cp`, `pull`
+//! and `run NAME` go through its API instead ([`client`]).
 //!
 //! Parses arguments, sets up logging, and runs one command. Errors are printed as one line
 //! (`Error: ...`, with the causes joined by `: `) and the process exits with status 1; clap's
 //! own usage errors exit with status 2.
 
+mod client;
 mod create;
 mod env;
 mod info;
 mod models;
 mod pull;
 mod run;
+mod run_remote;
 mod serve;
 mod show;
 
@@ -46,6 +50,10 @@ enum Command {
     /// List models.
     #[command(alias = "ls")]
     List,
+    /// List the models the running server has loaded.
+    Ps,
+    /// Unload a model from the running server.
+    Stop(models::StopArgs),
     /// Pull a model from a registry.
     Pull(pull::PullArgs),
     /// Copy a model.
@@ -67,6 +75,8 @@ fn main() -> ExitCode {
         Command::Create(args) => create::create(&args),
         Command::Show(args) => show::show(&args),
         Command::List => models::list(),
+        Command::Ps => models::ps(),
+        Command::Stop(args) => models::stop(&args),
         Command::Pull(args) => pull::pull(&args),
         Command::Cp(args) => models::copy(&args),
         Command::Rm(args) => models::remove(&args),

@@ -8,13 +8,15 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use hyperllama_models::name::ModelName;
 use hyperllama_models::registry::Registry;
 use hyperllama_models::remove::remove_model;
 use hyperllama_models::store::Store;
+use serde_json::{json, Value};
 
+use crate::client::Client;
 use crate::env;
 
 /// The store, its index, and the runtime the index needs.
@@ -84,6 +86,9 @@ pub struct RemoveArgs {
 
 /// `hyperllama list`: NAME, ID, SIZE, MODIFIED, newest first, as `ollama list`.
 pub fn list() -> anyhow::Result<()> {
+    if let Some(client) = Client::detect()? {
+        return list_remote(&client);
+    }
     let models = Models::open()?;
     let mut records = models.rt.block_on(models.registry.list())?;
     records.sort_by_key(|r| std::cmp::Reverse(r.modified_at));
@@ -103,10 +108,153 @@ pub fn list() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET /api/tags`, printed as the local listing.
+fn list_remote(client: &Client) -> anyhow::Result<()> {
+    let tags = client.get("/api/tags")?;
+    let now = SystemTime::now();
+    let mut rows: Vec<(SystemTime, [String; 4])> = array(&tags, "models")
+        .iter()
+        .map(|m| {
+            let modified = time_field(m, "modified_at").unwrap_or(now);
+            let row = [
+                str_field(m, "name"),
+                str_field(m, "digest").chars().take(12).collect(),
+                human_bytes(m.get("size").and_then(Value::as_u64).unwrap_or(0)),
+                human_time(now, modified),
+            ];
+            (modified, row)
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let rows: Vec<[String; 4]> = rows.into_iter().map(|r| r.1).collect();
+    print_table(&["NAME", "ID", "SIZE", "MODIFIED"], &rows);
+    Ok(())
+}
+
+/// `hyperllama ps`: the models the running server holds, as `ollama ps`.
+pub fn ps() -> anyhow::Result<()> {
+    let client = Client::require()?;
+    let ps = client.get("/api/ps")?;
+    let now = SystemTime::now();
+    let rows: Vec<[String; 6]> = array(&ps, "models")
+        .iter()
+        .map(|m| {
+            let until = match time_field(m, "expires_at") {
+                // Ollama shows a far-off expiry as "Forever".
+                Some(t) if t > now + Duration::from_secs(10 * 365 * 24 * 3600) => {
+                    "Forever".to_owned()
+                }
+                Some(t) if t <= now => "Stopping...".to_owned(),
+                Some(t) => human_time_until(t.duration_since(now).unwrap_or_default()),
+                None => String::new(),
+            };
+            let size = m.get("size").and_then(Value::as_u64).unwrap_or(0);
+            let vram = m.get("size_vram").and_then(Value::as_u64).unwrap_or(0);
+            [
+                str_field(m, "name"),
+                str_field(m, "digest").chars().take(12).collect(),
+                human_bytes(size),
+                processor(size, vram),
+                m.get("context_length")
+                    .and_then(Value::as_u64)
+                    .map_or_else(String::new, |n| n.to_string()),
+                until,
+            ]
+        })
+        .collect();
+    print_table(
+        &["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Arguments of `hyperllama stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The running model to unload.
+    model: String,
+}
+
+/// `hyperllama stop NAME`: unloads a model from the running server now, as `ollama stop`
+/// (an empty generate request with `keep_alive: 0`).
+pub fn stop(args: &StopArgs) -> anyhow::Result<()> {
+    let wanted = parse_name(&args.model)?;
+    let client = Client::require()?;
+    let ps = client.get("/api/ps")?;
+    let running = array(&ps, "models")
+        .iter()
+        .any(|m| ModelName::parse(&str_field(m, "name")).is_ok_and(|n| n == wanted));
+    if !running {
+        bail!("couldn't find a running model named '{}'", args.model);
+    }
+    client.send(
+        reqwest::Method::POST,
+        "/api/generate",
+        &json!({ "model": args.model, "keep_alive": 0, "stream": false }),
+    )?;
+    Ok(())
+}
+
+/// "100% CPU", "100% GPU", or the split, as `ollama ps`.
+fn processor(size: u64, vram: u64) -> String {
+    if vram == 0 || size == 0 {
+        "100% CPU".to_owned()
+    } else if vram >= size {
+        "100% GPU".to_owned()
+    } else {
+        let gpu = vram * 100 / size;
+        format!("{}%/{}% CPU/GPU", 100 - gpu, gpu)
+    }
+}
+
+/// "4 minutes from now", as Ollama's `format.HumanTime` for the future.
+fn human_time_until(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        0..=59 => (s, "second"),
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    match n {
+        0 => "Less than a second from now".to_owned(),
+        1 => format!("1 {unit} from now"),
+        n => format!("{n} {unit}s from now"),
+    }
+}
+
+fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn str_field(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn time_field(v: &Value, key: &str) -> Option<SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(v.get(key)?.as_str()?).ok()?;
+    Some(SystemTime::from(t.with_timezone(&chrono::Utc)))
+}
+
 /// `hyperllama cp SRC DST`.
 pub fn copy(args: &CopyArgs) -> anyhow::Result<()> {
     let src = parse_name(&args.source)?;
     let dst = parse_name(&args.destination)?;
+    if let Some(client) = Client::detect()? {
+        client.send(
+            reqwest::Method::POST,
+            "/api/copy",
+            &json!({ "source": args.source, "destination": args.destination }),
+        )?;
+        println!("copied '{}' to '{}'", args.source, args.destination);
+        return Ok(());
+    }
     let models = Models::open()?;
     let written = models.store.copy(&src, &dst)?;
     models.index(&written)?;
@@ -121,6 +269,17 @@ pub fn remove(args: &RemoveArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| parse_name(m))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(client) = Client::detect()? {
+        for input in &args.models {
+            client.send(
+                reqwest::Method::DELETE,
+                "/api/delete",
+                &json!({ "model": input }),
+            )?;
+            println!("deleted '{input}'");
+        }
+        return Ok(());
+    }
     let models = Models::open()?;
     for (input, name) in args.models.iter().zip(&names) {
         let report = remove_model(&models.store, name)?;

@@ -28,6 +28,9 @@ pub struct PullArgs {
 /// Runs `hyperllama pull`.
 pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
     let name = parse_name(&args.model)?;
+    if let Some(client) = crate::client::Client::detect()? {
+        return pull_remote(&client, args);
+    }
     let models = Models::open()?;
     let mut config = PullConfig::default();
     for (host, url) in crate::env::registry_urls() {
@@ -41,6 +44,38 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
         .block_on(puller.pull(&name, &mut |event| view.show(&event)))?;
     view.finish();
     models.index(&stored.name)?;
+    Ok(())
+}
+
+/// Pulls through the running server's `/api/pull`, drawing its progress stream.
+fn pull_remote(client: &crate::client::Client, args: &PullArgs) -> anyhow::Result<()> {
+    let mut view = ProgressView::new(std::io::stderr().is_terminal());
+    let body =
+        serde_json::json!({ "model": args.model, "insecure": args.insecure, "stream": true });
+    client.stream("/api/pull", &body, |line| {
+        let digest = line
+            .get("digest")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|d| d.parse::<BlobDigest>().ok());
+        let total = line.get("total").and_then(serde_json::Value::as_u64);
+        match (digest, total) {
+            (Some(digest), Some(total)) => view.show(&PullEvent::Pulling {
+                digest,
+                total,
+                completed: line
+                    .get("completed")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
+            }),
+            _ => view.show_status(
+                line.get("status")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default(),
+            ),
+        }
+        Ok(())
+    })?;
+    view.finish();
     Ok(())
 }
 
@@ -107,6 +142,19 @@ impl ProgressView {
                 let _ = self.multi.println(other.status());
             }
         }
+    }
+
+    /// A status line that is not a blob's progress (from a server's stream).
+    fn show_status(&mut self, status: &str) {
+        if status.is_empty() || status == self.last {
+            return;
+        }
+        if self.tty {
+            let _ = self.multi.println(status);
+        } else {
+            eprintln!("{status}");
+        }
+        status.clone_into(&mut self.last);
     }
 
     fn finish(&mut self) {

@@ -38,45 +38,45 @@ const DEFAULT_NUM_CTX: usize = 4096;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The model: a name from the store (`hyperllama list`) or a path to a .gguf file.
-    model: String,
+    pub(crate) model: String,
     /// The prompt (words are joined with spaces). Without it, a chat starts.
-    prompt: Vec<String>,
+    pub(crate) prompt: Vec<String>,
     /// Sampling temperature; 0 is greedy.
     #[arg(long)]
-    temperature: Option<f32>,
+    pub(crate) temperature: Option<f32>,
     /// Random seed: the same seed gives the same answer.
     #[arg(long)]
-    seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// Most tokens to generate (-1: until the model stops or the context is full).
     #[arg(long, allow_hyphen_values = true)]
-    num_predict: Option<i64>,
+    pub(crate) num_predict: Option<i64>,
     /// Context length in tokens (prompt plus answer).
     #[arg(long)]
-    num_ctx: Option<usize>,
+    pub(crate) num_ctx: Option<usize>,
     /// Keep only the K most likely tokens (0 disables).
     #[arg(long)]
-    top_k: Option<u32>,
+    pub(crate) top_k: Option<u32>,
     /// Nucleus sampling threshold (1 disables).
     #[arg(long)]
-    top_p: Option<f32>,
+    pub(crate) top_p: Option<f32>,
     /// Penalty for repeated tokens (1 disables).
     #[arg(long)]
-    repeat_penalty: Option<f32>,
+    pub(crate) repeat_penalty: Option<f32>,
     /// Stop generating before this text (may be repeated).
     #[arg(long)]
-    stop: Vec<String>,
+    pub(crate) stop: Vec<String>,
     /// System message for the chat template.
     #[arg(long)]
-    system: Option<String>,
+    pub(crate) system: Option<String>,
     /// Send the prompt as-is, without the chat template.
     #[arg(long)]
-    raw: bool,
+    pub(crate) raw: bool,
     /// Print timing statistics after each answer.
     #[arg(long)]
-    verbose: bool,
+    pub(crate) verbose: bool,
     /// Chat even when standard input is not a terminal.
     #[arg(long)]
-    interactive: bool,
+    pub(crate) interactive: bool,
 }
 
 /// What a stored model brings besides its weights.
@@ -102,10 +102,30 @@ struct Session {
 
 /// Runs `hyperllama run`.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // A model name goes to a running server (files are not served over HTTP).
+    if !Path::new(&args.model).exists() {
+        if let Some(client) = crate::client::Client::detect()? {
+            let session = crate::run_remote::RemoteSession::new(client, &args)?;
+            return drive(&session, &args);
+        }
+    }
     let (model_path, defaults) = locate(&args.model)?;
     let model = Model::load(&model_path, &LoadOptions::default())?;
     let session = Session::new(Arc::clone(&model), &args, defaults)?;
+    drive(&session, &args)
+}
 
+/// Something that answers a prompt given the conversation so far: the in-process engine, or
+/// a running server.
+pub(crate) trait Answer {
+    /// The history a chat starts from (the model's MESSAGEs, where they are applied here).
+    fn initial_history(&self) -> Vec<ChatMessage>;
+    /// Streams one answer to stdout and appends the exchange to `history`.
+    fn answer(&self, history: &mut Vec<ChatMessage>, prompt: &str) -> anyhow::Result<()>;
+}
+
+/// Answers the prompt from the arguments or standard input, or chats.
+fn drive(session: &impl Answer, args: &RunArgs) -> anyhow::Result<()> {
     let prompt = if !args.prompt.is_empty() {
         Some(args.prompt.join(" "))
     } else if args.interactive || std::io::stdin().is_terminal() {
@@ -118,11 +138,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     match prompt {
         Some(prompt) => {
-            let mut history = session.initial_history.clone();
+            let mut history = session.initial_history();
             session.answer(&mut history, &prompt)?;
             Ok(())
         }
-        None => session.chat(&args),
+        None => chat(session, args),
     }
 }
 
@@ -253,8 +273,13 @@ impl Session {
             }
         }
     }
+}
 
-    /// Streams one answer to stdout and appends the exchange to `history`.
+impl Answer for Session {
+    fn initial_history(&self) -> Vec<ChatMessage> {
+        self.initial_history.clone()
+    }
+
     fn answer(&self, history: &mut Vec<ChatMessage>, prompt: &str) -> anyhow::Result<()> {
         let tokens = self.tokens_for(history, prompt, self.system.as_deref())?;
         let req = GenerateRequest {
@@ -288,83 +313,85 @@ impl Session {
         history.push(ChatMessage::new("user", prompt));
         history.push(ChatMessage::new("assistant", answer));
         if self.verbose {
-            print_stats(&done, self.load_duration);
+            print_stats(&done, self.load_duration, true);
             // The load happens once; later answers report none, as Ollama does for a warm model.
         }
         Ok(())
     }
+}
 
-    fn chat(&self, args: &RunArgs) -> anyhow::Result<()> {
-        let stdin = std::io::stdin();
-        let mut lines = stdin.lock().lines();
-        let mut history = self.initial_history.clone();
-        let tty = std::io::stdin().is_terminal();
-        if tty {
-            eprintln!(
-                "Chatting with {}. Type /bye to leave, \"\"\" for multi-line input.",
-                args.model
-            );
-        }
-        loop {
-            print!(">>> ");
-            std::io::stdout().flush()?;
-            let Some(line) = lines.next() else {
-                println!();
-                return Ok(());
-            };
-            let line = line?;
-            let mut input = line.trim_end().to_owned();
-            if let Some(rest) = input.trim_start().strip_prefix("\"\"\"") {
-                // Multi-line: collect until a line ending with """.
-                let mut buf = rest.to_owned();
-                if let Some(body) = buf.strip_suffix("\"\"\"") {
-                    buf = body.to_owned();
-                } else {
-                    loop {
-                        print!("... ");
-                        std::io::stdout().flush()?;
-                        let Some(next) = lines.next() else { break };
-                        let next = next?;
-                        if let Some(body) = next.trim_end().strip_suffix("\"\"\"") {
-                            buf.push('\n');
-                            buf.push_str(body);
-                            break;
-                        }
+/// The interactive chat: `"""` multi-line input, `/bye`, `/clear`, `/?`.
+fn chat(session: &impl Answer, args: &RunArgs) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut history = session.initial_history();
+    let tty = std::io::stdin().is_terminal();
+    if tty {
+        eprintln!(
+            "Chatting with {}. Type /bye to leave, \"\"\" for multi-line input.",
+            args.model
+        );
+    }
+    loop {
+        print!(">>> ");
+        std::io::stdout().flush()?;
+        let Some(line) = lines.next() else {
+            println!();
+            return Ok(());
+        };
+        let line = line?;
+        let mut input = line.trim_end().to_owned();
+        if let Some(rest) = input.trim_start().strip_prefix("\"\"\"") {
+            // Multi-line: collect until a line ending with """.
+            let mut buf = rest.to_owned();
+            if let Some(body) = buf.strip_suffix("\"\"\"") {
+                buf = body.to_owned();
+            } else {
+                loop {
+                    print!("... ");
+                    std::io::stdout().flush()?;
+                    let Some(next) = lines.next() else { break };
+                    let next = next?;
+                    if let Some(body) = next.trim_end().strip_suffix("\"\"\"") {
                         buf.push('\n');
-                        buf.push_str(&next);
+                        buf.push_str(body);
+                        break;
                     }
+                    buf.push('\n');
+                    buf.push_str(&next);
                 }
-                input = buf.trim_start_matches('\n').to_owned();
             }
-            match input.trim() {
-                "" => continue,
-                "/bye" => return Ok(()),
-                "/clear" => {
-                    history.clear();
-                    println!("Cleared session context");
-                    continue;
-                }
-                "/?" | "/help" => {
-                    println!("/bye     leave\n/clear   forget the conversation\n\"\"\"      begin or end multi-line input");
-                    continue;
-                }
-                cmd if cmd.starts_with('/') && !cmd.contains(' ') => {
-                    println!("Unknown command '{cmd}'. Type /? for help");
-                    continue;
-                }
-                _ => {}
+            input = buf.trim_start_matches('\n').to_owned();
+        }
+        match input.trim() {
+            "" => continue,
+            "/bye" => return Ok(()),
+            "/clear" => {
+                history.clear();
+                println!("Cleared session context");
+                continue;
             }
-            if let Err(e) = self.answer(&mut history, &input) {
-                // In a chat, a failed answer (e.g. the history outgrew the context) is reported
-                // and the session goes on.
-                eprintln!("Error: {e:#}");
+            "/?" | "/help" => {
+                println!("/bye     leave\n/clear   forget the conversation\n\"\"\"      begin or end multi-line input");
+                continue;
             }
+            cmd if cmd.starts_with('/') && !cmd.contains(' ') => {
+                println!("Unknown command '{cmd}'. Type /? for help");
+                continue;
+            }
+            _ => {}
+        }
+        if let Err(e) = session.answer(&mut history, &input) {
+            // In a chat, a failed answer (e.g. the history outgrew the context) is reported
+            // and the session goes on.
+            eprintln!("Error: {e:#}");
         }
     }
 }
 
-/// The model's params-layer options (under the command-line flags, applied after).
-fn print_stats(c: &Completion, load: Duration) {
+/// Prints Ollama's timing statistics to stderr.
+/// `with_cache` adds the prompt tokens taken from the prefix cache (known in-process only).
+pub(crate) fn print_stats(c: &Completion, load: Duration, with_cache: bool) {
     let rate = |n: usize, d: Duration| {
         if d.is_zero() {
             0.0
@@ -375,7 +402,9 @@ fn print_stats(c: &Completion, load: Duration) {
     eprintln!("total duration:       {:?}", c.total_duration + load);
     eprintln!("load duration:        {load:?}");
     eprintln!("prompt eval count:    {} token(s)", c.n_prompt);
-    eprintln!("prompt cache count:   {} token(s)", c.n_cached);
+    if with_cache {
+        eprintln!("prompt cache count:   {} token(s)", c.n_cached);
+    }
     eprintln!("prompt eval duration: {:?}", c.prompt_eval_duration);
     eprintln!(
         "prompt eval rate:     {:.2} tokens/s",

@@ -37,6 +37,9 @@ pub struct ShowArgs {
 /// Runs `hyperllama show`.
 pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
     let name = parse_name(&args.model)?;
+    if let Some(client) = crate::client::Client::detect()? {
+        return show_remote(&client, args);
+    }
     let models = Models::open()?;
     let model = resolve_model(&models.store, &name)?;
     if args.modelfile {
@@ -118,6 +121,125 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
                     .name()
                     .map_or_else(|| format!("type {}", t.ggml_type.id()), str::to_owned);
                 (t.name.clone(), format!("{ty:<8} {:?}", t.dims))
+            }),
+        );
+    }
+    Ok(())
+}
+
+/// `show` through the running server's `/api/show`, printed as the local `show`.
+fn show_remote(client: &crate::client::Client, args: &ShowArgs) -> anyhow::Result<()> {
+    let info = client.send(
+        reqwest::Method::POST,
+        "/api/show",
+        &serde_json::json!({ "model": args.model, "verbose": args.verbose }),
+    )?;
+    let text = |key: &str| {
+        info.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if args.modelfile {
+        print!("{}", text("modelfile"));
+        return Ok(());
+    }
+    if args.parameters {
+        let params = text("parameters");
+        if !params.is_empty() {
+            println!("{params}");
+        }
+        return Ok(());
+    }
+    for (flag, key) in [
+        (args.system, "system"),
+        (args.license, "license"),
+        (args.template, "template"),
+    ] {
+        if flag {
+            println!("{}", text(key));
+            return Ok(());
+        }
+    }
+    let empty = serde_json::Map::new();
+    let model_info = info
+        .get("model_info")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let details = info.get("details").cloned().unwrap_or(Value::Null);
+    let arch = model_info
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let arch_key = |suffix: &str| {
+        model_info
+            .get(&format!("{arch}.{suffix}"))
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
+    let detail = |key: &str| {
+        details
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut facts = vec![
+        ("architecture", arch.clone()),
+        ("parameters", detail("parameter_size")),
+        ("context length", arch_key("context_length")),
+        ("embedding length", arch_key("embedding_length")),
+        ("quantization", detail("quantization_level")),
+    ];
+    facts.retain(|(_, v)| !v.is_empty());
+    section(
+        "Model",
+        facts.iter().map(|(k, v)| (k.to_string(), v.clone())),
+    );
+    let capabilities: Vec<String> = info
+        .get("capabilities")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    section(
+        "Capabilities",
+        capabilities.into_iter().map(|c| (c, String::new())),
+    );
+    let params = text("parameters");
+    if !params.is_empty() {
+        section(
+            "Parameters",
+            params
+                .lines()
+                .map(|l| match l.split_once(char::is_whitespace) {
+                    Some((k, v)) => (k.to_owned(), v.trim().to_owned()),
+                    None => (l.to_owned(), String::new()),
+                }),
+        );
+    }
+    let system = text("system");
+    if !system.is_empty() {
+        text_section("System", &system, args.verbose);
+    }
+    let license = text("license");
+    if !license.is_empty() {
+        text_section("License", &license, args.verbose);
+    }
+    if args.verbose {
+        section(
+            "Metadata",
+            model_info.iter().map(|(k, v)| {
+                let mut shown = v.to_string();
+                if shown.chars().count() > 80 {
+                    shown = shown.chars().take(77).collect::<String>() + "...";
+                }
+                (k.clone(), shown)
             }),
         );
     }

@@ -14,6 +14,7 @@ use hyperllama_models::gguf::{GgmlType, GgufBuilder};
 fn hyperllama() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperllama"));
     cmd.env_remove("HYPERLLAMA_LOG")
+        .env("HYPERLLAMA_HOST", common::NO_SERVER)
         .env_remove("HYPERLLAMA_DEBUG");
     cmd
 }

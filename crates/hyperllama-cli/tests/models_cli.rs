@@ -38,6 +38,7 @@ impl Sandbox {
     fn cmd(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperllama"));
         cmd.env_remove("HYPERLLAMA_LOG")
+            .env("HYPERLLAMA_HOST", common::NO_SERVER)
             .env_remove("HYPERLLAMA_DEBUG")
             .env("HOME", self.path().join("home"))
             .env("HYPERLLAMA_MODELS", self.models())
@@ -536,6 +537,7 @@ fn a_full_disk_during_create_fails_cleanly_and_leaves_nothing_visible() {
         .args(["create", "big", "-f"])
         .arg(&modelfile)
         .env_remove("HYPERLLAMA_LOG")
+        .env("HYPERLLAMA_HOST", common::NO_SERVER)
         .env("HOME", sb.path().join("home"))
         .env("HYPERLLAMA_MODELS", sb.models())
         .env("HYPERLLAMA_DB", sb.path().join("index.db"))

@@ -153,6 +153,7 @@ fn model_routes_padded(
 fn hyperllama(dir: &Path, registry: &Registry) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperllama"));
     cmd.env_remove("HYPERLLAMA_LOG")
+        .env("HYPERLLAMA_HOST", common::NO_SERVER)
         .env_remove("HYPERLLAMA_DEBUG")
         .env("HOME", dir)
         .env("HYPERLLAMA_MODELS", dir.join("models"))

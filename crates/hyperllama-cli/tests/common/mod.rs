@@ -13,3 +13,8 @@ pub fn stdout(o: &std::process::Output) -> String {
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A `HYPERLLAMA_HOST` where no server listens: the commands then work on the store directly
+/// even when a developer's own server runs on the default port.
+#[allow(dead_code)]
+pub const NO_SERVER: &str = "127.0.0.1:1";

@@ -1,0 +1,180 @@
+//! The model commands with a running server: `list`, `show`, `ps`, `stop`, `cp`, `rm` and
+//! `run NAME` go through its API, as Ollama's CLI does; `ps` and `stop` without a server fail
+//! with one line.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{model_path, stderr, stdout, NO_SERVER, SMOLLM2};
+
+/// `hyperllama` with the sandbox's store and index, talking to `host`.
+fn hyperllama(dir: &Path, host: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperllama"));
+    cmd.env_remove("HYPERLLAMA_LOG")
+        .env_remove("HYPERLLAMA_DEBUG")
+        .env_remove("HYPERLLAMA_API_KEY")
+        .env("HOME", dir.join("home"))
+        .env("HYPERLLAMA_MODELS", dir.join("models"))
+        .env("HYPERLLAMA_DB", dir.join("index.db"))
+        .env("HYPERLLAMA_HOST", host)
+        .env("HYPERLLAMA_NUM_THREADS", common::test_threads().to_string())
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(dir: &Path, host: &str, args: &[&str]) -> Output {
+    hyperllama(dir, host)
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+    stdout(o)
+}
+
+/// A running `hyperllama serve`; killed when dropped.
+struct Server {
+    child: Child,
+    host: String,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Self {
+        let mut child = hyperllama(dir, "127.0.0.1:0")
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+        let mut line = String::new();
+        stderr.read_line(&mut line).expect("a line");
+        let host = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .expect("an address")
+            .to_owned();
+        assert!(line.contains("listening on"), "{line}");
+        // Keep draining the server's log so that it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Server { child, host }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ps_and_stop_need_a_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for args in [&["ps"][..], &["stop", "smollm2"][..]] {
+        let o = run(dir.path(), NO_SERVER, args);
+        assert_eq!(o.status.code(), Some(1));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("no server is running"), "{err}");
+        assert!(err.contains("hyperllama serve"), "{err}");
+    }
+}
+
+#[test]
+fn model_commands_talk_to_a_running_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let modelfile = d.join("Modelfile");
+    std::fs::write(
+        &modelfile,
+        format!(
+            "FROM {}\nPARAMETER temperature 0\n",
+            model_path(SMOLLM2).display()
+        ),
+    )
+    .expect("Modelfile written");
+    let created = run(
+        d,
+        NO_SERVER,
+        &["create", "smollm2", "-f", &modelfile.to_string_lossy()],
+    );
+    ok(&created);
+
+    let server = Server::start(d);
+    let host = server.host.as_str();
+
+    let list = ok(&run(d, host, &["list"]));
+    assert!(list.starts_with("NAME"), "{list}");
+    assert!(list.contains("smollm2:latest"), "{list}");
+    let ps = ok(&run(d, host, &["ps"]));
+    assert_eq!(ps.lines().count(), 1, "nothing loaded yet: {ps}");
+
+    // `run` answers through the server, which then holds the model.
+    let answer = run(
+        d,
+        host,
+        &[
+            "run",
+            "smollm2",
+            "--num-predict",
+            "8",
+            "What is the capital of France?",
+        ],
+    );
+    let text = ok(&answer);
+    assert!(!text.trim().is_empty(), "an answer: {}", stderr(&answer));
+    let ps = ok(&run(d, host, &["ps"]));
+    assert!(ps.contains("smollm2:latest"), "{ps}");
+    assert!(ps.contains("100% CPU"), "{ps}");
+    assert!(ps.contains("minutes from now"), "{ps}");
+
+    // The same answer again (temperature 0): the server's answer, not a second model's.
+    let again = ok(&run(
+        d,
+        host,
+        &[
+            "run",
+            "smollm2",
+            "--num-predict",
+            "8",
+            "What is the capital of France?",
+        ],
+    ));
+    assert_eq!(again, text);
+
+    let show = ok(&run(d, host, &["show", "smollm2"]));
+    assert!(show.contains("architecture"), "{show}");
+    assert!(show.contains("llama"), "{show}");
+    let params = ok(&run(d, host, &["show", "smollm2", "--parameters"]));
+    assert!(params.contains("temperature"), "{params}");
+
+    ok(&run(d, host, &["stop", "smollm2"]));
+    let ps = ok(&run(d, host, &["ps"]));
+    assert!(!ps.contains("smollm2"), "unloaded: {ps}");
+    let o = run(d, host, &["stop", "smollm2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("couldn't find a running model"),
+        "{}",
+        stderr(&o)
+    );
+
+    ok(&run(d, host, &["cp", "smollm2", "copy"]));
+    assert!(ok(&run(d, host, &["list"])).contains("copy:latest"));
+    ok(&run(d, host, &["rm", "copy"]));
+    assert!(!ok(&run(d, host, &["list"])).contains("copy:latest"));
+
+    // A model the server does not have: the server's own message, one line.
+    let o = run(d, host, &["run", "nosuchmodel", "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
