@@ -289,6 +289,7 @@ impl Answer for Session {
             stop: self.stop.clone(),
             ignore_eos: false,
             logprobs: None,
+            constraint: None,
         };
         let mut events = self.engine.submit(req)?;
         let mut stdout = std::io::stdout().lock();

@@ -7,6 +7,7 @@
 //! - It depends on no other HyperLlama crate and on no async runtime; the engine drives it.
 #![deny(missing_docs)]
 
+pub mod constraint;
 pub mod ids;
 pub mod kv;
 pub mod logprobs;

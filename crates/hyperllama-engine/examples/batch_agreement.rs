@@ -41,6 +41,7 @@ fn main() {
         stop: Vec::new(),
         ignore_eos: true,
         logprobs: None,
+        constraint: None,
     };
     let collect = |mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>| {
         let mut tokens = Vec::new();

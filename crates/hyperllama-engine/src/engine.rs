@@ -16,10 +16,13 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hyperllama_core::constraint::{
+    Constraint, ConstraintCompiler, ConstraintError, ConstraintSpec,
+};
 use hyperllama_core::logprobs::{token_logprobs, TokenLogprobs, MAX_TOP_LOGPROBS};
 use hyperllama_core::sampling::{Sampler, SamplingParams};
 use hyperllama_core::sched::{FinishReason, Scheduler, SchedulerConfig, SeqEvent, SeqSpec};
@@ -91,6 +94,9 @@ pub struct GenerateRequest {
     /// Report each token's log-probability with this many alternatives (at most
     /// [`MAX_TOP_LOGPROBS`]); `None` reports none.
     pub logprobs: Option<usize>,
+    /// What the output must match (JSON, a JSON schema, a grammar); compiled at submission,
+    /// where an invalid one is refused.
+    pub constraint: Option<ConstraintSpec>,
 }
 
 /// A generated token's log-probability under the model, with the likeliest alternatives.
@@ -179,7 +185,8 @@ pub struct EngineStats {
 enum Command {
     Generate {
         id: SeqId,
-        req: GenerateRequest,
+        req: Box<GenerateRequest>,
+        constraint: Option<Box<Constraint>>,
         tx: UnboundedSender<Event>,
         submitted: Instant,
     },
@@ -195,6 +202,8 @@ pub struct Engine {
     thread: Option<JoinHandle<()>>,
     next_id: std::sync::atomic::AtomicU64,
     stats: Arc<Mutex<EngineStats>>,
+    /// The constraint compiler for the model's vocabulary, built on first use.
+    compiler: OnceLock<Result<ConstraintCompiler, ConstraintError>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -245,6 +254,7 @@ impl Engine {
             thread: Some(thread),
             next_id: std::sync::atomic::AtomicU64::new(1),
             stats,
+            compiler: OnceLock::new(),
         })
     }
 
@@ -275,6 +285,21 @@ impl Engine {
                 self.cfg.n_ctx
             )));
         }
+        let constraint = match &req.constraint {
+            None => None,
+            Some(spec) => {
+                let compiler = self
+                    .compiler
+                    .get_or_init(|| ConstraintCompiler::new(&self.model.vocabulary()))
+                    .as_ref()
+                    .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                Some(Box::new(
+                    compiler
+                        .compile(spec)
+                        .map_err(|e| Error::InvalidRequest(e.to_string()))?,
+                ))
+            }
+        };
         let id = SeqId(
             self.next_id
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -282,7 +307,8 @@ impl Engine {
         let (tx, rx) = unbounded_channel();
         let cmd = Command::Generate {
             id,
-            req,
+            req: Box::new(req),
+            constraint,
             tx,
             submitted: Instant::now(),
         };
@@ -321,6 +347,10 @@ struct Live {
     logprobs: Option<usize>,
     /// The log-probabilities of the token sampled this step, until its event is sent.
     pending_logprobs: Option<TokenLogprobs>,
+    /// The output constraint, advanced with every sampled token.
+    constraint: Option<Box<Constraint>>,
+    /// Logits restricted by the constraint (reused between steps).
+    scratch: Vec<f32>,
 }
 
 impl Live {
@@ -347,6 +377,30 @@ impl Live {
         };
         let _ = self.tx.send(Event::Done(completion));
     }
+}
+
+/// Samples a sequence's next token: under its constraint (restricted logits, then the
+/// grammar advanced), with its log-probabilities when asked.
+fn sample_live(
+    l: &mut Live,
+    logits: &[f32],
+    history: &[TokenId],
+) -> Result<TokenId, ConstraintError> {
+    let token = match l.constraint.as_mut() {
+        Some(c) => {
+            l.scratch.clear();
+            l.scratch.extend_from_slice(logits);
+            c.restrict(&mut l.scratch)?;
+            let token = l.sampler.sample(&l.scratch, history);
+            c.commit(token)?;
+            token
+        }
+        None => l.sampler.sample(logits, history),
+    };
+    if let Some(n) = l.logprobs {
+        l.pending_logprobs = Some(token_logprobs(logits, token, n));
+    }
+    Ok(token)
 }
 
 fn fallback_seed() -> u64 {
@@ -467,14 +521,15 @@ impl LoopState {
     }
 
     fn accept(&mut self, cmd: Command) -> bool {
-        let (id, req, tx, submitted) = match cmd {
+        let (id, req, constraint, tx, submitted) = match cmd {
             Command::Shutdown => return false,
             Command::Generate {
                 id,
                 req,
+                constraint,
                 tx,
                 submitted,
-            } => (id, req, tx, submitted),
+            } => (id, req, constraint, tx, submitted),
         };
         let n_prompt = req.prompt.len();
         let spec = SeqSpec {
@@ -502,6 +557,8 @@ impl LoopState {
                 n_eval: 0,
                 logprobs: req.logprobs.map(|n| n.min(MAX_TOP_LOGPROBS)),
                 pending_logprobs: None,
+                constraint,
+                scratch: Vec::new(),
             },
         );
         true
@@ -539,23 +596,35 @@ impl LoopState {
             return Err(e.into());
         }
         let mut sampled = Vec::with_capacity(plan.n_samples());
+        let mut dead = Vec::new();
         for (row, item) in plan.items.iter().filter(|i| i.sample).enumerate() {
             let history = self.sched.tokens(item.seq).unwrap_or(&[]);
             let logits = backend.logits(row);
             let token = match self.live.get_mut(&item.seq) {
-                Some(l) => {
-                    let token = l.sampler.sample(logits, history);
-                    if let Some(n) = l.logprobs {
-                        l.pending_logprobs = Some(token_logprobs(logits, token, n));
+                Some(l) => match sample_live(l, logits, history) {
+                    Ok(token) => token,
+                    Err(e) => {
+                        dead.push((item.seq, e));
+                        hyperllama_core::sampling::argmax(logits)
                     }
-                    token
-                }
+                },
                 None => hyperllama_core::sampling::argmax(logits),
             };
             sampled.push(token);
         }
+        // A sequence whose constraint allows nothing more ends before its token is committed
+        // (with no live state, the token's event is not sent), then leaves the scheduler.
+        for (seq, e) in &dead {
+            tracing::warn!(error = %e, "ending a sequence whose output constraint allows no token");
+            if let Some(l) = self.live.remove(seq) {
+                l.finish(FinishReason::Constraint);
+            }
+        }
         for event in self.sched.commit(&plan, &sampled) {
             self.apply(model, event);
+        }
+        for (seq, _) in dead {
+            self.sched.stop(seq);
         }
         Ok(())
     }

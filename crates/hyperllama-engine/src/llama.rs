@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use hyperllama_core::constraint::{Vocabulary, SPECIAL_TOKEN_MARKER};
 use hyperllama_core::sched::StepPlan;
 use hyperllama_core::{SlotId, TokenId};
 use hyperllama_models::gguf;
@@ -172,6 +173,37 @@ impl Model {
         self.inner
             .vocab()
             .token_to_piece(LlamaToken(token as i32), false, None)
+    }
+
+    /// The vocabulary for constrained decoding: each token's bytes, control tokens as
+    /// [`SPECIAL_TOKEN_MARKER`] and their text, and the end-of-generation tokens (the end of
+    /// turn first, where the model has one).
+    pub fn vocabulary(&self) -> Vocabulary {
+        let vocab = self.inner.vocab();
+        let tokens = (0..vocab.n_tokens())
+            .map(|t| {
+                let token = LlamaToken(t);
+                let text = vocab.token_to_piece(token, false, None);
+                if !text.is_empty() {
+                    return text;
+                }
+                let special = vocab.token_to_piece(token, true, None);
+                if special.is_empty() {
+                    return special;
+                }
+                let mut marked = Vec::with_capacity(special.len() + 1);
+                marked.push(SPECIAL_TOKEN_MARKER);
+                marked.extend_from_slice(&special);
+                marked
+            })
+            .collect();
+        let eot = vocab.eot().0;
+        let eos = if eot >= 0 { eot } else { vocab.eos().0 };
+        Vocabulary {
+            tokens,
+            eos: TokenId::try_from(eos).unwrap_or(0),
+            eog: self.eog_tokens.clone(),
+        }
     }
 
     /// Detokenizes a whole sequence (lossy on invalid UTF-8).

@@ -42,6 +42,7 @@ fn greedy(prompt: Vec<TokenId>, num_predict: usize) -> GenerateRequest {
         stop: Vec::new(),
         ignore_eos: false,
         logprobs: None,
+        constraint: None,
     }
 }
 
@@ -471,4 +472,45 @@ fn model_logprobs_report_the_greedy_token_as_the_most_likely() {
         }
     }
     assert_eq!(seen, 6);
+}
+
+#[test]
+fn model_constrained_output_follows_a_json_schema_and_bad_schemas_are_refused() {
+    use hyperllama_core::constraint::ConstraintSpec;
+    let model = load(SMOLLM2);
+    let e = engine(&model, 512, 2);
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": { "type": "string", "maxLength": 20 },
+            "population": { "type": "integer", "minimum": 0 },
+            "capital": { "type": "boolean" }
+        },
+        "required": ["city", "population", "capital"],
+        "additionalProperties": false
+    });
+    let prompt = model.tokenize("Describe Paris as JSON:", true, true);
+    for temperature in [0.0, 0.8] {
+        let mut req = greedy(prompt.clone(), 120);
+        req.sampling.temperature = temperature;
+        req.sampling.seed = Some(7);
+        req.constraint = Some(ConstraintSpec::JsonSchema(schema.clone()));
+        let (_, text, done) = collect(e.submit(req).expect("ok"));
+        assert_eq!(
+            done.reason,
+            FinishReason::Stop,
+            "ended by the grammar: {text}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert!(value["city"].is_string(), "{text}");
+        assert!(value["population"].as_u64().is_some(), "{text}");
+        assert!(value["capital"].is_boolean(), "{text}");
+        assert_eq!(value.as_object().map(|o| o.len()), Some(3), "{text}");
+    }
+    let mut bad = greedy(prompt, 8);
+    bad.constraint = Some(ConstraintSpec::JsonSchema(
+        serde_json::json!({ "type": "nonsense" }),
+    ));
+    let err = e.submit(bad).expect_err("refused");
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
 }

@@ -185,6 +185,7 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         stop: req.options.stop.clone().unwrap_or(model_opts.stop),
         ignore_eos: req.options.ignore_eos.unwrap_or(false),
         logprobs: None,
+        constraint: None,
     };
     let rx = engine.submit(engine_req).map_err(|e| match e {
         hyperllama_engine::Error::InvalidRequest(m) => ApiError::bad_request(m),

@@ -70,15 +70,18 @@ pub enum FinishReason {
     Length,
     /// The client went away or asked to stop.
     Cancelled,
+    /// The output constraint (JSON schema, grammar) allowed no further token.
+    Constraint,
 }
 
 impl FinishReason {
-    /// The name Ollama and OpenAI use (`stop`, `length`, `cancelled`).
+    /// The name Ollama and OpenAI use (`stop`, `length`, `cancelled`; ours: `constraint`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
             Self::Cancelled => "cancelled",
+            Self::Constraint => "constraint",
         }
     }
 }
