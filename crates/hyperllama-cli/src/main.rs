@@ -3,10 +3,13 @@
 //! Model management (`create`, `list`, `show`, `rm`, `cp`, `pull`) works on the store at
 //! `HYPERLLAMA_MODELS`; the logic is in `hyperllama_models`, these modules parse and print.
 //!
+//! `bench` measures a running server (ours or any other with the same APIs) over HTTP.
+//!
 //! Parses arguments, sets up logging, and runs one command. Errors are printed as one line
 //! (`Error: ...`, with the causes joined by `: `) and the process exits with status 1; clap's
 //! own usage errors exit with status 2.
 
+mod bench;
 mod create;
 mod env;
 mod info;
@@ -56,6 +59,8 @@ enum Command {
     Info(info::InfoArgs),
     /// List the HYPERLLAMA_* environment variables and their current values.
     Env,
+    /// Benchmark an Ollama- or OpenAI-compatible server: throughput, TTFT, inter-token latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Command::Cp(args) => models::copy(&args),
         Command::Rm(args) => models::remove(&args),
         Command::Info(args) => info::info(&args),
+        Command::Bench(args) => bench::bench(args),
         Command::Env => {
             env::print_table();
             Ok(())
