@@ -192,11 +192,17 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        eprintln!("bench: warming up {} ({})", target.url, report.model);
         let hello = [Message::new("user", "Say hello.")];
+        let t0 = std::time::Instant::now();
         if let Err(f) = target.chat(&hello, 1, None).await {
             bail!("the warm-up request failed: {}", f.detail);
         }
+        eprintln!(
+            "bench: {} answers with {} (warm-up {:.1} s)",
+            target.url,
+            report.model,
+            t0.elapsed().as_secs_f64()
+        );
         for w in &workloads {
             eprintln!("bench: {}", w.name());
             report

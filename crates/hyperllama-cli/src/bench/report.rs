@@ -134,7 +134,7 @@ impl Report {
 /// A number for a table: 3 significant digits or so.
 pub fn num(v: f64) -> String {
     let a = v.abs();
-    if a >= 100.0 {
+    if a >= 100.0 || (v.fract() == 0.0 && a < 1e15) {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
@@ -147,7 +147,8 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), num)
 }
 
-/// A plain text table: the first column left-aligned, the others right-aligned.
+/// A plain text table: the first column (and the `extras` column) left-aligned, the others
+/// right-aligned.
 pub fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
     let n = header.len();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -162,6 +163,8 @@ pub fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
         for (i, cell) in cells.iter().enumerate().take(n) {
             if i == 0 {
                 let _ = write!(s, "{cell:<w$}", w = widths[i]);
+            } else if header[i] == "extras" {
+                let _ = write!(s, "  {cell:<w$}", w = widths[i]);
             } else {
                 let _ = write!(s, "  {cell:>w$}", w = widths[i]);
             }
@@ -298,7 +301,7 @@ pub fn compare_rows(reports: &[Report], baseline: usize) -> (Vec<String>, Vec<Ve
                 let v = value(r, key, metric);
                 let cell = match (v, i == baseline, ratio(v, base)) {
                     (None, _, _) => "-".to_owned(),
-                    (Some(v), false, Some(q)) => format!("{} ({}x)", num(v), num(q)),
+                    (Some(v), false, Some(q)) => format!("{} ({q:.2}x)", num(v)),
                     (Some(v), _, _) => num(v),
                 };
                 row.push(cell);
@@ -394,7 +397,7 @@ mod tests {
         );
         assert_eq!(
             row("sweep c=4: TTFT p50 ms"),
-            ["sweep c=4: TTFT p50 ms", "20.0", "10.0 (0.50x)"]
+            ["sweep c=4: TTFT p50 ms", "20", "10 (0.50x)"]
         );
         assert_eq!(
             row("sweep c=4: TTFT p99 ms"),
