@@ -10,7 +10,6 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
 use super::report::Report;
@@ -108,6 +107,15 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
     Ok(svg)
 }
 
+/// A y-axis label: whole numbers, unless the axis is short.
+fn y_label(y: f64, top: f64) -> String {
+    if top < 10.0 {
+        format!("{y:.1}")
+    } else {
+        format!("{y:.0}")
+    }
+}
+
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 /// A line of `points` (x = concurrency) on a log x axis.
@@ -126,6 +134,7 @@ fn line_panel(
     } else {
         (1.0, 1.0)
     };
+    let y_top = (y_max * 1.15).max(1.0);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(12)
@@ -133,7 +142,7 @@ fn line_panel(
         .y_label_area_size(60)
         .build_cartesian_2d(
             ((x_min / 1.5).max(0.5)..x_max * 1.5).log_scale(),
-            0.0..(y_max * 1.15).max(1.0),
+            0.0..y_top,
         )
         .map_err(err)?;
     chart
@@ -141,7 +150,7 @@ fn line_panel(
         .x_desc("concurrency")
         .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| y_label(*y, y_top))
         .draw()
         .map_err(err)?;
     chart
@@ -169,36 +178,37 @@ fn bar_panel(
         .iter()
         .flat_map(|(v, _)| v.iter().flatten())
         .fold(0.0f64, |a, b| a.max(*b));
+    let y_top = (y_max * 1.15).max(1.0);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..(y_max * 1.15).max(1.0))
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y_top)
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
+        .x_labels(n.max(2))
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| y_label(*y, y_top))
         .draw()
         .map_err(err)?;
     for (values, color) in series {
         chart
             .draw_series(values.iter().enumerate().filter_map(|(i, v)| {
-                let mut bar = Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), 0.0),
-                        (SegmentValue::Exact(i + 1), (*v)?),
-                    ],
+                let x = i as f64;
+                Some(Rectangle::new(
+                    [(x - 0.35, 0.0), (x + 0.35, (*v)?)],
                     color.filled(),
-                );
-                bar.set_margin(0, 0, 12, 12);
-                Some(bar)
+                ))
             }))
             .map_err(err)?;
     }
