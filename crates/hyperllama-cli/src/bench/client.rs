@@ -130,8 +130,10 @@ impl Target {
         }
     }
 
-    /// The request body.
+    /// The request body. The seed is sent as a non-negative JSON integer below 2^63 (servers
+    /// read it as a signed 64-bit number).
     fn body(&self, messages: &[Message], max_tokens: u32) -> Value {
+        let seed = self.seed & (i64::MAX as u64);
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| json!({"role": m.role, "content": m.content}))
@@ -144,7 +146,7 @@ impl Target {
                 "stream_options": {"include_usage": true},
                 "max_tokens": max_tokens,
                 "temperature": 0,
-                "seed": self.seed,
+                "seed": seed,
                 "ignore_eos": true,
             }),
             Api::Ollama => json!({
@@ -154,7 +156,7 @@ impl Target {
                 "options": {
                     "num_predict": max_tokens,
                     "temperature": 0,
-                    "seed": self.seed,
+                    "seed": seed,
                     "ignore_eos": true,
                 },
             }),
@@ -370,8 +372,112 @@ pub fn parse_line(api: Api, line: &str) -> Option<StreamEvent> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-trick HTTP server on 127.0.0.1: it reads each request and answers with `head`,
+    /// then `parts` 10 ms apart, then closes. Returns its base URL.
+    pub(crate) async fn canned_server(
+        head: &'static str,
+        parts: &'static [&'static str],
+    ) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Headers, then a body of Content-Length bytes.
+                    loop {
+                        let n = sock.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        req.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&req).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if req.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    for part in parts {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        let _ = sock.write_all(part.as_bytes()).await;
+                        let _ = sock.flush().await;
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    pub(crate) const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 23\r\nconnection: close\r\n\r\n{\"error\":\"server busy\"}";
+
+    #[tokio::test]
+    async fn a_stream_is_timed_chunk_by_chunk() {
+        const SSE: &str =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        const PARTS: &[&str] = &[
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" wor\"}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"con",
+            "tent\":\"ld!\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n",
+        ];
+        let url = canned_server(SSE, PARTS).await;
+        let t = Target::new(&url, Api::Openai, "m", 1, Duration::from_secs(10)).expect("client");
+        let progress: Progress = Arc::default();
+        let o = t
+            .chat(&[Message::new("user", "hi")], 4, Some(&progress))
+            .await
+            .expect("a stream");
+        assert_eq!(o.text, "Hello world!");
+        assert_eq!(o.chunks.len(), 3);
+        assert_eq!(progress.lock().expect("lock").len(), 3);
+        // The server's count wins over the chunk count.
+        assert_eq!((o.output_tokens, o.prompt_tokens), (4, Some(5)));
+        // The role-only chunk came 10 ms before the first text: TTFT is at least 20 ms.
+        assert!(o.ttft_ms.is_some_and(|t| t >= 19.0), "{:?}", o.ttft_ms);
+        assert!(o.chunks[1].at_ms > o.chunks[0].at_ms);
+    }
+
+    #[tokio::test]
+    async fn failures_are_values_with_a_kind() {
+        let url = canned_server(BUSY, &[]).await;
+        let t = Target::new(&url, Api::Ollama, "m", 1, Duration::from_secs(10)).expect("client");
+        let f = t
+            .chat(&[Message::new("user", "hi")], 4, None)
+            .await
+            .expect_err("503");
+        assert_eq!(f.kind, "HTTP 503");
+        assert!(f.detail.contains("server busy"), "{}", f.detail);
+        // An error line in a stream.
+        const OK: &str = "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n";
+        let url = canned_server(
+            OK,
+            &["{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"error\":\"boom\"}\n"],
+        )
+        .await;
+        let t = Target::new(&url, Api::Ollama, "m", 1, Duration::from_secs(10)).expect("client");
+        let f = t
+            .chat(&[Message::new("user", "hi")], 4, None)
+            .await
+            .expect_err("error line");
+        assert_eq!(f.kind, "stream");
+        assert!(f.detail.contains("boom"), "{}", f.detail);
+    }
 
     #[test]
     fn openai_lines() {

@@ -385,6 +385,43 @@ async fn long_prompt(target: &Arc<Target>, p: &Params) -> Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::client::tests::{canned_server, BUSY};
+    use crate::bench::client::Api;
+
+    #[tokio::test]
+    async fn refused_requests_are_counted_not_fatal() {
+        let url = canned_server(BUSY, &[]).await;
+        let target = Arc::new(
+            Target::new(&url, Api::Openai, "m", 1, Duration::from_secs(10)).expect("client"),
+        );
+        let p = Params {
+            workloads: vec![],
+            concurrency: vec![2],
+            requests: 3,
+            max_tokens: 4,
+            seed: 1,
+            system_tokens: 10,
+            users: 2,
+            history_tokens: 10,
+            decoders: 2,
+            long_tokens: 10,
+            timeout_s: 10,
+        };
+        let single = run(Workload::Single, &target, &p).await;
+        assert_eq!(single.len(), 1);
+        let m = &single[0];
+        assert_eq!((m.requests, m.errors, m.output_tokens), (3, 3, 0));
+        assert_eq!(m.error_kinds.get("HTTP 503"), Some(&3));
+        assert_eq!(m.ttft_ms, Percentiles::default());
+        let sweep = run(Workload::Sweep, &target, &p).await;
+        assert_eq!(sweep[0].key(), "sweep c=2");
+        assert_eq!((sweep[0].requests, sweep[0].errors), (3, 3));
+        let long = run(Workload::LongPrompt, &target, &p).await;
+        assert_eq!((long[0].requests, long[0].errors), (3, 3));
+        let turns = run(Workload::MultiTurn, &target, &p).await;
+        // Turn 2 needs turn 1's answer.
+        assert_eq!((turns[0].requests, turns[0].errors), (1, 1));
+    }
 
     #[test]
     fn all_expands_and_duplicates_collapse() {
