@@ -5,10 +5,13 @@
 //! When a server runs on `HYPERLLAMA_HOST`, `list`, `show`, `ps`, `stop`, `rm`, `cp`, `pull`
 //! and `run NAME` go through its API instead ([`client`]).
 //!
+//! `bench` measures a running server (ours or any other with the same APIs) over HTTP.
+//!
 //! Parses arguments, sets up logging, and runs one command. Errors are printed as one line
 //! (`Error: ...`, with the causes joined by `: `) and the process exits with status 1; clap's
 //! own usage errors exit with status 2.
 
+mod bench;
 mod client;
 mod create;
 mod env;
@@ -64,6 +67,8 @@ enum Command {
     Info(info::InfoArgs),
     /// List the HYPERLLAMA_* environment variables and their current values.
     Env,
+    /// Benchmark an Ollama- or OpenAI-compatible server: throughput, TTFT, inter-token latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Cp(args) => models::copy(&args),
         Command::Rm(args) => models::remove(&args),
         Command::Info(args) => info::info(&args),
+        Command::Bench(args) => bench::bench(args),
         Command::Env => {
             env::print_table();
             Ok(())

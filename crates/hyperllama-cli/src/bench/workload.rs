@@ -1,0 +1,449 @@
+//! The workloads: what requests each sends, in what order and with how many clients, and how
+//! their outcomes become [`Metrics`]. Each concurrent client is a tokio task.
+//!
+//! # Invariants
+//! - A failed request is counted in its workload's `errors` and never stops the run.
+//! - Prompts come from [`prompt`] with the run's seed and a stream number unique to the
+//!   request (a workload shares a prompt only where it is the point: the shared-prefix
+//!   system prompt, the multi-turn history).
+//! - TTFT, ITL and token counts come only from successful requests.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::client::{ms, Failure, Message, Outcome, Progress, Target};
+use super::prompt;
+use super::report::{Metrics, Params};
+use super::stats::{inter_token_latencies, Chunk, Percentiles};
+
+/// A workload of the bench command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// One client, sequential requests.
+    Single,
+    /// Parallel clients at each concurrency level.
+    Sweep,
+    /// Many users sharing one long system prompt.
+    SharedPrefix,
+    /// Two turns of one conversation with a long history.
+    MultiTurn,
+    /// One long prompt arriving while other streams decode.
+    LongPrompt,
+    /// All of the above.
+    All,
+}
+
+impl Workload {
+    /// Every concrete workload, in the order `all` runs them.
+    pub const ORDER: [Workload; 5] = [
+        Workload::Single,
+        Workload::Sweep,
+        Workload::SharedPrefix,
+        Workload::MultiTurn,
+        Workload::LongPrompt,
+    ];
+
+    /// The name on the command line and in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Single => "single",
+            Workload::Sweep => "sweep",
+            Workload::SharedPrefix => "shared-prefix",
+            Workload::MultiTurn => "multi-turn",
+            Workload::LongPrompt => "long-prompt",
+            Workload::All => "all",
+        }
+    }
+
+    /// The stream-number space of the workload's prompts.
+    fn stream(self, idx: u64) -> u64 {
+        let tag = Workload::ORDER.iter().position(|w| *w == self).unwrap_or(7) as u64 + 1;
+        (tag << 40) | idx
+    }
+}
+
+/// The workloads asked for, in run order, each once (`all` expands to every one).
+pub fn expand(asked: &[Workload]) -> Vec<Workload> {
+    if asked.is_empty() || asked.contains(&Workload::All) {
+        return Workload::ORDER.to_vec();
+    }
+    Workload::ORDER
+        .into_iter()
+        .filter(|w| asked.contains(w))
+        .collect()
+}
+
+/// The decoders of the long-prompt workload ask for at least this many tokens, so they are
+/// still decoding when the long prompt is processed; they are stopped once it is.
+const MIN_DECODER_TOKENS: u32 = 1024;
+
+/// Runs one workload.
+pub async fn run(w: Workload, target: &Arc<Target>, p: &Params) -> Vec<Metrics> {
+    match w {
+        Workload::Single => vec![single(target, p).await],
+        Workload::Sweep => {
+            let mut out = Vec::new();
+            for &c in &p.concurrency {
+                out.push(sweep_level(target, p, c).await);
+            }
+            out
+        }
+        Workload::SharedPrefix => vec![shared_prefix(target, p).await],
+        Workload::MultiTurn => vec![multi_turn(target, p).await],
+        Workload::LongPrompt => vec![long_prompt(target, p).await],
+        Workload::All => Vec::new(),
+    }
+}
+
+/// Metrics of a set of request results, all finished now; the wall time runs from `start`.
+fn summarize(
+    w: Workload,
+    concurrency: Option<usize>,
+    results: &[Result<Outcome, Failure>],
+    start: Instant,
+) -> Metrics {
+    let mut m = Metrics {
+        workload: w.name().to_owned(),
+        concurrency,
+        requests: results.len(),
+        ..Metrics::default()
+    };
+    let mut ttft = Vec::new();
+    let mut itl = Vec::new();
+    for r in results {
+        match r {
+            Ok(o) => {
+                m.output_tokens += o.output_tokens;
+                m.prompt_tokens += o.prompt_tokens.unwrap_or(0);
+                ttft.extend(o.ttft_ms);
+                itl.extend(inter_token_latencies(&o.chunks));
+            }
+            Err(f) => {
+                m.errors += 1;
+                *m.error_kinds.entry(f.kind.clone()).or_default() += 1;
+            }
+        }
+    }
+    m.wall_s = start.elapsed().as_secs_f64();
+    if m.wall_s > 0.0 {
+        m.output_tok_s = m.output_tokens as f64 / m.wall_s;
+    }
+    m.ttft_ms = Percentiles::of(&ttft);
+    m.itl_ms = Percentiles::of(&itl);
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    if ok > 0 && m.prompt_tokens > 0 {
+        m.extras.insert(
+            "prompt_tokens_mean".into(),
+            m.prompt_tokens as f64 / ok as f64,
+        );
+    }
+    m
+}
+
+fn user(text: String) -> Vec<Message> {
+    vec![Message::new("user", text)]
+}
+
+async fn single(target: &Arc<Target>, p: &Params) -> Metrics {
+    let w = Workload::Single;
+    let start = Instant::now();
+    let mut results = Vec::new();
+    for i in 0..p.requests {
+        let q = prompt::question(p.seed, w.stream(i as u64));
+        results.push(target.chat(&user(q), p.max_tokens, None).await);
+    }
+    summarize(w, None, &results, start)
+}
+
+/// `c` clients sending requests back to back, `max(c, requests)` in all.
+async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize) -> Metrics {
+    let w = Workload::Sweep;
+    let total = c.max(p.requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (target, next) = (Arc::clone(target), Arc::clone(&next));
+        let (seed, max_tokens) = (p.seed, p.max_tokens);
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break out;
+                }
+                let q = prompt::question(seed, w.stream(((c as u64) << 20) | i as u64));
+                out.push(target.chat(&user(q), max_tokens, None).await);
+            }
+        }));
+    }
+    let results = join_all(tasks).await;
+    summarize(w, Some(c), &results, start)
+}
+
+async fn join_all(
+    tasks: Vec<tokio::task::JoinHandle<Vec<Result<Outcome, Failure>>>>,
+) -> Vec<Result<Outcome, Failure>> {
+    let mut results = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(r) => results.extend(r),
+            Err(e) => results.push(Err(Failure {
+                kind: "client task".into(),
+                detail: e.to_string(),
+            })),
+        }
+    }
+    results
+}
+
+/// `users` concurrent users, one request each, all with the same system prompt.
+async fn shared_prefix(target: &Arc<Target>, p: &Params) -> Metrics {
+    let w = Workload::SharedPrefix;
+    let system = prompt::text(p.seed, w.stream(0), p.system_tokens);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..p.users {
+        let target = Arc::clone(target);
+        let messages = vec![
+            Message::new("system", system.clone()),
+            Message::new("user", prompt::question(p.seed, w.stream(i as u64 + 1))),
+        ];
+        let max_tokens = p.max_tokens;
+        tasks.push(tokio::spawn(async move {
+            vec![target.chat(&messages, max_tokens, None).await]
+        }));
+    }
+    let results = join_all(tasks).await;
+    summarize(w, None, &results, start)
+}
+
+/// A history of about `n_tokens` tokens: four user/assistant exchanges.
+fn history(seed: u64, w: Workload, n_tokens: usize) -> Vec<Message> {
+    let per = (n_tokens / 8).max(1);
+    let mut out = Vec::new();
+    for i in 0..4u64 {
+        out.push(Message::new(
+            "user",
+            prompt::text(seed, w.stream(2 * i + 10), per),
+        ));
+        out.push(Message::new(
+            "assistant",
+            prompt::text(seed, w.stream(2 * i + 11), per),
+        ));
+    }
+    out
+}
+
+/// Turn 1 (history + question) and turn 2 (history + question + answer + new question).
+async fn multi_turn(target: &Arc<Target>, p: &Params) -> Metrics {
+    let w = Workload::MultiTurn;
+    let mut messages = history(p.seed, w, p.history_tokens);
+    messages.push(Message::new("user", prompt::question(p.seed, w.stream(1))));
+    let start = Instant::now();
+    let first = target.chat(&messages, p.max_tokens, None).await;
+    let mut results = vec![first.clone()];
+    if let Ok(o) = &first {
+        messages.push(Message::new("assistant", o.text.clone()));
+        messages.push(Message::new("user", prompt::question(p.seed, w.stream(2))));
+        results.push(target.chat(&messages, p.max_tokens, None).await);
+    }
+    let mut m = summarize(w, None, &results, start);
+    let ttft = |i: usize| results.get(i).and_then(|r| r.as_ref().ok()?.ttft_ms);
+    if let Some(t1) = ttft(0) {
+        m.extras.insert("ttft_turn1_ms".into(), t1);
+    }
+    if let Some(t2) = ttft(1) {
+        m.extras.insert("ttft_turn2_ms".into(), t2);
+        if let Some(t1) = ttft(0).filter(|t| *t > 0.0) {
+            m.extras.insert("turn2_over_turn1".into(), t2 / t1);
+        }
+    }
+    m
+}
+
+/// Gaps between successive instants that overlap `[from, to]` (`to` None: unbounded), and
+/// those that ended before `from`, in ms.
+fn gaps_around(times: &[Instant], from: Instant, to: Option<Instant>) -> (Vec<f64>, Vec<f64>) {
+    let (mut during, mut before) = (Vec::new(), Vec::new());
+    for pair in times.windows(2) {
+        let gap = ms(pair[1] - pair[0]);
+        if pair[1] <= from {
+            before.push(gap);
+        } else if to.is_none_or(|to| pair[0] < to) {
+            during.push(gap);
+        }
+    }
+    (during, before)
+}
+
+/// `decoders` streams decode; once each has produced a few tokens, one long prompt is sent.
+/// The decoders' ITL while it is processed (until its first token) shows how much a prefill
+/// stalls running streams.
+async fn long_prompt(target: &Arc<Target>, p: &Params) -> Metrics {
+    let w = Workload::LongPrompt;
+    let start = Instant::now();
+    let decoder_tokens = p.max_tokens.max(MIN_DECODER_TOKENS);
+    let mut decoders = Vec::new();
+    for i in 0..p.decoders {
+        let target = Arc::clone(target);
+        let progress: Progress = Arc::new(Mutex::new(Vec::new()));
+        let q = prompt::question(p.seed, w.stream(i as u64 + 1));
+        let pr = Arc::clone(&progress);
+        let task =
+            tokio::spawn(async move { target.chat(&user(q), decoder_tokens, Some(&pr)).await });
+        decoders.push((task, progress, Instant::now()));
+    }
+    // Wait until every decoder has a few tokens (a baseline ITL) or has ended.
+    let deadline = Instant::now() + Duration::from_secs(p.timeout_s);
+    let count = |pr: &Progress| pr.lock().map_or(0, |v| v.len());
+    while Instant::now() < deadline
+        && decoders
+            .iter()
+            .any(|(t, pr, _)| !t.is_finished() && count(pr) < 4)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let long_start = Instant::now();
+    let long_messages = user(format!(
+        "{}\n\nSummarize the text above.",
+        prompt::text(p.seed, w.stream(0), p.long_tokens)
+    ));
+    let long = target.chat(&long_messages, p.max_tokens, None).await;
+    let first_token = long
+        .as_ref()
+        .ok()
+        .and_then(|o| o.ttft_ms)
+        .map(|t| long_start + Duration::from_secs_f64(t / 1000.0));
+    let mut done_early = 0usize;
+    let mut results = Vec::new();
+    let (mut during, mut before) = (Vec::new(), Vec::new());
+    for (task, progress, sent) in decoders {
+        task.abort();
+        let joined = task.await;
+        let times = progress.lock().map(|v| v.clone()).unwrap_or_default();
+        let (d, b) = gaps_around(&times, long_start, first_token);
+        during.extend(d);
+        before.extend(b);
+        match joined {
+            Ok(Err(f)) => results.push(Err(f)),
+            Ok(Ok(o)) => {
+                let last = times.last().copied();
+                // It ended before the long prompt's first token: no stall to see.
+                if last.zip(first_token).is_none_or(|(l, f)| l < f) {
+                    done_early += 1;
+                }
+                results.push(Ok(o));
+            }
+            Err(_) => {
+                // A decoder stopped here counts the tokens it had streamed.
+                let chunks: Vec<Chunk> = times
+                    .iter()
+                    .map(|t| Chunk {
+                        at_ms: ms(*t - sent),
+                        n_tokens: None,
+                    })
+                    .collect();
+                results.push(Ok(Outcome {
+                    ttft_ms: chunks.first().map(|c| c.at_ms),
+                    output_tokens: chunks.len() as u64,
+                    chunks,
+                    prompt_tokens: None,
+                    text: String::new(),
+                }));
+            }
+        }
+    }
+    results.push(long.clone());
+    let mut m = summarize(w, None, &results, start);
+    m.extras.remove("prompt_tokens_mean");
+    if let Ok(o) = &long {
+        if let Some(t) = o.ttft_ms {
+            m.extras.insert("long_ttft_ms".into(), t);
+        }
+        if let Some(n) = o.prompt_tokens {
+            m.extras.insert("long_prompt_tokens".into(), n as f64);
+        }
+    }
+    let d = Percentiles::of(&during);
+    if let (Some(p50), Some(p99)) = (d.p50, d.p99) {
+        m.extras.insert("stall_itl_p50_ms".into(), p50);
+        m.extras.insert("stall_itl_p99_ms".into(), p99);
+        if p50 > 0.0 {
+            m.extras.insert("stall_p99_over_p50".into(), p99 / p50);
+        }
+    }
+    if let Some(b) = Percentiles::of(&before).p50 {
+        m.extras.insert("before_itl_p50_ms".into(), b);
+    }
+    m.extras
+        .insert("decoders_done_early".into(), done_early as f64);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::client::tests::{canned_server, BUSY};
+    use crate::bench::client::Api;
+
+    #[tokio::test]
+    async fn refused_requests_are_counted_not_fatal() {
+        let url = canned_server(BUSY, &[]).await;
+        let target = Arc::new(
+            Target::new(&url, Api::Openai, "m", 1, Duration::from_secs(10)).expect("client"),
+        );
+        let p = Params {
+            workloads: vec![],
+            concurrency: vec![2],
+            requests: 3,
+            max_tokens: 4,
+            seed: 1,
+            system_tokens: 10,
+            users: 2,
+            history_tokens: 10,
+            decoders: 2,
+            long_tokens: 10,
+            timeout_s: 10,
+        };
+        let single = run(Workload::Single, &target, &p).await;
+        assert_eq!(single.len(), 1);
+        let m = &single[0];
+        assert_eq!((m.requests, m.errors, m.output_tokens), (3, 3, 0));
+        assert_eq!(m.error_kinds.get("HTTP 503"), Some(&3));
+        assert_eq!(m.ttft_ms, Percentiles::default());
+        let sweep = run(Workload::Sweep, &target, &p).await;
+        assert_eq!(sweep[0].key(), "sweep c=2");
+        assert_eq!((sweep[0].requests, sweep[0].errors), (3, 3));
+        let long = run(Workload::LongPrompt, &target, &p).await;
+        assert_eq!((long[0].requests, long[0].errors), (3, 3));
+        let turns = run(Workload::MultiTurn, &target, &p).await;
+        // Turn 2 needs turn 1's answer.
+        assert_eq!((turns[0].requests, turns[0].errors), (1, 1));
+    }
+
+    #[test]
+    fn all_expands_and_duplicates_collapse() {
+        assert_eq!(expand(&[]), Workload::ORDER.to_vec());
+        assert_eq!(
+            expand(&[Workload::Single, Workload::All]),
+            Workload::ORDER.to_vec()
+        );
+        assert_eq!(
+            expand(&[Workload::MultiTurn, Workload::Single, Workload::Single]),
+            vec![Workload::Single, Workload::MultiTurn]
+        );
+    }
+
+    #[test]
+    fn gaps_are_split_at_the_window() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let times = [at(0), at(10), at(20), at(120), at(130)];
+        // Window [25, 110]: the 20 → 120 gap overlaps it; 120 → 130 starts after it.
+        let (during, before) = gaps_around(&times, at(25), Some(at(110)));
+        assert_eq!(before, vec![10.0, 10.0]);
+        assert_eq!(during, vec![100.0]);
+    }
+}
