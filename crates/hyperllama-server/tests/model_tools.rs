@@ -18,31 +18,7 @@ use serde_json::{json, Value};
 
 /// A ChatML template that renders tools, tool calls and tool results, and prefills
 /// `<tool_call>` when the request has tools.
-const TOOLS_TEMPLATE: &str = r#"{%- if tools %}<|im_start|>system
-You are a function calling AI model. You may call one or more functions to assist with the user query.
-Here are the available tools: <tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools>
-For each function call return a json object with function name and arguments within <tool_call></tool_call> XML tags, for example:
-<tool_call>
-{"name": "get_weather", "arguments": {"city": "London"}}
-</tool_call><|im_end|>{{ '\n' }}
-{%- endif %}
-{%- for message in messages %}
-{%- if message.role == 'assistant' and message.tool_calls %}
-{{- '<|im_start|>assistant\n' }}
-{%- for call in message.tool_calls %}
-{{- '<tool_call>\n{"name": "' + call.function.name + '", "arguments": ' + (call.function.arguments | tojson) + '}\n</tool_call>' }}
-{%- endfor %}
-{{- '<|im_end|>\n' }}
-{%- elif message.role == 'tool' %}
-{{- '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}
-{%- else %}
-{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
-{%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-{{- '<|im_start|>assistant\n' }}
-{%- if tools %}{{- '<tool_call>\n' }}{%- endif %}
-{%- endif %}"#;
+const TOOLS_TEMPLATE: &str = include_str!("fixtures/tools_template.jinja");
 
 /// A ChatML template with Qwen3-style thinking switches.
 const THINK_TEMPLATE: &str = r#"{%- for message in messages %}
