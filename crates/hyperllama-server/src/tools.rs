@@ -671,7 +671,10 @@ mod tests {
             json!({"function": {"arguments": {}}}),
             json!({"name": "f"}),
         ] {
-            assert!(message_tool_calls(std::slice::from_ref(&bad)).is_err(), "{bad}");
+            assert!(
+                message_tool_calls(std::slice::from_ref(&bad)).is_err(),
+                "{bad}"
+            );
         }
     }
 
