@@ -10,7 +10,8 @@
 
 use hyperllama_core::TokenId;
 use hyperllama_models::template::{
-    builtin_for_architecture, ChatMessage, ChatTemplate, RenderRequest, SpecialTokens, CHATML,
+    builtin_for_architecture, ChatMessage, ChatTemplate, RenderRequest, SpecialTokens,
+    TemplateCapabilities, CHATML,
 };
 
 use crate::llama::Model;
@@ -77,20 +78,42 @@ impl ChatFormatter {
         self.source
     }
 
+    /// What the template's source suggests the model can do (tools, thinking).
+    pub fn capabilities(&self) -> TemplateCapabilities {
+        self.template.capabilities()
+    }
+
     /// Renders the conversation, ending with the opening of the assistant's turn.
     pub fn render(
         &self,
         messages: &[ChatMessage],
         tools: Option<&serde_json::Value>,
     ) -> Result<String, Error> {
+        self.render_with(messages, tools, None)
+    }
+
+    /// Renders like [`ChatFormatter::render`], with extra template variables (a JSON
+    /// object, e.g. `{"enable_thinking": false}`).
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        extra: Option<&serde_json::Value>,
+    ) -> Result<String, Error> {
         self.template
             .render(&RenderRequest {
                 messages,
                 tools,
                 add_generation_prompt: true,
-                extra: None,
+                extra,
             })
             .map_err(|e| Error::InvalidRequest(e.to_string()))
+    }
+
+    /// Tokenizes text this formatter rendered (adding BOS unless the text starts with it).
+    pub fn tokenize_rendered(&self, model: &Model, text: &str) -> Vec<TokenId> {
+        let has_bos = !self.bos_text.is_empty() && text.starts_with(&self.bos_text);
+        model.tokenize(text, !has_bos, true)
     }
 
     /// Renders and tokenizes the conversation.
@@ -101,7 +124,6 @@ impl ChatFormatter {
         tools: Option<&serde_json::Value>,
     ) -> Result<Vec<TokenId>, Error> {
         let text = self.render(messages, tools)?;
-        let has_bos = !self.bos_text.is_empty() && text.starts_with(&self.bos_text);
-        Ok(model.tokenize(&text, !has_bos, true))
+        Ok(self.tokenize_rendered(model, &text))
     }
 }

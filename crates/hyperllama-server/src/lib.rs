@@ -23,6 +23,8 @@ pub mod native;
 pub mod options;
 pub mod residency;
 mod server;
+pub mod think;
+pub mod tools;
 
 pub use config::ServerConfig;
 pub use error::{ApiError, Error, ErrorKind};

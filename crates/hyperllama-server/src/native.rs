@@ -6,26 +6,39 @@
 //! sampling parameters (server defaults, then the model's params layer, then the request),
 //! submits to the engine and returns a [`Generation`]: a stream of [`NativeEvent`]s.
 //!
+//! Tools and thinking: a request's tools are rendered through the chat template (a model
+//! whose template does not use tools refuses them, as Ollama does), and the answer is then
+//! parsed for tool calls ([`crate::tools`]). A model whose template supports thinking gets
+//! `enable_thinking` from the request's `think`, and its answer is split into thinking and
+//! content ([`crate::think`]); `think: true` for any other model is refused.
+//!
 //! # Invariants
 //! - Handlers never touch the engine: they see only [`Generation`] and [`NativeEvent`].
 //! - A generation's stream holds its lease: dropping the stream (a client that left)
 //!   cancels the engine request and ends the lease.
 //! - The stream ends after exactly one [`NativeEvent::Done`] or [`NativeEvent::Error`].
+//! - Tool calls are parsed only when the request has tools; thinking is split only when the
+//!   template supports thinking and the chat template is used (not `raw`). Everything the
+//!   parsers hold back is released before the final [`NativeEvent::Done`] or
+//!   [`NativeEvent::Error`].
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use hyperllama_core::sampling::SamplingParams;
 use hyperllama_core::TokenId;
 use hyperllama_engine::{Completion, Event, FinishReason, GenerateRequest};
 use hyperllama_models::name::ModelName;
 use hyperllama_models::resolve::ModelOptions;
 use hyperllama_models::template::ChatMessage;
+use serde_json::Value;
 
 use crate::error::{ApiError, ErrorKind};
 use crate::options::{GenerateOptions, KeepAlive};
 use crate::residency::{Lease, LoadedModel, Residency};
+use crate::think::{ThinkPiece, ThinkSplitter};
+use crate::tools::{ParsedToolCall, ToolCallParser, ToolOutput};
 
 /// What to generate from.
 #[derive(Clone, Debug)]
@@ -54,6 +67,12 @@ pub struct NativeRequest {
     pub options: GenerateOptions,
     /// How long the model stays loaded afterwards; `None` is the server's default.
     pub keep_alive: Option<KeepAlive>,
+    /// Tool specs (checked by [`crate::tools::validate_tools`]); `None` or empty: no tools,
+    /// and the answer is not parsed for calls.
+    pub tools: Option<Vec<Value>>,
+    /// Whether the model should think (`None`: the template's default). `Some(true)` is
+    /// refused for a model whose template does not support thinking.
+    pub think: Option<bool>,
 }
 
 /// The statistics of a finished generation.
@@ -74,8 +93,12 @@ pub struct Done {
 /// What a generation's stream carries.
 #[derive(Clone, Debug)]
 pub enum NativeEvent {
-    /// Generated text (never empty).
+    /// Generated text (never empty): the answer proper.
     Text(String),
+    /// Generated reasoning (never empty), split from the answer.
+    Thinking(String),
+    /// Tool calls parsed from the answer (never empty).
+    ToolCalls(Vec<ParsedToolCall>),
     /// The end, with statistics.
     Done(Done),
     /// A failure; the end.
@@ -166,7 +189,7 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
     let engine = loaded
         .engine()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
-    let prompt = prompt_tokens(loaded, &req)?;
+    let (prompt, mut parser) = prompt_tokens(loaded, &req)?;
     let n_prompt_tokens = prompt.len();
     if n_prompt_tokens >= loaded.n_ctx {
         return Err(ApiError::bad_request(format!(
@@ -207,12 +230,87 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         n_prompt_tokens,
     };
     let events = futures_util::stream::unfold(Some(state), next_event);
+    let events: EventStream = if parser.is_passthrough() {
+        Box::pin(events)
+    } else {
+        Box::pin(events.flat_map(move |event| futures_util::stream::iter(parser.handle(event))))
+    };
     Ok(Generation {
         model: req.model,
         name: stored_name,
         n_prompt_tokens,
-        events: Box::pin(events),
+        events,
     })
+}
+
+/// Parses a generation's text: thinking apart, then tool calls (see the module docs).
+struct OutputParser {
+    /// Splits thinking from content, when the template thinks.
+    think: Option<ThinkSplitter>,
+    /// Whether thinking is passed on (`think: false` drops it).
+    keep_thinking: bool,
+    /// Finds tool calls in the content, when the request has tools.
+    tools: Option<ToolCallParser>,
+}
+
+impl OutputParser {
+    fn is_passthrough(&self) -> bool {
+        self.think.is_none() && self.tools.is_none()
+    }
+
+    /// The events one engine event becomes; a final event first releases what is held.
+    fn handle(&mut self, event: NativeEvent) -> Vec<NativeEvent> {
+        let mut out = Vec::new();
+        match event {
+            NativeEvent::Text(text) => {
+                let pieces = match &mut self.think {
+                    Some(s) => s.feed(&text),
+                    None => vec![ThinkPiece::Content(text)],
+                };
+                self.pieces(pieces, &mut out);
+            }
+            end @ (NativeEvent::Done(_) | NativeEvent::Error(_)) => {
+                if let Some(s) = self.think.take() {
+                    self.pieces(s.finish(), &mut out);
+                }
+                if let Some(p) = self.tools.take() {
+                    tool_events(p.finish(), &mut out);
+                }
+                out.push(end);
+            }
+            other => out.push(other),
+        }
+        out
+    }
+
+    fn pieces(&mut self, pieces: Vec<ThinkPiece>, out: &mut Vec<NativeEvent>) {
+        for piece in pieces {
+            match piece {
+                ThinkPiece::Thinking(t) => {
+                    if self.keep_thinking {
+                        out.push(NativeEvent::Thinking(t));
+                    }
+                }
+                ThinkPiece::Content(t) => match &mut self.tools {
+                    Some(p) => tool_events(p.feed(&t), out),
+                    None => out.push(NativeEvent::Text(t)),
+                },
+            }
+        }
+    }
+}
+
+/// The events of a tool parser's output; consecutive calls become one event.
+fn tool_events(outputs: Vec<ToolOutput>, out: &mut Vec<NativeEvent>) {
+    for o in outputs {
+        match o {
+            ToolOutput::Text(t) => out.push(NativeEvent::Text(t)),
+            ToolOutput::Call(c) => match out.last_mut() {
+                Some(NativeEvent::ToolCalls(calls)) => calls.push(c),
+                _ => out.push(NativeEvent::ToolCalls(vec![c])),
+            },
+        }
+    }
 }
 
 struct StreamState {
@@ -260,15 +358,41 @@ async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<S
     }
 }
 
-/// Renders and tokenizes the request's prompt.
-fn prompt_tokens(loaded: &LoadedModel, req: &NativeRequest) -> Result<Vec<TokenId>, ApiError> {
+/// Renders and tokenizes the request's prompt, and sets up the parsing of the answer.
+fn prompt_tokens(
+    loaded: &LoadedModel,
+    req: &NativeRequest,
+) -> Result<(Vec<TokenId>, OutputParser), ApiError> {
     let engine = loaded
         .engine()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
     let model = engine.model();
+    let caps = loaded
+        .formatter
+        .as_ref()
+        .map(|f| f.capabilities())
+        .unwrap_or_default();
+    if req.think == Some(true) && !caps.thinking {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support thinking",
+            req.model
+        )));
+    }
+    let tools = req.tools.as_ref().filter(|t| !t.is_empty());
+    if tools.is_some() && !caps.tools {
+        return Err(ApiError::bad_request(format!(
+            "{} does not support tools",
+            loaded.resolved.name
+        )));
+    }
+    let mut parser = OutputParser {
+        think: None,
+        keep_thinking: req.think != Some(false),
+        tools: None,
+    };
     let user_messages = match &req.input {
         PromptInput::Text { prompt, raw: true } => {
-            return Ok(model.tokenize(prompt, true, true));
+            return Ok((model.tokenize(prompt, true, true), parser));
         }
         PromptInput::Text { prompt, raw: false } => vec![ChatMessage::new("user", prompt.clone())],
         PromptInput::Chat(messages) => messages.clone(),
@@ -291,13 +415,35 @@ fn prompt_tokens(loaded: &LoadedModel, req: &NativeRequest) -> Result<Vec<TokenI
     let formatter = loaded.formatter.as_ref().map_err(|e| {
         ApiError::bad_request(format!("the model's chat template is unusable: {e}"))
     })?;
-    let tokens = formatter
-        .tokenize(model, &messages, None)
+    let tools_json = tools.map(|t| Value::Array(t.clone()));
+    let extra = match req.think {
+        Some(think) if caps.thinking => Some(serde_json::json!({ "enable_thinking": think })),
+        _ => None,
+    };
+    let text = formatter
+        .render_with(&messages, tools_json.as_ref(), extra.as_ref())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let tokens = formatter.tokenize_rendered(model, &text);
     if tokens.is_empty() {
         return Err(ApiError::bad_request("the prompt is empty"));
     }
-    Ok(tokens)
+    // A generation prompt may already open the thinking or a tool call.
+    let tail = text.trim_end();
+    if caps.thinking {
+        parser.think = Some(if tail.ends_with(crate::think::OPEN) {
+            ThinkSplitter::inside_thinking()
+        } else {
+            ThinkSplitter::new()
+        });
+    }
+    if tools.is_some() {
+        parser.tools = Some(if tail.ends_with(crate::tools::OPEN) {
+            ToolCallParser::inside_call()
+        } else {
+            ToolCallParser::new()
+        });
+    }
+    Ok((tokens, parser))
 }
 
 /// Sampling parameters: Ollama's defaults, then the model's params layer, then the request.

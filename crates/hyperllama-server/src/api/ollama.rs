@@ -5,6 +5,13 @@
 //! `created_at` is RFC 3339. An empty prompt (or no messages) only loads the model
 //! (`done_reason: "load"`), and with `keep_alive: 0` unloads it (`"unload"`).
 //!
+//! Tools and thinking: `/api/chat` takes `tools` and messages with `tool_calls` (arguments
+//! as objects) and `tool_name`; parsed calls come back as `message.tool_calls`
+//! (`[{id, function: {index, name, arguments}}]`, in a chunk of their own when streaming).
+//! `think` (a bool, or a level, read as `true`) on `/api/chat` and `/api/generate` sets the
+//! template's `enable_thinking`; reasoning comes back as `message.thinking` (`thinking` on
+//! `/api/generate`), streamed before the content.
+//!
 //! # Invariants
 //! - Errors are Ollama's `{"error": "..."}`, also as the last line of a failed stream.
 
@@ -30,6 +37,7 @@ use crate::native::{
     self, parse_model_name, Done, Generation, NativeEvent, NativeRequest, PromptInput,
 };
 use crate::options::{GenerateOptions, KeepAlive};
+use crate::tools::{self, ParsedToolCall};
 use crate::AppState;
 
 /// `GET /` and `HEAD /`.
@@ -62,6 +70,8 @@ pub struct GenerateBody {
     ignore_eos: Option<bool>,
     #[serde(default)]
     images: Option<Vec<Value>>,
+    #[serde(default)]
+    think: Option<Value>,
 }
 
 /// One message of `POST /api/chat`.
@@ -74,6 +84,10 @@ pub struct MessageBody {
     thinking: Option<String>,
     #[serde(default)]
     tool_name: Option<String>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
     #[serde(default)]
     images: Option<Vec<Value>>,
 }
@@ -92,6 +106,26 @@ pub struct ChatBody {
     options: Option<Map<String, Value>>,
     #[serde(default)]
     ignore_eos: Option<bool>,
+    #[serde(default)]
+    tools: Option<Value>,
+    #[serde(default)]
+    think: Option<Value>,
+}
+
+/// Ollama's `think`: a bool, or a level (`"high"`, `"medium"`, `"low"`, `"max"`) that turns
+/// thinking on (levels are not told apart: templates only know on and off).
+fn parse_think(think: Option<&Value>) -> Result<Option<bool>, ApiError> {
+    match think {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if matches!(s.as_str(), "high" | "medium" | "low" | "max") => {
+            Ok(Some(true))
+        }
+        Some(Value::String(s)) if matches!(s.as_str(), "true" | "false") => Ok(Some(s == "true")),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid think value {other}: use true, false, \"high\", \"medium\" or \"low\""
+        ))),
+    }
 }
 
 /// Images need a vision model, which no model has here yet.
@@ -128,24 +162,62 @@ enum Shape {
     Chat,
 }
 
+/// What one chunk (or the whole answer) carries.
+#[derive(Default)]
+struct Reply {
+    content: String,
+    thinking: String,
+    /// Tool calls in Ollama's shape.
+    tool_calls: Vec<Value>,
+}
+
+impl Reply {
+    fn text(text: &str) -> Self {
+        Self {
+            content: text.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Ollama's tool call: `{id, function: {index, name, arguments}}`, `index` counting the
+/// answer's calls from 0.
+fn ollama_tool_call(index: usize, call: &ParsedToolCall) -> Value {
+    json!({
+        "id": tools::new_call_id(),
+        "function": { "index": index, "name": call.name, "arguments": call.arguments },
+    })
+}
+
 impl Shape {
-    fn chunk(self, model: &str, text: &str, done: bool) -> Map<String, Value> {
+    fn chunk(self, model: &str, reply: &Reply, done: bool) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("model".into(), json!(model));
         m.insert("created_at".into(), json!(now_rfc3339()));
         match self {
-            Shape::Generate => m.insert("response".into(), json!(text)),
-            Shape::Chat => m.insert(
-                "message".into(),
-                json!({ "role": "assistant", "content": text }),
-            ),
-        };
+            Shape::Generate => {
+                m.insert("response".into(), json!(reply.content));
+                if !reply.thinking.is_empty() {
+                    m.insert("thinking".into(), json!(reply.thinking));
+                }
+            }
+            Shape::Chat => {
+                let mut msg = json!({ "role": "assistant", "content": reply.content });
+                if !reply.thinking.is_empty() {
+                    msg["thinking"] = json!(reply.thinking);
+                }
+                if !reply.tool_calls.is_empty() {
+                    msg["tool_calls"] = json!(reply.tool_calls);
+                }
+                m.insert("message".into(), msg);
+            }
+        }
         m.insert("done".into(), json!(done));
         m
     }
 
-    fn done(self, model: &str, text: &str, d: &Done) -> Value {
-        let mut m = self.chunk(model, text, true);
+    fn done(self, model: &str, reply: &Reply, d: &Done) -> Value {
+        let mut m = self.chunk(model, reply, true);
         let c = &d.completion;
         m.insert("done_reason".into(), json!(d.reason.as_str()));
         m.insert("total_duration".into(), json!(nanos(d.total_duration)));
@@ -162,7 +234,7 @@ impl Shape {
 
     /// The answer to an empty request: load or unload.
     fn load_reply(self, model: &str, reason: &str) -> Value {
-        let mut m = self.chunk(model, "", true);
+        let mut m = self.chunk(model, &Reply::default(), true);
         m.insert("done_reason".into(), json!(reason));
         Value::Object(m)
     }
@@ -182,20 +254,45 @@ async fn respond(state: &AppState, req: NativeRequest, stream: bool, shape: Shap
 /// Writes a generation's events: NDJSON chunks, or one object.
 async fn write(generation: Generation, stream: bool, shape: Shape) -> Response {
     let model = generation.model;
+    let mut n_calls = 0;
+    let mut calls = move |list: Vec<ParsedToolCall>| -> Vec<Value> {
+        list.iter()
+            .map(|c| {
+                n_calls += 1;
+                ollama_tool_call(n_calls - 1, c)
+            })
+            .collect()
+    };
     if stream {
         let lines = generation.events.map(move |event| match event {
-            NativeEvent::Text(t) => Value::Object(shape.chunk(&model, &t, false)),
-            NativeEvent::Done(d) => shape.done(&model, "", &d),
+            NativeEvent::Text(t) => Value::Object(shape.chunk(&model, &Reply::text(&t), false)),
+            NativeEvent::Thinking(t) => {
+                let reply = Reply {
+                    thinking: t,
+                    ..Reply::default()
+                };
+                Value::Object(shape.chunk(&model, &reply, false))
+            }
+            NativeEvent::ToolCalls(list) => {
+                let reply = Reply {
+                    tool_calls: calls(list),
+                    ..Reply::default()
+                };
+                Value::Object(shape.chunk(&model, &reply, false))
+            }
+            NativeEvent::Done(d) => shape.done(&model, &Reply::default(), &d),
             NativeEvent::Error(e) => e.ollama_body(),
         });
         return ndjson(lines);
     }
-    let mut text = String::new();
+    let mut reply = Reply::default();
     let mut events = generation.events;
     while let Some(event) = events.next().await {
         match event {
-            NativeEvent::Text(t) => text.push_str(&t),
-            NativeEvent::Done(d) => return Json(shape.done(&model, &text, &d)).into_response(),
+            NativeEvent::Text(t) => reply.content.push_str(&t),
+            NativeEvent::Thinking(t) => reply.thinking.push_str(&t),
+            NativeEvent::ToolCalls(list) => reply.tool_calls.extend(calls(list)),
+            NativeEvent::Done(d) => return Json(shape.done(&model, &reply, &d)).into_response(),
             NativeEvent::Error(e) => return e.into_ollama(),
         }
     }
@@ -243,6 +340,10 @@ pub async fn generate(
     if let Err(e) = no_images(&body.model, body.images.as_ref()) {
         return e.into_ollama();
     }
+    let think = match parse_think(body.think.as_ref()) {
+        Ok(t) => t,
+        Err(e) => return e.into_ollama(),
+    };
     let prompt = body.prompt.unwrap_or_default();
     if prompt.is_empty() {
         return load_or_unload(&state, &body.model, &options, keep_alive, Shape::Generate).await;
@@ -256,6 +357,8 @@ pub async fn generate(
         system: body.system,
         options,
         keep_alive,
+        tools: None,
+        think,
     };
     respond(&state, req, body.stream.unwrap_or(true), Shape::Generate).await
 }
@@ -282,22 +385,43 @@ pub async fn chat(
             return e.into_ollama();
         }
     }
+    let think = match parse_think(body.think.as_ref()) {
+        Ok(t) => t,
+        Err(e) => return e.into_ollama(),
+    };
+    let tools = match body.tools.as_ref().filter(|t| !t.is_null()) {
+        Some(t) => match tools::validate_tools(t) {
+            Ok(list) => Some(list),
+            Err(e) => return e.into_ollama(),
+        },
+        None => None,
+    };
     let messages = body
         .messages
         .into_iter()
         .map(|m| {
             let mut msg = ChatMessage::new(m.role, m.content.unwrap_or_default());
-            msg.reasoning_content = m.thinking;
+            msg.reasoning_content = m.thinking.filter(|t| !t.is_empty());
             msg.name = m.tool_name;
-            msg
+            msg.tool_call_id = m.tool_call_id;
+            if let Some(calls) = &m.tool_calls {
+                msg.tool_calls = tools::message_tool_calls(calls)?;
+            }
+            Ok(msg)
         })
-        .collect();
+        .collect::<Result<Vec<_>, ApiError>>();
+    let messages = match messages {
+        Ok(m) => m,
+        Err(e) => return e.into_ollama(),
+    };
     let req = NativeRequest {
         model: body.model,
         input: PromptInput::Chat(messages),
         system: None,
         options,
         keep_alive,
+        tools,
+        think,
     };
     respond(&state, req, body.stream.unwrap_or(true), Shape::Chat).await
 }

@@ -7,6 +7,15 @@
 //! extensions: `ignore_eos`, and `num_ctx` (Ollama offers no way to set the context length
 //! through this API).
 //!
+//! Tools: `tools` and `tool_choice` (`"none"` drops the tools; `"auto"`, `"required"` and a
+//! named function render and parse them, without forcing a call: that needs constrained
+//! decoding, a later issue); messages may carry `tool_calls` (arguments as JSON strings)
+//! and `tool` messages their `tool_call_id`. Parsed calls come back as `message.tool_calls`
+//! (`[{id, type, function: {name, arguments: STRING}}]`, `content` null when there is no
+//! text, `finish_reason: "tool_calls"`), or when streaming as `delta.tool_calls` with their
+//! `index`, one complete call per delta. A thinking model's reasoning comes back as
+//! `reasoning_content` (vLLM's and llama-server's field); `reasoning_effort` is ignored.
+//!
 //! # Invariants
 //! - Errors are OpenAI's error object, also as the last `data:` event of a failed stream
 //!   (which then ends without `[DONE]`).
@@ -28,6 +37,7 @@ use crate::native::{
     self, parse_model_name, Done, Generation, NativeEvent, NativeRequest, PromptInput,
 };
 use crate::options::{stop_list, GenerateOptions};
+use crate::tools::{self, ParsedToolCall};
 use crate::AppState;
 
 /// `stream_options`.
@@ -47,6 +57,10 @@ pub struct MessageBody {
     name: Option<String>,
     #[serde(default)]
     tool_call_id: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
 }
 
 /// The sampling fields both endpoints share.
@@ -117,6 +131,57 @@ pub struct ChatCompletionBody {
     #[serde(flatten)]
     common: CommonBody,
     messages: Vec<MessageBody>,
+    #[serde(default)]
+    tools: Option<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+}
+
+/// The tools a chat request renders and parses, after `tool_choice` (see the module docs).
+fn chosen_tools(
+    tools: Option<&Value>,
+    tool_choice: Option<&Value>,
+) -> Result<Option<Vec<Value>>, ApiError> {
+    let tools = match tools.filter(|t| !t.is_null()) {
+        Some(t) => tools::validate_tools(t)?,
+        None => return Ok(None),
+    };
+    match tool_choice {
+        None | Some(Value::Null) => Ok(Some(tools)),
+        Some(Value::String(s)) if s == "none" => Ok(None),
+        Some(Value::String(s)) if s == "auto" || s == "required" => Ok(Some(tools)),
+        Some(v @ Value::Object(_)) => {
+            let name = v
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::bad_request("tool_choice must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}")
+                })?;
+            if !tools::tool_names(&tools).contains(&name) {
+                return Err(ApiError::bad_request(format!(
+                    "tool_choice names '{name}', which is not in tools"
+                )));
+            }
+            Ok(Some(tools))
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid tool_choice {other}: use \"none\", \"auto\", \"required\" or a function"
+        ))),
+    }
+}
+
+/// OpenAI's tool call: `{index, id, type, function: {name, arguments}}`, the arguments as a
+/// JSON string; `index` counts the answer's calls from 0 (streamed deltas need it).
+fn openai_tool_call(index: usize, call: &ParsedToolCall) -> Value {
+    json!({
+        "index": index,
+        "id": tools::new_call_id(),
+        "type": "function",
+        "function": {
+            "name": call.name,
+            "arguments": Value::Object(call.arguments.clone()).to_string(),
+        },
+    })
 }
 
 /// The body of `POST /v1/completions`.
@@ -171,8 +236,9 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}-{t:08x}{n:x}")
 }
 
-fn finish_reason(r: FinishReason) -> &'static str {
+fn finish_reason(r: FinishReason, tool_calls: bool) -> &'static str {
     match r {
+        _ if tool_calls => "tool_calls",
         FinishReason::Length => "length",
         _ => "stop",
     }
@@ -231,12 +297,11 @@ impl Meta {
                 "finish_reason": finish,
             }),
             (Kind::Chat, true) => {
-                let delta = match text {
-                    Some(t) if first => json!({ "role": "assistant", "content": t }),
-                    Some(t) => json!({ "content": t }),
-                    None => json!({}),
-                };
-                json!({ "index": 0, "delta": delta, "finish_reason": finish })
+                let mut delta = serde_json::Map::new();
+                if let Some(t) = text {
+                    delta.insert("content".into(), json!(t));
+                }
+                self.delta_choice(delta, finish, first)
             }
             (Kind::Completion, _) => json!({
                 "index": 0,
@@ -245,6 +310,25 @@ impl Meta {
                 "finish_reason": finish,
             }),
         }
+    }
+
+    /// A chat stream's choice with `delta`; the first names the role.
+    fn delta_choice(
+        &self,
+        mut delta: serde_json::Map<String, Value>,
+        finish: Option<&str>,
+        first: bool,
+    ) -> Value {
+        if first && !delta.is_empty() {
+            delta.insert("role".into(), json!("assistant"));
+        }
+        json!({ "index": 0, "delta": delta, "finish_reason": finish })
+    }
+
+    /// One chunk of a chat stream with `delta`.
+    fn delta_chunk(&self, delta: serde_json::Map<String, Value>, first: bool) -> String {
+        let choice = self.delta_choice(delta, None, first);
+        Value::Object(self.envelope(true, json!([choice]))).to_string()
     }
 }
 
@@ -277,6 +361,7 @@ async fn write(generation: Generation, kind: Kind, stream: bool, include_usage: 
     };
     if stream {
         let mut first = true;
+        let mut n_calls = 0;
         let items = generation.events.flat_map(move |event| {
             let items: Vec<String> = match event {
                 NativeEvent::Text(t) => {
@@ -284,8 +369,26 @@ async fn write(generation: Generation, kind: Kind, stream: bool, include_usage: 
                     first = false;
                     vec![Value::Object(meta.envelope(true, json!([choice]))).to_string()]
                 }
+                NativeEvent::Thinking(t) => {
+                    let mut delta = serde_json::Map::new();
+                    delta.insert("reasoning_content".into(), json!(t));
+                    let chunk = meta.delta_chunk(delta, first);
+                    first = false;
+                    vec![chunk]
+                }
+                NativeEvent::ToolCalls(list) => list
+                    .iter()
+                    .map(|c| {
+                        let mut delta = serde_json::Map::new();
+                        delta.insert("tool_calls".into(), json!([openai_tool_call(n_calls, c)]));
+                        n_calls += 1;
+                        let chunk = meta.delta_chunk(delta, first);
+                        first = false;
+                        chunk
+                    })
+                    .collect(),
                 NativeEvent::Done(d) => {
-                    let reason = finish_reason(d.reason);
+                    let reason = finish_reason(d.reason, n_calls > 0);
                     let choice = match meta.kind {
                         Kind::Chat => meta.choice(None, Some(reason), true, false),
                         Kind::Completion => meta.choice(Some(""), Some(reason), true, false),
@@ -307,12 +410,37 @@ async fn write(generation: Generation, kind: Kind, stream: bool, include_usage: 
         return sse(items);
     }
     let mut text = String::new();
+    let mut thinking = String::new();
+    let mut calls: Vec<Value> = Vec::new();
     let mut events = generation.events;
     while let Some(event) = events.next().await {
         match event {
             NativeEvent::Text(t) => text.push_str(&t),
+            NativeEvent::Thinking(t) => thinking.push_str(&t),
+            NativeEvent::ToolCalls(list) => {
+                for c in &list {
+                    let mut call = openai_tool_call(calls.len(), c);
+                    if let Some(o) = call.as_object_mut() {
+                        // `index` belongs to streamed deltas only.
+                        o.remove("index");
+                    }
+                    calls.push(call);
+                }
+            }
             NativeEvent::Done(d) => {
-                let choice = meta.choice(Some(&text), Some(finish_reason(d.reason)), false, true);
+                let reason = finish_reason(d.reason, !calls.is_empty());
+                let mut choice = meta.choice(Some(&text), Some(reason), false, true);
+                if let Some(message) = choice.get_mut("message") {
+                    if !calls.is_empty() {
+                        if text.is_empty() {
+                            message["content"] = Value::Null;
+                        }
+                        message["tool_calls"] = json!(calls);
+                    }
+                    if !thinking.is_empty() {
+                        message["reasoning_content"] = json!(thinking);
+                    }
+                }
                 let mut m = meta.envelope(false, json!([choice]));
                 m.insert("usage".into(), usage(&d));
                 return Json(Value::Object(m)).into_response();
@@ -340,6 +468,10 @@ pub async fn chat_completions(
                 let mut msg = ChatMessage::new(m.role.clone(), content_text(&m.content)?);
                 msg.name.clone_from(&m.name);
                 msg.tool_call_id.clone_from(&m.tool_call_id);
+                msg.reasoning_content = m.reasoning_content.clone().filter(|t| !t.is_empty());
+                if let Some(calls) = &m.tool_calls {
+                    msg.tool_calls = tools::message_tool_calls(calls)?;
+                }
                 Ok(msg)
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
@@ -352,6 +484,8 @@ pub async fn chat_completions(
             system: None,
             options: body.common.options()?,
             keep_alive: None,
+            tools: chosen_tools(body.tools.as_ref(), body.tool_choice.as_ref())?,
+            think: None,
         })
     };
     match build() {
@@ -388,6 +522,8 @@ pub async fn completions(
         system: None,
         options,
         keep_alive: None,
+        tools: None,
+        think: None,
     };
     let c = &body.common;
     respond(&state, req, Kind::Completion, c.stream, c.include_usage()).await
