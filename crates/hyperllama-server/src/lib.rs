@@ -23,6 +23,7 @@ pub mod native;
 pub mod options;
 pub mod residency;
 mod server;
+pub mod structured;
 pub mod think;
 pub mod tools;
 

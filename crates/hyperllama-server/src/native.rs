@@ -26,9 +26,10 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
+use hyperllama_core::constraint::ConstraintSpec;
 use hyperllama_core::sampling::SamplingParams;
 use hyperllama_core::TokenId;
-use hyperllama_engine::{Completion, Event, FinishReason, GenerateRequest};
+use hyperllama_engine::{Completion, Event, FinishReason, GenerateRequest, TokenLogprob};
 use hyperllama_models::name::ModelName;
 use hyperllama_models::resolve::ModelOptions;
 use hyperllama_models::template::ChatMessage;
@@ -73,6 +74,10 @@ pub struct NativeRequest {
     /// Whether the model should think (`None`: the template's default). `Some(true)` is
     /// refused for a model whose template does not support thinking.
     pub think: Option<bool>,
+    /// What the output must match (JSON, a schema, a grammar); an invalid one is a 400.
+    pub constraint: Option<ConstraintSpec>,
+    /// Report each token's log-probability with this many alternatives; `None`: none.
+    pub logprobs: Option<usize>,
 }
 
 /// The statistics of a finished generation.
@@ -99,6 +104,9 @@ pub enum NativeEvent {
     Thinking(String),
     /// Tool calls parsed from the answer (never empty).
     ToolCalls(Vec<ParsedToolCall>),
+    /// Log-probabilities of the tokens whose text comes next (when the request asked for
+    /// them); a token whose text is held back (an incomplete character) reports here anyway.
+    Logprobs(Vec<TokenLogprob>),
     /// The end, with statistics.
     Done(Done),
     /// A failure; the end.
@@ -207,8 +215,8 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         },
         stop: req.options.stop.clone().unwrap_or(model_opts.stop),
         ignore_eos: req.options.ignore_eos.unwrap_or(false),
-        logprobs: None,
-        constraint: None,
+        logprobs: req.logprobs,
+        constraint: req.constraint.clone(),
     };
     let rx = engine.submit(engine_req).map_err(|e| match e {
         hyperllama_engine::Error::InvalidRequest(m) => ApiError::bad_request(m),
@@ -228,6 +236,7 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         lease,
         started,
         n_prompt_tokens,
+        pending_text: None,
     };
     let events = futures_util::stream::unfold(Some(state), next_event);
     let events: EventStream = if parser.is_passthrough() {
@@ -318,12 +327,25 @@ struct StreamState {
     lease: Lease,
     started: Instant,
     n_prompt_tokens: usize,
+    /// A token's text, sent right after its log-probabilities.
+    pending_text: Option<String>,
 }
 
 async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<StreamState>)> {
     let mut s = state?;
+    if let Some(text) = s.pending_text.take() {
+        return Some((NativeEvent::Text(text), Some(s)));
+    }
     loop {
         match s.rx.recv().await {
+            Some(Event::Token {
+                text,
+                logprobs: Some(lp),
+                ..
+            }) => {
+                s.pending_text = Some(text).filter(|t| !t.is_empty());
+                return Some((NativeEvent::Logprobs(vec![*lp]), Some(s)));
+            }
             Some(Event::Token { text, .. } | Event::Text(text)) => {
                 if !text.is_empty() {
                     return Some((NativeEvent::Text(text), Some(s)));

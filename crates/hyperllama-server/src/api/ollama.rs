@@ -22,6 +22,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
+use hyperllama_core::constraint::ConstraintSpec;
 use hyperllama_models::create::parameter_size_label;
 use hyperllama_models::gguf;
 use hyperllama_models::manifest::ModelConfig;
@@ -37,6 +38,7 @@ use crate::native::{
     self, parse_model_name, Done, Generation, NativeEvent, NativeRequest, PromptInput,
 };
 use crate::options::{GenerateOptions, KeepAlive};
+use crate::structured;
 use crate::tools::{self, ParsedToolCall};
 use crate::AppState;
 
@@ -72,6 +74,14 @@ pub struct GenerateBody {
     images: Option<Vec<Value>>,
     #[serde(default)]
     think: Option<Value>,
+    #[serde(default)]
+    format: Option<Value>,
+    #[serde(default)]
+    grammar: Option<String>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<i64>,
 }
 
 /// One message of `POST /api/chat`.
@@ -110,6 +120,29 @@ pub struct ChatBody {
     tools: Option<Value>,
     #[serde(default)]
     think: Option<Value>,
+    #[serde(default)]
+    format: Option<Value>,
+    #[serde(default)]
+    grammar: Option<String>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<i64>,
+}
+
+/// `format` (or our `grammar`) and `logprobs`/`top_logprobs`.
+fn output_controls(
+    format: Option<&Value>,
+    grammar: Option<&str>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<i64>,
+) -> Result<(Option<ConstraintSpec>, Option<usize>), ApiError> {
+    let constraint = structured::one_constraint([
+        structured::ollama_format(format)?,
+        structured::grammar(grammar),
+    ])?;
+    let logprobs = structured::logprobs(logprobs.unwrap_or(false), top_logprobs)?;
+    Ok((constraint, logprobs))
 }
 
 /// Ollama's `think`: a bool, or a level (`"high"`, `"medium"`, `"low"`, `"max"`) that turns
@@ -169,6 +202,8 @@ struct Reply {
     thinking: String,
     /// Tool calls in Ollama's shape.
     tool_calls: Vec<Value>,
+    /// Log-probabilities of the tokens this chunk (or answer) carries.
+    logprobs: Vec<Value>,
 }
 
 impl Reply {
@@ -211,6 +246,9 @@ impl Shape {
                 }
                 m.insert("message".into(), msg);
             }
+        }
+        if !reply.logprobs.is_empty() {
+            m.insert("logprobs".into(), json!(reply.logprobs));
         }
         m.insert("done".into(), json!(done));
         m
@@ -264,24 +302,45 @@ async fn write(generation: Generation, stream: bool, shape: Shape) -> Response {
             .collect()
     };
     if stream {
-        let lines = generation.events.map(move |event| match event {
-            NativeEvent::Text(t) => Value::Object(shape.chunk(&model, &Reply::text(&t), false)),
-            NativeEvent::Thinking(t) => {
-                let reply = Reply {
-                    thinking: t,
-                    ..Reply::default()
-                };
-                Value::Object(shape.chunk(&model, &reply, false))
-            }
-            NativeEvent::ToolCalls(list) => {
-                let reply = Reply {
-                    tool_calls: calls(list),
-                    ..Reply::default()
-                };
-                Value::Object(shape.chunk(&model, &reply, false))
-            }
-            NativeEvent::Done(d) => shape.done(&model, &Reply::default(), &d),
-            NativeEvent::Error(e) => e.ollama_body(),
+        // Log-probabilities ride on the next chunk that carries text (or on the last one).
+        let mut pending: Vec<Value> = Vec::new();
+        let lines = generation.events.filter_map(move |event| {
+            let line = match event {
+                NativeEvent::Logprobs(list) => {
+                    pending.extend(list.iter().map(structured::logprob_json));
+                    None
+                }
+                NativeEvent::Text(t) => {
+                    let mut reply = Reply::text(&t);
+                    reply.logprobs = std::mem::take(&mut pending);
+                    Some(Value::Object(shape.chunk(&model, &reply, false)))
+                }
+                NativeEvent::Thinking(t) => {
+                    let reply = Reply {
+                        thinking: t,
+                        logprobs: std::mem::take(&mut pending),
+                        ..Reply::default()
+                    };
+                    Some(Value::Object(shape.chunk(&model, &reply, false)))
+                }
+                NativeEvent::ToolCalls(list) => {
+                    let reply = Reply {
+                        tool_calls: calls(list),
+                        logprobs: std::mem::take(&mut pending),
+                        ..Reply::default()
+                    };
+                    Some(Value::Object(shape.chunk(&model, &reply, false)))
+                }
+                NativeEvent::Done(d) => {
+                    let reply = Reply {
+                        logprobs: std::mem::take(&mut pending),
+                        ..Reply::default()
+                    };
+                    Some(shape.done(&model, &reply, &d))
+                }
+                NativeEvent::Error(e) => Some(e.ollama_body()),
+            };
+            std::future::ready(line)
         });
         return ndjson(lines);
     }
@@ -292,6 +351,9 @@ async fn write(generation: Generation, stream: bool, shape: Shape) -> Response {
             NativeEvent::Text(t) => reply.content.push_str(&t),
             NativeEvent::Thinking(t) => reply.thinking.push_str(&t),
             NativeEvent::ToolCalls(list) => reply.tool_calls.extend(calls(list)),
+            NativeEvent::Logprobs(list) => reply
+                .logprobs
+                .extend(list.iter().map(structured::logprob_json)),
             NativeEvent::Done(d) => return Json(shape.done(&model, &reply, &d)).into_response(),
             NativeEvent::Error(e) => return e.into_ollama(),
         }
@@ -344,6 +406,16 @@ pub async fn generate(
         Ok(t) => t,
         Err(e) => return e.into_ollama(),
     };
+    let outputs = output_controls(
+        body.format.as_ref(),
+        body.grammar.as_deref(),
+        body.logprobs,
+        body.top_logprobs,
+    );
+    let (constraint, logprobs) = match outputs {
+        Ok(o) => o,
+        Err(e) => return e.into_ollama(),
+    };
     let prompt = body.prompt.unwrap_or_default();
     if prompt.is_empty() {
         return load_or_unload(&state, &body.model, &options, keep_alive, Shape::Generate).await;
@@ -359,6 +431,8 @@ pub async fn generate(
         keep_alive,
         tools: None,
         think,
+        constraint,
+        logprobs,
     };
     respond(&state, req, body.stream.unwrap_or(true), Shape::Generate).await
 }
@@ -387,6 +461,16 @@ pub async fn chat(
     }
     let think = match parse_think(body.think.as_ref()) {
         Ok(t) => t,
+        Err(e) => return e.into_ollama(),
+    };
+    let outputs = output_controls(
+        body.format.as_ref(),
+        body.grammar.as_deref(),
+        body.logprobs,
+        body.top_logprobs,
+    );
+    let (constraint, logprobs) = match outputs {
+        Ok(o) => o,
         Err(e) => return e.into_ollama(),
     };
     let tools = match body.tools.as_ref().filter(|t| !t.is_null()) {
@@ -422,6 +506,8 @@ pub async fn chat(
         keep_alive,
         tools,
         think,
+        constraint,
+        logprobs,
     };
     respond(&state, req, body.stream.unwrap_or(true), Shape::Chat).await
 }

@@ -26,7 +26,8 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use hyperllama_engine::FinishReason;
+use hyperllama_core::constraint::ConstraintSpec;
+use hyperllama_engine::{FinishReason, TokenLogprob};
 use hyperllama_models::template::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -37,6 +38,7 @@ use crate::native::{
     self, parse_model_name, Done, Generation, NativeEvent, NativeRequest, PromptInput,
 };
 use crate::options::{stop_list, GenerateOptions};
+use crate::structured;
 use crate::tools::{self, ParsedToolCall};
 use crate::AppState;
 
@@ -93,13 +95,56 @@ pub struct CommonBody {
     num_ctx: Option<usize>,
     #[serde(default)]
     n: Option<u32>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    grammar: Option<String>,
+    #[serde(default)]
+    logprobs: Option<Value>,
+    #[serde(default)]
+    top_logprobs: Option<i64>,
 }
 
+/// The most choices one request may ask for: each is a sequence with its own KV.
+const MAX_CHOICES: u32 = 16;
+
 impl CommonBody {
-    fn options(&self) -> Result<GenerateOptions, ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::bad_request("only n = 1 is supported"));
+    /// `n`, the number of choices (1 to [`MAX_CHOICES`]).
+    fn n(&self) -> Result<usize, ApiError> {
+        match self.n.unwrap_or(1) {
+            n @ 1..=MAX_CHOICES => Ok(n as usize),
+            n => Err(ApiError::bad_request(format!(
+                "n must be between 1 and {MAX_CHOICES}, not {n}"
+            ))),
         }
+    }
+
+    /// `response_format` or `grammar`.
+    fn constraint(&self) -> Result<Option<ConstraintSpec>, ApiError> {
+        structured::one_constraint([
+            structured::openai_response_format(self.response_format.as_ref())?,
+            structured::grammar(self.grammar.as_deref()),
+        ])
+    }
+
+    /// Chat's `logprobs: bool` + `top_logprobs`, or completions' `logprobs: int` (0 to 5
+    /// alternatives, OpenAI's limit there).
+    fn logprobs(&self, kind: Kind) -> Result<Option<usize>, ApiError> {
+        match (kind, &self.logprobs) {
+            (_, None | Some(Value::Null)) => structured::logprobs(false, self.top_logprobs),
+            (Kind::Chat, Some(Value::Bool(on))) => structured::logprobs(*on, self.top_logprobs),
+            (Kind::Completion, Some(Value::Number(n))) => match n.as_u64() {
+                Some(k @ 0..=5) => Ok(Some(k as usize)),
+                _ => Err(ApiError::bad_request("logprobs must be between 0 and 5")),
+            },
+            (Kind::Chat, Some(_)) => Err(ApiError::bad_request("logprobs must be a boolean")),
+            (Kind::Completion, Some(_)) => {
+                Err(ApiError::bad_request("logprobs must be an integer"))
+            }
+        }
+    }
+
+    fn options(&self) -> Result<GenerateOptions, ApiError> {
         Ok(GenerateOptions {
             temperature: self.temperature,
             top_p: self.top_p,
@@ -118,10 +163,16 @@ impl CommonBody {
         })
     }
 
-    fn include_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage)
+    fn write_options(&self, kind: Kind, logprobs: bool) -> WriteOptions {
+        WriteOptions {
+            kind,
+            stream: self.stream,
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+            logprobs,
+        }
     }
 }
 
@@ -244,16 +295,6 @@ fn finish_reason(r: FinishReason, tool_calls: bool) -> &'static str {
     }
 }
 
-fn usage(d: &Done) -> Value {
-    let n_prompt = d.n_prompt_tokens;
-    let n_eval = d.completion.n_eval;
-    json!({
-        "prompt_tokens": n_prompt,
-        "completion_tokens": n_eval,
-        "total_tokens": n_prompt + n_eval,
-    })
-}
-
 /// Which endpoint's object shapes to write.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -289,10 +330,17 @@ impl Meta {
     }
 
     /// One choice. In a chat stream only the first delta names the role, as OpenAI sends it.
-    fn choice(&self, text: Option<&str>, finish: Option<&str>, stream: bool, first: bool) -> Value {
+    fn choice(
+        &self,
+        index: usize,
+        text: Option<&str>,
+        finish: Option<&str>,
+        stream: bool,
+        first: bool,
+    ) -> Value {
         match (self.kind, stream) {
             (Kind::Chat, false) => json!({
-                "index": 0,
+                "index": index,
                 "message": { "role": "assistant", "content": text.unwrap_or_default() },
                 "finish_reason": finish,
             }),
@@ -301,10 +349,10 @@ impl Meta {
                 if let Some(t) = text {
                     delta.insert("content".into(), json!(t));
                 }
-                self.delta_choice(delta, finish, first)
+                self.delta_choice(index, delta, finish, first)
             }
             (Kind::Completion, _) => json!({
-                "index": 0,
+                "index": index,
                 "text": text.unwrap_or_default(),
                 "logprobs": null,
                 "finish_reason": finish,
@@ -315,6 +363,7 @@ impl Meta {
     /// A chat stream's choice with `delta`; the first names the role.
     fn delta_choice(
         &self,
+        index: usize,
         mut delta: serde_json::Map<String, Value>,
         finish: Option<&str>,
         first: bool,
@@ -322,137 +371,331 @@ impl Meta {
         if first && !delta.is_empty() {
             delta.insert("role".into(), json!("assistant"));
         }
-        json!({ "index": 0, "delta": delta, "finish_reason": finish })
-    }
-
-    /// One chunk of a chat stream with `delta`.
-    fn delta_chunk(&self, delta: serde_json::Map<String, Value>, first: bool) -> String {
-        let choice = self.delta_choice(delta, None, first);
-        Value::Object(self.envelope(true, json!([choice]))).to_string()
+        json!({ "index": index, "delta": delta, "finish_reason": finish })
     }
 }
 
-async fn respond(
-    state: &AppState,
-    req: NativeRequest,
+/// What the response writer needs beyond the generations.
+#[derive(Clone, Copy)]
+struct WriteOptions {
     kind: Kind,
     stream: bool,
     include_usage: bool,
-) -> Response {
-    match native::generate(state.residency(), req).await {
-        Ok(generation) => {
-            super::touch(state, &generation.name);
-            write(generation, kind, stream, include_usage).await
+    /// Whether the request asked for log-probabilities.
+    logprobs: bool,
+}
+
+/// Starts `n` generations of `req` (choice `i` with seed `seed + i`, so that sampled choices
+/// differ; the engine batches them and they share the prompt's KV) and writes them.
+async fn respond(state: &AppState, req: NativeRequest, n: usize, opts: WriteOptions) -> Response {
+    let mut generations = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut req = req.clone();
+        if i > 0 {
+            let seed = req.options.seed.unwrap_or_else(random_seed);
+            req.options.seed = Some(seed.wrapping_add(i as i64));
+        } else if n > 1 && req.options.seed.is_none() {
+            req.options.seed = Some(random_seed());
         }
-        Err(e) => e.into_openai(),
+        match native::generate(state.residency(), req).await {
+            Ok(generation) => {
+                super::touch(state, &generation.name);
+                generations.push(generation);
+            }
+            Err(e) => return e.into_openai(),
+        }
+    }
+    write(generations, opts).await
+}
+
+/// A seed for a request that gave none but needs several different choices.
+fn random_seed() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(unix_now());
+    (h.finish() >> 1) as i64
+}
+
+/// One choice's answer as it accumulates.
+#[derive(Default)]
+struct ChoiceState {
+    first: bool,
+    text: String,
+    thinking: String,
+    calls: Vec<Value>,
+    n_calls: usize,
+    /// Log-probabilities not yet written (streaming) or all of them (not streaming).
+    logprobs: Vec<TokenLogprob>,
+    /// Bytes of text written before the pending log-probabilities (legacy `text_offset`).
+    text_offset: usize,
+    done: Option<Done>,
+}
+
+impl ChoiceState {
+    fn new() -> Self {
+        Self {
+            first: true,
+            ..Self::default()
+        }
     }
 }
 
-/// Writes a generation's events: SSE chunks, or one object.
-async fn write(generation: Generation, kind: Kind, stream: bool, include_usage: bool) -> Response {
+/// Writes the choices' events: SSE chunks, or one object.
+async fn write(generations: Vec<Generation>, opts: WriteOptions) -> Response {
+    let Some(model) = generations.first().map(|g| g.model.clone()) else {
+        return ApiError::bad_request("n must be at least 1").into_openai();
+    };
     let meta = Meta {
-        id: new_id(match kind {
+        id: new_id(match opts.kind {
             Kind::Chat => "chatcmpl",
             Kind::Completion => "cmpl",
         }),
         created: unix_now(),
-        model: generation.model.clone(),
-        kind,
+        model,
+        kind: opts.kind,
     };
-    if stream {
-        let mut first = true;
-        let mut n_calls = 0;
-        let items = generation.events.flat_map(move |event| {
-            let items: Vec<String> = match event {
-                NativeEvent::Text(t) => {
-                    let choice = meta.choice(Some(&t), None, true, first);
-                    first = false;
-                    vec![Value::Object(meta.envelope(true, json!([choice]))).to_string()]
-                }
-                NativeEvent::Thinking(t) => {
-                    let mut delta = serde_json::Map::new();
-                    delta.insert("reasoning_content".into(), json!(t));
-                    let chunk = meta.delta_chunk(delta, first);
-                    first = false;
-                    vec![chunk]
-                }
-                NativeEvent::ToolCalls(list) => list
-                    .iter()
-                    .map(|c| {
-                        let mut delta = serde_json::Map::new();
-                        delta.insert("tool_calls".into(), json!([openai_tool_call(n_calls, c)]));
-                        n_calls += 1;
-                        let chunk = meta.delta_chunk(delta, first);
-                        first = false;
-                        chunk
-                    })
-                    .collect(),
-                NativeEvent::Done(d) => {
-                    let reason = finish_reason(d.reason, n_calls > 0);
-                    let choice = match meta.kind {
-                        Kind::Chat => meta.choice(None, Some(reason), true, false),
-                        Kind::Completion => meta.choice(Some(""), Some(reason), true, false),
-                    };
-                    let mut out =
-                        vec![Value::Object(meta.envelope(true, json!([choice]))).to_string()];
-                    if include_usage {
-                        let mut m = meta.envelope(true, json!([]));
-                        m.insert("usage".into(), usage(&d));
-                        out.push(Value::Object(m).to_string());
+    let n = generations.len();
+    let merged = futures_util::stream::select_all(
+        generations
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| g.events.map(move |e| (i, e)).boxed()),
+    );
+    let mut writer = Writer {
+        meta,
+        opts,
+        choices: (0..n).map(|_| ChoiceState::new()).collect(),
+    };
+    if opts.stream {
+        let items = futures_util::stream::unfold(Some((writer, merged)), |state| async move {
+            let (mut w, mut merged) = state?;
+            loop {
+                match merged.next().await {
+                    Some((i, NativeEvent::Error(e))) => {
+                        let _ = i;
+                        return Some((vec![e.openai_body().to_string()], None));
                     }
-                    out.push("[DONE]".to_owned());
-                    out
+                    Some((i, event)) => {
+                        let out = w.stream_event(i, event);
+                        if !out.is_empty() {
+                            return Some((out, Some((w, merged))));
+                        }
+                    }
+                    None => return Some((w.stream_end(), None)),
                 }
-                NativeEvent::Error(e) => vec![e.openai_body().to_string()],
-            };
-            futures_util::stream::iter(items)
-        });
+            }
+        })
+        .flat_map(futures_util::stream::iter);
         return sse(items);
     }
-    let mut text = String::new();
-    let mut thinking = String::new();
-    let mut calls: Vec<Value> = Vec::new();
-    let mut events = generation.events;
-    while let Some(event) = events.next().await {
+    let mut merged = merged;
+    while let Some((i, event)) = merged.next().await {
+        if let NativeEvent::Error(e) = event {
+            return e.into_openai();
+        }
+        writer.collect(i, event);
+    }
+    writer.whole()
+}
+
+/// Turns the choices' events into OpenAI's objects.
+struct Writer {
+    meta: Meta,
+    opts: WriteOptions,
+    choices: Vec<ChoiceState>,
+}
+
+impl Writer {
+    /// The `logprobs` of a choice for the tokens pending in `c` (and clears them).
+    fn take_logprobs(&mut self, i: usize) -> Value {
+        let c = &mut self.choices[i];
+        if !self.opts.logprobs {
+            return Value::Null;
+        }
+        let lps = std::mem::take(&mut c.logprobs);
+        match self.opts.kind {
+            Kind::Chat => {
+                json!({ "content": lps.iter().map(structured::logprob_json).collect::<Vec<_>>() })
+            }
+            Kind::Completion => {
+                let v = structured::completion_logprobs(&lps, c.text_offset);
+                c.text_offset += lps
+                    .iter()
+                    .map(|l| String::from_utf8_lossy(&l.bytes).len())
+                    .sum::<usize>();
+                v
+            }
+        }
+    }
+
+    fn chunk(&self, choice: Value) -> String {
+        Value::Object(self.meta.envelope(true, json!([choice]))).to_string()
+    }
+
+    /// The SSE data items one event of choice `i` becomes.
+    fn stream_event(&mut self, i: usize, event: NativeEvent) -> Vec<String> {
         match event {
-            NativeEvent::Text(t) => text.push_str(&t),
-            NativeEvent::Thinking(t) => thinking.push_str(&t),
+            NativeEvent::Logprobs(list) => {
+                self.choices[i].logprobs.extend(list);
+                Vec::new()
+            }
+            NativeEvent::Text(t) => {
+                let logprobs = self.take_logprobs(i);
+                let first = std::mem::take(&mut self.choices[i].first);
+                let mut choice = self.meta.choice(i, Some(&t), None, true, first);
+                set_logprobs(&mut choice, logprobs);
+                vec![self.chunk(choice)]
+            }
+            NativeEvent::Thinking(t) => {
+                let mut delta = serde_json::Map::new();
+                delta.insert("reasoning_content".into(), json!(t));
+                let first = std::mem::take(&mut self.choices[i].first);
+                vec![self.chunk(self.meta.delta_choice(i, delta, None, first))]
+            }
+            NativeEvent::ToolCalls(list) => list
+                .iter()
+                .map(|call| {
+                    let c = &mut self.choices[i];
+                    let mut delta = serde_json::Map::new();
+                    delta.insert(
+                        "tool_calls".into(),
+                        json!([openai_tool_call(c.n_calls, call)]),
+                    );
+                    c.n_calls += 1;
+                    let first = std::mem::take(&mut c.first);
+                    self.chunk(self.meta.delta_choice(i, delta, None, first))
+                })
+                .collect(),
+            NativeEvent::Done(d) => {
+                let reason = finish_reason(d.reason, self.choices[i].n_calls > 0);
+                let logprobs = self.take_logprobs(i);
+                let mut choice = match self.meta.kind {
+                    Kind::Chat => self.meta.choice(i, None, Some(reason), true, false),
+                    Kind::Completion => self.meta.choice(i, Some(""), Some(reason), true, false),
+                };
+                if !logprobs.is_null()
+                    && logprobs
+                        .get("content")
+                        .and_then(Value::as_array)
+                        .is_none_or(|c| !c.is_empty())
+                    && logprobs
+                        .get("tokens")
+                        .and_then(Value::as_array)
+                        .is_none_or(|t| !t.is_empty())
+                {
+                    set_logprobs(&mut choice, logprobs);
+                }
+                self.choices[i].done = Some(d);
+                vec![self.chunk(choice)]
+            }
+            NativeEvent::Error(e) => vec![e.openai_body().to_string()],
+        }
+    }
+
+    /// The usage chunk (when asked) and `[DONE]`, after every choice ended.
+    fn stream_end(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.choices.iter().any(|c| c.done.is_none()) {
+            let e = ApiError::new(
+                crate::ErrorKind::Internal,
+                "the generation ended without a result",
+            );
+            return vec![e.openai_body().to_string()];
+        }
+        if self.opts.include_usage {
+            let mut m = self.meta.envelope(true, json!([]));
+            m.insert("usage".into(), self.usage());
+            out.push(Value::Object(m).to_string());
+        }
+        out.push("[DONE]".to_owned());
+        out
+    }
+
+    /// Prompt tokens once (the choices share the prompt), completion tokens of all choices.
+    fn usage(&self) -> Value {
+        let dones: Vec<&Done> = self
+            .choices
+            .iter()
+            .filter_map(|c| c.done.as_ref())
+            .collect();
+        let n_prompt = dones.first().map_or(0, |d| d.n_prompt_tokens);
+        let n_eval: usize = dones.iter().map(|d| d.completion.n_eval).sum();
+        json!({
+            "prompt_tokens": n_prompt,
+            "completion_tokens": n_eval,
+            "total_tokens": n_prompt + n_eval,
+        })
+    }
+
+    /// Accumulates one event of choice `i` for the whole answer.
+    fn collect(&mut self, i: usize, event: NativeEvent) {
+        let c = &mut self.choices[i];
+        match event {
+            NativeEvent::Text(t) => c.text.push_str(&t),
+            NativeEvent::Thinking(t) => c.thinking.push_str(&t),
+            NativeEvent::Logprobs(list) => c.logprobs.extend(list),
             NativeEvent::ToolCalls(list) => {
-                for c in &list {
-                    let mut call = openai_tool_call(calls.len(), c);
-                    if let Some(o) = call.as_object_mut() {
+                for call in &list {
+                    let mut v = openai_tool_call(c.calls.len(), call);
+                    if let Some(o) = v.as_object_mut() {
                         // `index` belongs to streamed deltas only.
                         o.remove("index");
                     }
-                    calls.push(call);
+                    c.calls.push(v);
                 }
             }
-            NativeEvent::Done(d) => {
-                let reason = finish_reason(d.reason, !calls.is_empty());
-                let mut choice = meta.choice(Some(&text), Some(reason), false, true);
-                if let Some(message) = choice.get_mut("message") {
-                    if !calls.is_empty() {
-                        if text.is_empty() {
-                            message["content"] = Value::Null;
-                        }
-                        message["tool_calls"] = json!(calls);
-                    }
-                    if !thinking.is_empty() {
-                        message["reasoning_content"] = json!(thinking);
-                    }
-                }
-                let mut m = meta.envelope(false, json!([choice]));
-                m.insert("usage".into(), usage(&d));
-                return Json(Value::Object(m)).into_response();
-            }
-            NativeEvent::Error(e) => return e.into_openai(),
+            NativeEvent::Done(d) => c.done = Some(d),
+            NativeEvent::Error(_) => {}
         }
     }
-    ApiError::new(
-        crate::ErrorKind::Internal,
-        "the generation ended without a result",
-    )
-    .into_openai()
+
+    /// The whole answer as one object.
+    fn whole(mut self) -> Response {
+        let mut choices = Vec::with_capacity(self.choices.len());
+        for i in 0..self.choices.len() {
+            let Some(reason) = self.choices[i]
+                .done
+                .as_ref()
+                .map(|d| finish_reason(d.reason, !self.choices[i].calls.is_empty()))
+            else {
+                return ApiError::new(
+                    crate::ErrorKind::Internal,
+                    "the generation ended without a result",
+                )
+                .into_openai();
+            };
+            let logprobs = self.take_logprobs(i);
+            let c = &self.choices[i];
+            let mut choice = self
+                .meta
+                .choice(i, Some(&c.text), Some(reason), false, true);
+            if let Some(message) = choice.get_mut("message") {
+                if !c.calls.is_empty() {
+                    if c.text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                    message["tool_calls"] = json!(c.calls);
+                }
+                if !c.thinking.is_empty() {
+                    message["reasoning_content"] = json!(c.thinking);
+                }
+            }
+            set_logprobs(&mut choice, logprobs);
+            choices.push(choice);
+        }
+        let mut m = self.meta.envelope(false, json!(choices));
+        m.insert("usage".into(), self.usage());
+        Json(Value::Object(m)).into_response()
+    }
+}
+
+/// Sets a choice's `logprobs` (always present on completions, on chat when asked).
+fn set_logprobs(choice: &mut Value, logprobs: Value) {
+    if let Some(o) = choice.as_object_mut() {
+        if !logprobs.is_null() || o.contains_key("logprobs") {
+            o.insert("logprobs".into(), logprobs);
+        }
+    }
 }
 
 /// `POST /v1/chat/completions`.
@@ -460,7 +703,7 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     OpenAiJson(body): OpenAiJson<ChatCompletionBody>,
 ) -> Response {
-    let build = || -> Result<NativeRequest, ApiError> {
+    let build = || -> Result<(NativeRequest, usize), ApiError> {
         let messages = body
             .messages
             .iter()
@@ -478,20 +721,26 @@ pub async fn chat_completions(
         if messages.is_empty() {
             return Err(ApiError::bad_request("messages must not be empty"));
         }
-        Ok(NativeRequest {
-            model: body.common.model.clone(),
+        let c = &body.common;
+        let req = NativeRequest {
+            model: c.model.clone(),
             input: PromptInput::Chat(messages),
             system: None,
-            options: body.common.options()?,
+            options: c.options()?,
             keep_alive: None,
             tools: chosen_tools(body.tools.as_ref(), body.tool_choice.as_ref())?,
             think: None,
-        })
+            constraint: c.constraint()?,
+            logprobs: c.logprobs(Kind::Chat)?,
+        };
+        Ok((req, c.n()?))
     };
     match build() {
-        Ok(req) => {
-            let c = &body.common;
-            respond(&state, req, Kind::Chat, c.stream, c.include_usage()).await
+        Ok((req, n)) => {
+            let opts = body
+                .common
+                .write_options(Kind::Chat, req.logprobs.is_some());
+            respond(&state, req, n, opts).await
         }
         Err(e) => e.into_openai(),
     }
@@ -512,21 +761,28 @@ pub async fn completions(
                 .into_openai()
         }
     };
-    let options = match body.common.options() {
-        Ok(o) => o,
-        Err(e) => return e.into_openai(),
-    };
-    let req = NativeRequest {
-        model: body.common.model.clone(),
-        input: PromptInput::Text { prompt, raw: false },
-        system: None,
-        options,
-        keep_alive: None,
-        tools: None,
-        think: None,
-    };
     let c = &body.common;
-    respond(&state, req, Kind::Completion, c.stream, c.include_usage()).await
+    let build = || -> Result<(NativeRequest, usize), ApiError> {
+        let req = NativeRequest {
+            model: c.model.clone(),
+            input: PromptInput::Text { prompt, raw: false },
+            system: None,
+            options: c.options()?,
+            keep_alive: None,
+            tools: None,
+            think: None,
+            constraint: c.constraint()?,
+            logprobs: c.logprobs(Kind::Completion)?,
+        };
+        Ok((req, c.n()?))
+    };
+    match build() {
+        Ok((req, n)) => {
+            let opts = c.write_options(Kind::Completion, req.logprobs.is_some());
+            respond(&state, req, n, opts).await
+        }
+        Err(e) => e.into_openai(),
+    }
 }
 
 fn model_object(name: &str, created: SystemTime, owner: &str) -> Value {
@@ -597,7 +853,13 @@ mod tests {
             n_prompt_tokens: 3,
             events: Box::pin(events),
         };
-        let resp = write(generation, Kind::Chat, true, true).await;
+        let opts = WriteOptions {
+            kind: Kind::Chat,
+            stream: true,
+            include_usage: true,
+            logprobs: false,
+        };
+        let resp = write(vec![generation], opts).await;
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("body");
