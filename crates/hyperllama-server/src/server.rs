@@ -15,7 +15,7 @@ use hyperllama_models::registry::Registry;
 use hyperllama_models::store::Store;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{blobs, create, ollama, openai, pull};
+use crate::api::{blobs, create, embed, ollama, openai, pull};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::residency::Residency;
@@ -102,6 +102,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/version", get(ollama::version).head(ollama::version))
         .route("/api/generate", post(ollama::generate))
         .route("/api/chat", post(ollama::chat))
+        .route("/api/embed", post(embed::embed))
+        .route("/api/embeddings", post(embed::embeddings))
         .route("/api/tags", get(ollama::tags).head(ollama::tags))
         .route("/api/show", post(ollama::show))
         .route("/api/ps", get(ollama::ps))
@@ -112,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pull", post(pull::pull))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(embed::openai_embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
         .layer(DefaultBodyLimit::max(limit))
