@@ -24,6 +24,7 @@ use hyperllama_models::resolve::ModelOptions;
 use hyperllama_models::template::ChatMessage;
 
 use crate::error::{ApiError, ErrorKind};
+use crate::metrics::Metrics;
 use crate::options::{GenerateOptions, KeepAlive};
 use crate::residency::{Lease, LoadedModel, Residency};
 
@@ -203,6 +204,9 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         lease,
         started,
         n_prompt_tokens,
+        metrics: std::sync::Arc::clone(residency.metrics()),
+        model: stored_name.display_shortest(),
+        last_token: None,
     };
     let events = futures_util::stream::unfold(Some(state), next_event);
     Ok(Generation {
@@ -218,18 +222,48 @@ struct StreamState {
     lease: Lease,
     started: Instant,
     n_prompt_tokens: usize,
+    metrics: std::sync::Arc<Metrics>,
+    /// The model's name for metrics and logs.
+    model: String,
+    /// When the last token arrived.
+    last_token: Option<Instant>,
 }
 
 async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<StreamState>)> {
     let mut s = state?;
     loop {
         match s.rx.recv().await {
-            Some(Event::Token { text, .. } | Event::Text(text)) => {
+            Some(Event::Token { text, .. }) => {
+                let now = Instant::now();
+                match s.last_token.replace(now) {
+                    Some(last) => s.metrics.record_inter_token(now - last),
+                    None => s.metrics.record_first_token(now - s.started),
+                }
+                if !text.is_empty() {
+                    return Some((NativeEvent::Text(text), Some(s)));
+                }
+            }
+            Some(Event::Text(text)) => {
                 if !text.is_empty() {
                     return Some((NativeEvent::Text(text), Some(s)));
                 }
             }
             Some(Event::Done(completion)) => {
+                s.metrics.record_generation(
+                    &s.model,
+                    completion.n_prompt,
+                    completion.n_cached,
+                    completion.n_eval,
+                );
+                tracing::info!(
+                    model = %s.model,
+                    prompt_eval_count = completion.n_prompt,
+                    cached_prompt_tokens = completion.n_cached,
+                    eval_count = completion.n_eval,
+                    done_reason = completion.reason.as_str(),
+                    total_ms = s.started.elapsed().as_secs_f64() * 1e3,
+                    "generation finished"
+                );
                 let done = Done {
                     reason: completion.reason,
                     n_prompt_tokens: s.n_prompt_tokens,

@@ -148,6 +148,18 @@ async fn run(state: &AppState, job: Job<'_>) -> Result<Outcome, ApiError> {
         .map_err(|e| engine_error(state, loaded, e))?;
     outcome.n_tokens = answer.n_tokens;
     outcome.vectors = answer.vectors;
+    let model_name = loaded.resolved.name.display_shortest();
+    state.residency().metrics().record_embedding(
+        &model_name,
+        outcome.vectors.len(),
+        outcome.n_tokens,
+    );
+    tracing::info!(
+        model = %model_name,
+        inputs = outcome.vectors.len(),
+        prompt_eval_count = outcome.n_tokens,
+        "embedding finished"
+    );
     if let Some(d) = job.dimensions {
         for v in &mut outcome.vectors {
             if d < v.len() {
