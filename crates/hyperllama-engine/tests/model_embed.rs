@@ -7,9 +7,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{model_path, test_threads, SMOLLM2};
+use common::{model_path, test_threads, GEMMA3, SMOLLM2};
+use hyperllama_core::sampling::SamplingParams;
 use hyperllama_engine::embed::{cosine, prepare_text};
-use hyperllama_engine::{EmbedRequest, Engine, EngineConfig, Error, LoadOptions, Model};
+use hyperllama_engine::{
+    EmbedRequest, Engine, EngineConfig, Error, Event, GenerateRequest, LoadOptions, Model,
+};
 
 const N_CTX: usize = 256;
 
@@ -133,4 +136,76 @@ fn model_embedding_inputs_are_truncated_or_refused() {
             normalize: false
         })
         .is_err());
+}
+
+#[test]
+fn model_embeddings_work_on_a_sliding_window_model() {
+    let model = Model::load(&model_path(GEMMA3), &LoadOptions::default()).expect("model loads");
+    let mut cfg = EngineConfig::new(N_CTX, 2);
+    cfg.n_threads = test_threads();
+    let engine = Engine::start(model, cfg).expect("engine starts");
+    let v = embed(
+        &engine,
+        &[
+            "The cat sat on the mat.",
+            "A cat was sitting on the mat.",
+            "Quarterly revenue grew by eight percent.",
+        ],
+        true,
+    );
+    assert!(v
+        .iter()
+        .all(|v| v.len() == engine.embedding_length() && v.len() > 0));
+    assert!(v.iter().flatten().all(|x| x.is_finite()));
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]));
+}
+
+#[test]
+fn model_requests_beyond_running_plus_queued_are_refused() {
+    let model = Model::load(&model_path(SMOLLM2), &LoadOptions::default()).expect("model loads");
+    let mut cfg = EngineConfig::new(N_CTX, 1);
+    cfg.n_threads = test_threads();
+    cfg.queue_capacity = 1;
+    let engine = Engine::start(Arc::clone(&model), cfg).expect("engine starts");
+    let long = || GenerateRequest {
+        prompt: model.tokenize("Count to one hundred.", true, false),
+        sampling: SamplingParams::greedy(),
+        num_predict: Some(64),
+        stop: Vec::new(),
+        ignore_eos: true,
+    };
+    let first = engine.submit(long()).expect("runs");
+    let second = engine.submit(long()).expect("queued");
+    assert_eq!(engine.n_requests(), 2);
+    let err = engine.submit(long()).expect_err("full");
+    assert!(matches!(err, Error::Overloaded { queued: 1 }), "{err}");
+    let inputs = vec![model.tokenize("hi", true, false)];
+    let err = engine
+        .embed(EmbedRequest {
+            inputs: inputs.clone(),
+            normalize: true,
+        })
+        .expect_err("embeddings share the bound");
+    assert!(matches!(err, Error::Overloaded { .. }));
+
+    // A cancelled request frees its place; a finished one too.
+    drop(second);
+    let mut first = first;
+    while let Some(ev) = first.blocking_recv() {
+        if matches!(ev, Event::Done(_) | Event::Error(_)) {
+            break;
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.n_requests() > 0 {
+        assert!(std::time::Instant::now() < deadline, "places are released");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let rx = engine
+        .embed(EmbedRequest {
+            inputs,
+            normalize: true,
+        })
+        .expect("room again");
+    assert!(rx.blocking_recv().expect("answered").is_ok());
 }
