@@ -155,7 +155,7 @@ fn model_embeddings_work_on_a_sliding_window_model() {
     );
     assert!(v
         .iter()
-        .all(|v| v.len() == engine.embedding_length() && v.len() > 0));
+        .all(|v| v.len() == engine.embedding_length() && !v.is_empty()));
     assert!(v.iter().flatten().all(|x| x.is_finite()));
     assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]));
 }
