@@ -194,6 +194,16 @@ async fn model_api_embed_and_legacy_embeddings() {
     let (status, reply) = server.post("/api/embeddings", json!({"model": ""})).await;
     assert_eq!(status, 400);
     assert!(reply["error"].is_string());
+
+    // keep_alive 0 unloads the model once the vectors are out, as for generation.
+    let (status, _) = server
+        .post(
+            "/api/embed",
+            json!({"model": MODEL, "input": CAT, "keep_alive": 0}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(server.get("/api/ps").await.1["models"], json!([]));
     server.stop().await;
 }
 
