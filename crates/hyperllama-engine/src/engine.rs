@@ -14,7 +14,7 @@
 //!   it never takes the process down.
 //! - At most `max_seqs + queue_capacity` requests (generations and embeddings) are in the
 //!   engine at once, from `submit`/`embed` until their last event; beyond that, `submit` and
-//!   `embed` answer [`Error::Overloaded`] at once. Each request holds a [`Ticket`] that
+//!   `embed` answer [`Error::Overloaded`] at once. Each request holds a `Ticket` that
 //!   counts it and is released when the request is dropped, however it ends.
 //! - Embedding decodes run on the engine thread between steps (see [`crate::embed`]).
 
