@@ -82,7 +82,15 @@ const VARS: &[(&str, &str, &str)] = &[
         "Extra allowed CORS origins, comma-separated",
         "(local origins only)",
     ),
+    (
+        API_KEY,
+        "API key `serve` requires as `Authorization: Bearer <key>` (all routes but /)",
+        "(none: no key required)",
+    ),
 ];
+
+/// The variable that holds the server's API key; its value is never printed.
+const API_KEY: &str = "HYPERLLAMA_API_KEY";
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -132,6 +140,8 @@ pub struct ServeEnv {
     pub num_parallel: Option<usize>,
     /// `HYPERLLAMA_ORIGINS`, split on commas.
     pub origins: Vec<String>,
+    /// `HYPERLLAMA_API_KEY`, trimmed.
+    pub api_key: Option<String>,
 }
 
 /// Reads the settings of `serve`.
@@ -151,6 +161,7 @@ pub fn serve_env() -> anyhow::Result<ServeEnv> {
                     .collect()
             })
             .unwrap_or_default(),
+        api_key: var(API_KEY).map(|k| k.trim().to_owned()),
     })
 }
 
@@ -244,7 +255,11 @@ pub fn registry_urls() -> Vec<(&'static str, String)> {
 /// Prints the table of variables with their current values.
 pub fn print_table() {
     for (name, description, default) in VARS {
-        let value = var(name).unwrap_or_else(|| format!("(default: {default})"));
+        let value = match var(name) {
+            Some(_) if *name == API_KEY => "(set)".to_owned(),
+            Some(v) => v,
+            None => format!("(default: {default})"),
+        };
         println!("{name:<24} {value:<24} {description}");
     }
 }

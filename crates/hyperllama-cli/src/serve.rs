@@ -1,6 +1,7 @@
 //! `hyperllama serve`: the HTTP server on `HYPERLLAMA_HOST`, until Ctrl-C or SIGTERM.
 
 use anyhow::Context;
+use hyperllama_server::guard::ApiKey;
 use hyperllama_server::options::KeepAlive;
 use hyperllama_server::{serve as run_server, AppState, ServerConfig};
 
@@ -33,6 +34,7 @@ pub fn serve() -> anyhow::Result<()> {
         cfg.pull.registries.insert(host.to_owned(), url);
     }
     cfg.allowed_origins = settings.origins;
+    cfg.api_key = settings.api_key.map(ApiKey::new);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,9 +12,15 @@
 //! - Streamed text is valid UTF-8 and never contains a stop string.
 //! - A panic inside a step fails every in-flight request with an error and stops the engine;
 //!   it never takes the process down.
+//! - At most `max_seqs + queue_capacity` requests (generations and embeddings) are in the
+//!   engine at once, from `submit`/`embed` until their last event; beyond that, `submit` and
+//!   `embed` answer [`Error::Overloaded`] at once. Each request holds a `Ticket` that
+//!   counts it and is released when the request is dropped, however it ends.
+//! - Embedding decodes run on the engine thread between steps (see [`crate::embed`]).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
@@ -32,6 +38,7 @@ use hyperllama_core::{SeqId, TokenId};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::backend::StepBackend;
+use crate::embed::{EmbedQueue, EmbedRequest, Embeddings, Job};
 use crate::llama::{ContextOptions, LlamaStepBackend, Model};
 use crate::Error;
 
@@ -58,7 +65,8 @@ pub struct EngineConfig {
     pub n_batch: usize,
     /// CPU threads llama.cpp may use.
     pub n_threads: usize,
-    /// Requests that may wait in the channel before `submit` reports overload.
+    /// Requests that may wait beyond the `max_seqs` that run at once before `submit` and
+    /// `embed` report overload.
     pub queue_capacity: usize,
 }
 
@@ -189,8 +197,31 @@ enum Command {
         constraint: Option<Box<Constraint>>,
         tx: UnboundedSender<Event>,
         submitted: Instant,
+        ticket: Ticket,
     },
+    Embed(Job),
     Shutdown,
+}
+
+/// A request's place in the engine: counted while it lives (see the module invariants).
+pub(crate) struct Ticket(Arc<AtomicUsize>);
+
+impl Ticket {
+    /// Takes a place when fewer than `limit` are taken.
+    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(count)))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A handle to a running engine; dropping it stops the engine thread (in-flight requests end
@@ -204,6 +235,7 @@ pub struct Engine {
     stats: Arc<Mutex<EngineStats>>,
     /// The constraint compiler for the model's vocabulary, built on first use.
     compiler: OnceLock<Result<ConstraintCompiler, ConstraintError>>,
+    in_engine: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -255,6 +287,7 @@ impl Engine {
             next_id: std::sync::atomic::AtomicU64::new(1),
             stats,
             compiler: OnceLock::new(),
+            in_engine: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -300,10 +333,8 @@ impl Engine {
                 ))
             }
         };
-        let id = SeqId(
-            self.next_id
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        );
+        let id = SeqId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let ticket = self.ticket()?;
         let (tx, rx) = unbounded_channel();
         let cmd = Command::Generate {
             id,
@@ -311,9 +342,58 @@ impl Engine {
             constraint,
             tx,
             submitted: Instant::now(),
+            ticket,
         };
+        self.send(cmd)?;
+        Ok(rx)
+    }
+
+    /// Queues an embedding request and returns the receiver of its answer: one vector per
+    /// input (see [`crate::embed`]). Dropping the receiver cancels it.
+    pub fn embed(
+        &self,
+        req: EmbedRequest,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Embeddings, Error>>, Error> {
+        if req.inputs.is_empty() {
+            return Err(Error::InvalidRequest("there is no input to embed".into()));
+        }
+        if let Some(bad) = req
+            .inputs
+            .iter()
+            .find(|i| i.is_empty() || i.len() > self.cfg.n_ctx)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "an input has {} tokens; embedding inputs need 1 to {} (the context length)",
+                bad.len(),
+                self.cfg.n_ctx
+            )));
+        }
+        let ticket = self.ticket()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::Embed(Job::new(req, tx, Instant::now(), ticket)))?;
+        Ok(rx)
+    }
+
+    /// Length of the model's embedding vectors.
+    pub fn embedding_length(&self) -> usize {
+        self.model.n_embd()
+    }
+
+    /// Requests in the engine now (queued or running, generations and embeddings).
+    pub fn n_requests(&self) -> usize {
+        self.in_engine.load(Ordering::Acquire)
+    }
+
+    fn ticket(&self) -> Result<Ticket, Error> {
+        let limit = self.cfg.max_seqs.saturating_add(self.cfg.queue_capacity);
+        Ticket::take(&self.in_engine, limit).ok_or(Error::Overloaded {
+            queued: self.cfg.queue_capacity,
+        })
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), Error> {
         match self.tx.try_send(cmd) {
-            Ok(()) => Ok(rx),
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(Error::Overloaded {
                 queued: self.cfg.queue_capacity,
             }),
@@ -338,6 +418,7 @@ struct Live {
     utf8: Utf8Stream,
     stop: StopMatcher,
     submitted: Instant,
+    _ticket: Ticket,
     first_scheduled: Option<Instant>,
     prompt_done: Option<Instant>,
     n_prompt: usize,
@@ -454,12 +535,21 @@ fn engine_thread(
         sched,
         live: HashMap::new(),
         n_steps: 0,
+        new_embeds: Vec::new(),
     };
+    let mut embeds = EmbedQueue::new(cfg.n_ctx, cfg.n_threads);
     loop {
-        if !state.intake(rx) {
+        let running = state.intake(rx, embeds.has_work());
+        for job in state.new_embeds.drain(..) {
+            embeds.push(job);
+        }
+        if !running {
             break;
         }
-        let step = catch_unwind(AssertUnwindSafe(|| state.step(model, &mut backend)));
+        let step = catch_unwind(AssertUnwindSafe(|| {
+            embeds.step(model);
+            state.step(model, &mut backend)
+        }));
         *stats.lock().unwrap_or_else(PoisonError::into_inner) = state.stats();
         match step {
             Ok(Ok(())) => {}
@@ -474,12 +564,15 @@ fn engine_thread(
         }
     }
     state.fail_all("the engine is shutting down");
+    embeds.fail_all("the engine is shutting down");
 }
 
 struct LoopState {
     sched: Scheduler,
     live: HashMap<SeqId, Live>,
     n_steps: u64,
+    /// Embedding requests taken by the last intake, for the embedding queue.
+    new_embeds: Vec<Job>,
 }
 
 impl LoopState {
@@ -495,9 +588,10 @@ impl LoopState {
         }
     }
 
-    /// Takes queued commands; blocks while there is nothing to do. Returns false to stop.
-    fn intake(&mut self, rx: &Receiver<Command>) -> bool {
-        if !self.sched.has_work() {
+    /// Takes queued commands; blocks while there is nothing to do (`embedding` says whether
+    /// embedding work is pending). Returns false to stop.
+    fn intake(&mut self, rx: &Receiver<Command>, embedding: bool) -> bool {
+        if !self.sched.has_work() && !embedding {
             match rx.recv() {
                 Ok(cmd) => {
                     if !self.accept(cmd) {
@@ -515,21 +609,28 @@ impl LoopState {
                     }
                 }
                 Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return self.sched.has_work(),
+                Err(TryRecvError::Disconnected) => {
+                    return self.sched.has_work() || embedding || !self.new_embeds.is_empty()
+                }
             }
         }
     }
 
     fn accept(&mut self, cmd: Command) -> bool {
-        let (id, req, constraint, tx, submitted) = match cmd {
+        let (id, req, constraint, tx, submitted, ticket) = match cmd {
             Command::Shutdown => return false,
+            Command::Embed(job) => {
+                self.new_embeds.push(job);
+                return true;
+            }
             Command::Generate {
                 id,
                 req,
                 constraint,
                 tx,
                 submitted,
-            } => (id, req, constraint, tx, submitted),
+                ticket,
+            } => (id, req, constraint, tx, submitted, ticket),
         };
         let n_prompt = req.prompt.len();
         let spec = SeqSpec {
@@ -550,6 +651,7 @@ impl LoopState {
                 utf8: Utf8Stream::new(),
                 stop: StopMatcher::new(req.stop),
                 submitted,
+                _ticket: ticket,
                 first_scheduled: None,
                 prompt_done: None,
                 n_prompt,

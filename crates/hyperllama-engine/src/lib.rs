@@ -14,11 +14,13 @@
 
 pub mod backend;
 pub mod chat;
+pub mod embed;
 pub mod engine;
 mod error;
 pub mod hardware;
 pub mod llama;
 
+pub use embed::{EmbedRequest, Embeddings};
 pub use engine::{
     Alternative, Completion, Engine, EngineConfig, EngineStats, Event, GenerateRequest,
     TokenLogprob,

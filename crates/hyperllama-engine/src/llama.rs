@@ -7,6 +7,9 @@
 //! One context per loaded model, with a *unified* KV cache: all sequences share one pool of
 //! `n_ctx` cells (no fixed per-slot split), and sequence ids are the scheduler's slots.
 //!
+//! Embeddings use a second context of the same model ([`EmbedContext`]) with embeddings on
+//! and a pooling type; see `crate::embed` for who owns it and when it runs.
+//!
 //! # Invariants
 //! - llama.cpp's global backend is initialised exactly once per process ([`llama_backend`]).
 //! - A file reaches llama.cpp only after our own GGUF reader accepted its header, so a file
@@ -23,7 +26,7 @@ use hyperllama_core::constraint::{Vocabulary, SPECIAL_TOKEN_MARKER};
 use hyperllama_core::sched::StepPlan;
 use hyperllama_core::{SlotId, TokenId};
 use hyperllama_models::gguf;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -206,6 +209,24 @@ impl Model {
         }
     }
 
+    /// Length of the embedding vectors the model produces (`n_embd_out`).
+    pub fn n_embd(&self) -> usize {
+        usize::try_from(self.inner.n_embd_out()).unwrap_or(0)
+    }
+
+    /// The pooling the GGUF asks for (`{arch}.pooling_type`), when it names one that yields
+    /// one vector per sequence (mean, CLS or last token).
+    pub fn pooling(&self) -> Option<Pooling> {
+        let key = format!("{}.pooling_type", self.info.architecture);
+        let value = self.inner.meta_val_str(&key).ok()?;
+        match value.trim().parse::<i32>().ok()? {
+            1 => Some(Pooling::Mean),
+            2 => Some(Pooling::Cls),
+            3 => Some(Pooling::Last),
+            _ => None,
+        }
+    }
+
     /// Detokenizes a whole sequence (lossy on invalid UTF-8).
     pub fn detokenize(&self, tokens: &[TokenId]) -> String {
         let mut bytes = Vec::new();
@@ -337,5 +358,128 @@ impl StepBackend for LlamaStepBackend<'_> {
 
     fn capabilities(&self) -> Capabilities {
         self.caps.clone()
+    }
+}
+
+/// How the token vectors of one sequence become its embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean of all token vectors.
+    Mean,
+    /// The first token's vector.
+    Cls,
+    /// The last token's vector.
+    Last,
+}
+
+/// Settings of an [`EmbedContext`].
+#[derive(Clone, Debug)]
+pub struct EmbedOptions {
+    /// Most tokens of one input, and most tokens of one decode (all inputs together).
+    pub n_ctx: usize,
+    /// Most inputs in one decode (sequence ids).
+    pub n_seq_max: usize,
+    /// CPU threads for computation.
+    pub n_threads: usize,
+    /// How token vectors are pooled.
+    pub pooling: Pooling,
+}
+
+/// A llama.cpp context of a model with embeddings on: each decode computes one pooled vector
+/// per input. Its KV cache is cleared before every decode, so decodes are independent.
+///
+/// One decode is one ubatch (`n_ubatch = n_batch = n_ctx`): pooling is computed per ubatch,
+/// so an input split across two ubatches would get a wrong vector.
+pub struct EmbedContext<'m> {
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    opts: EmbedOptions,
+}
+
+impl<'m> EmbedContext<'m> {
+    /// Creates the context for `model`.
+    pub fn new(model: &'m Model, opts: &EmbedOptions) -> Result<Self, Error> {
+        let n_ctx = u32::try_from(opts.n_ctx.max(1)).unwrap_or(u32::MAX);
+        let threads = i32::try_from(opts.n_threads.max(1)).unwrap_or(1);
+        let pooling = match opts.pooling {
+            Pooling::Mean => LlamaPoolingType::Mean,
+            Pooling::Cls => LlamaPoolingType::Cls,
+            Pooling::Last => LlamaPoolingType::Last,
+        };
+        let n_seq_max =
+            u32::try_from(opts.n_seq_max.clamp(1, crate::engine::MAX_SLOTS)).unwrap_or(1);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(n_ctx)
+            .with_n_ubatch(n_ctx)
+            .with_n_seq_max(n_seq_max)
+            .with_kv_unified(true)
+            .with_embeddings(true)
+            .with_pooling_type(pooling)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let ctx = model
+            .inner
+            .new_context(llama_backend(), params)
+            .map_err(|e| Error::ContextCreate {
+                n_ctx,
+                reason: e.to_string(),
+            })?;
+        let mut opts = opts.clone();
+        opts.n_ctx = opts
+            .n_ctx
+            .min(ctx.n_batch() as usize)
+            .min(ctx.n_ubatch() as usize);
+        opts.n_seq_max = n_seq_max as usize;
+        Ok(Self {
+            ctx,
+            batch: LlamaBatch::new(opts.n_ctx, 1),
+            opts,
+        })
+    }
+
+    /// The settings in effect (`n_ctx` as llama.cpp granted it).
+    pub fn options(&self) -> &EmbedOptions {
+        &self.opts
+    }
+
+    /// Embeds `inputs` in one decode: at most `n_seq_max` inputs of together at most `n_ctx`
+    /// tokens, none empty. Returns one raw (unnormalized) vector per input.
+    pub fn embed(&mut self, inputs: &[&[TokenId]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let total: usize = inputs.iter().map(|i| i.len()).sum();
+        if inputs.is_empty()
+            || inputs.len() > self.opts.n_seq_max
+            || total > self.opts.n_ctx
+            || inputs.iter().any(|i| i.is_empty())
+        {
+            return Err(BackendError::InvalidBatch);
+        }
+        self.ctx.clear_kv_cache();
+        self.batch.clear();
+        for (seq, tokens) in inputs.iter().enumerate() {
+            let seq = [seq as i32];
+            for (pos, &token) in tokens.iter().enumerate() {
+                self.batch
+                    .add(LlamaToken(token as i32), pos as i32, &seq, true)
+                    .map_err(|_| BackendError::InvalidBatch)?;
+            }
+        }
+        let decoded = self.ctx.decode(&mut self.batch).map_err(|e| match e {
+            DecodeError::NoKvCacheSlot => BackendError::NoKvSlot,
+            DecodeError::NTokensZero => BackendError::InvalidBatch,
+            DecodeError::Unknown(code) => BackendError::from_decode_code(code),
+        });
+        let vectors = decoded.and_then(|()| {
+            (0..inputs.len())
+                .map(|seq| {
+                    self.ctx
+                        .embeddings_seq_ith(seq as i32)
+                        .map(<[f32]>::to_vec)
+                        .map_err(|_| BackendError::Fatal(-1))
+                })
+                .collect()
+        });
+        self.ctx.clear_kv_cache();
+        vectors
     }
 }

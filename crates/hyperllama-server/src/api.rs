@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod blobs;
 pub mod create;
+pub mod embed;
 pub mod ollama;
 pub mod openai;
 pub mod pull;

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use hyperllama_models::pull::PullConfig;
 
+use crate::guard::ApiKey;
+
 /// Everything the server needs to know at start-up.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -41,6 +43,9 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// How `/api/pull` reaches registries (base URLs, `insecure`, retries).
     pub pull: PullConfig,
+    /// When set, every request except `GET /` and `HEAD /` needs `Authorization: Bearer
+    /// <key>` (`HYPERLLAMA_API_KEY`; Ollama has no such key, so the default is none).
+    pub api_key: Option<ApiKey>,
 }
 
 impl ServerConfig {
@@ -58,6 +63,7 @@ impl ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             allowed_origins: Vec::new(),
             pull: PullConfig::default(),
+            api_key: None,
         }
     }
 }

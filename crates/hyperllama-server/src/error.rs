@@ -25,6 +25,10 @@ use serde_json::{json, Value};
 pub enum ErrorKind {
     /// The request is malformed or asks for something impossible (400).
     BadRequest,
+    /// The request carries no valid API key (401).
+    Unauthorized,
+    /// The request is refused: a disallowed `Origin` or `Host` (403).
+    Forbidden,
     /// The model (or another named thing) does not exist (404).
     NotFound,
     /// The body is larger than the limit (413).
@@ -40,6 +44,8 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -51,6 +57,8 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "invalid_request_error",
+            ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::Forbidden => "permission_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::Overloaded => "overloaded_error",

@@ -19,6 +19,8 @@ pub mod api;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod guard;
+pub mod metrics;
 pub mod native;
 pub mod options;
 pub mod residency;

@@ -36,6 +36,7 @@ use hyperllama_models::template::ChatMessage;
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorKind};
+use crate::metrics::Metrics;
 use crate::options::{GenerateOptions, KeepAlive};
 use crate::residency::{Lease, LoadedModel, Residency};
 use crate::think::{ThinkPiece, ThinkSplitter};
@@ -237,6 +238,9 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         started,
         n_prompt_tokens,
         pending_text: None,
+        metrics: std::sync::Arc::clone(residency.metrics()),
+        model: stored_name.display_shortest(),
+        last_token: None,
     };
     let events = futures_util::stream::unfold(Some(state), next_event);
     let events: EventStream = if parser.is_passthrough() {
@@ -329,6 +333,11 @@ struct StreamState {
     n_prompt_tokens: usize,
     /// A token's text, sent right after its log-probabilities.
     pending_text: Option<String>,
+    metrics: std::sync::Arc<Metrics>,
+    /// The model's name for metrics and logs.
+    model: String,
+    /// When the last token arrived.
+    last_token: Option<Instant>,
 }
 
 async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<StreamState>)> {
@@ -338,20 +347,41 @@ async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<S
     }
     loop {
         match s.rx.recv().await {
-            Some(Event::Token {
-                text,
-                logprobs: Some(lp),
-                ..
-            }) => {
-                s.pending_text = Some(text).filter(|t| !t.is_empty());
-                return Some((NativeEvent::Logprobs(vec![*lp]), Some(s)));
+            Some(Event::Token { text, logprobs, .. }) => {
+                let now = Instant::now();
+                match s.last_token.replace(now) {
+                    Some(last) => s.metrics.record_inter_token(now - last),
+                    None => s.metrics.record_first_token(now - s.started),
+                }
+                if let Some(lp) = logprobs {
+                    s.pending_text = Some(text).filter(|t| !t.is_empty());
+                    return Some((NativeEvent::Logprobs(vec![*lp]), Some(s)));
+                }
+                if !text.is_empty() {
+                    return Some((NativeEvent::Text(text), Some(s)));
+                }
             }
-            Some(Event::Token { text, .. } | Event::Text(text)) => {
+            Some(Event::Text(text)) => {
                 if !text.is_empty() {
                     return Some((NativeEvent::Text(text), Some(s)));
                 }
             }
             Some(Event::Done(completion)) => {
+                s.metrics.record_generation(
+                    &s.model,
+                    completion.n_prompt,
+                    completion.n_cached,
+                    completion.n_eval,
+                );
+                tracing::info!(
+                    model = %s.model,
+                    prompt_eval_count = completion.n_prompt,
+                    cached_prompt_tokens = completion.n_cached,
+                    eval_count = completion.n_eval,
+                    done_reason = completion.reason.as_str(),
+                    total_ms = s.started.elapsed().as_secs_f64() * 1e3,
+                    "generation finished"
+                );
                 let done = Done {
                     reason: completion.reason,
                     n_prompt_tokens: s.n_prompt_tokens,

@@ -12,6 +12,9 @@
 //! A request whose context length differs from the resident engine's reloads that model
 //! only.
 //!
+//! The residency also carries the server's [`Metrics`]: every request that uses a model
+//! passes through it, and it knows the engines whose load the metrics report.
+//!
 //! # Invariants
 //! - At most one entry per model (keyed by its case-folded name); an entry's engine is
 //!   loaded at most once.
@@ -34,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::options::KeepAlive;
 
 /// A model loaded into an engine.
@@ -119,6 +123,7 @@ struct Inner {
     entries: Mutex<HashMap<String, Entry>>,
     notify: Arc<Notify>,
     next_generation: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Inner {
@@ -229,6 +234,7 @@ impl Residency {
             entries: Mutex::new(HashMap::new()),
             notify: Arc::clone(&notify),
             next_generation: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::default()),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(reaper(Arc::downgrade(&inner), notify));
@@ -415,6 +421,30 @@ impl Residency {
         list.into_iter().map(|(_, m)| m).collect()
     }
 
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The load of every loaded model's engine, by model name.
+    pub fn engine_loads(&self) -> Vec<EngineLoad> {
+        let entries = self.inner.lock();
+        let mut loads: Vec<EngineLoad> = entries
+            .values()
+            .filter_map(|e| {
+                let m = e.cell.get()?;
+                let engine = m.engine()?;
+                Some(EngineLoad {
+                    model: m.resolved.name.display_shortest(),
+                    stats: engine.stats(),
+                    n_requests: engine.n_requests(),
+                })
+            })
+            .collect();
+        loads.sort_by(|a, b| a.model.cmp(&b.model));
+        loads
+    }
+
     /// The engine statistics of `name`, when it is loaded.
     pub fn engine_stats(&self, name: &ModelName) -> Option<EngineStats> {
         let key = name.case_folded().to_string();
@@ -422,6 +452,17 @@ impl Residency {
         let m = entries.get(&key)?.cell.get()?;
         m.engine().map(Engine::stats)
     }
+}
+
+/// One loaded model's engine load, for the metrics.
+#[derive(Clone, Debug)]
+pub struct EngineLoad {
+    /// The model's name (shortest form).
+    pub model: String,
+    /// The engine's statistics after its last step.
+    pub stats: EngineStats,
+    /// Requests in the engine (queued or running).
+    pub n_requests: usize,
 }
 
 fn same_digest(e: &Entry, resolved: &ResolvedModel) -> bool {

@@ -5,19 +5,22 @@
 //!   (copy, delete) update the index themselves.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use hyperllama_models::pull::Puller;
 use hyperllama_models::registry::Registry;
 use hyperllama_models::store::Store;
-use tower_http::trace::TraceLayer;
 
-use crate::api::{blobs, create, ollama, openai, pull};
+use crate::api::{blobs, create, embed, ollama, openai, pull};
 use crate::config::ServerConfig;
 use crate::error::Error;
+use crate::guard::{self, GuardConfig};
+use crate::metrics;
 use crate::residency::Residency;
 
 /// Everything handlers share. Cheap to clone.
@@ -93,15 +96,26 @@ impl AppState {
     }
 }
 
-/// The whole HTTP app.
+/// The whole HTTP app, without the `Host` check (which needs the listening address: see
+/// [`serve`]).
 pub fn router(state: AppState) -> Router {
+    app(state, None)
+}
+
+/// The app for a server listening on `local_addr`. Middleware, outermost first: metrics and
+/// request log, origin and host checks, CORS, API key, body limit.
+fn app(state: AppState, local_addr: Option<SocketAddr>) -> Router {
     let limit = state.config().max_body_bytes;
     let cors = crate::cors::layer(state.config().allowed_origins.clone());
+    let guard = Arc::new(GuardConfig::new(state.config(), local_addr));
+    let metrics = Arc::clone(state.residency().metrics());
     Router::new()
         .route("/", get(ollama::root).head(ollama::root))
         .route("/api/version", get(ollama::version).head(ollama::version))
         .route("/api/generate", post(ollama::generate))
         .route("/api/chat", post(ollama::chat))
+        .route("/api/embed", post(embed::embed))
+        .route("/api/embeddings", post(embed::embeddings))
         .route("/api/tags", get(ollama::tags).head(ollama::tags))
         .route("/api/show", post(ollama::show))
         .route("/api/ps", get(ollama::ps))
@@ -112,11 +126,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pull", post(pull::pull))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(embed::openai_embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
+        .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(from_fn_with_state(Arc::clone(&guard), guard::api_key))
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
+        .layer(from_fn_with_state(guard, guard::origin_and_host))
+        .layer(from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }
 
@@ -128,7 +146,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let residency = state.residency().clone();
-    let served = axum::serve(listener, router(state))
+    let local_addr = listener.local_addr().ok();
+    let served = axum::serve(listener, app(state, local_addr))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(Error::Serve);
