@@ -30,7 +30,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::ids::{SeqId, SlotId, TokenId};
 use crate::kv::{block_hash, BlockId, KvPool};
 
+mod pacing;
 mod plan;
+pub use pacing::Pacer;
 pub use plan::{
     AdmissionError, FinishReason, KvCopy, PlanItem, SchedulerConfig, SeqEvent, SeqSpec, StepPlan,
 };
@@ -76,6 +78,8 @@ pub struct Scheduler {
     to_clear: Vec<SlotId>,
     clock: u64,
     n_preemptions: u64,
+    /// Most prompt tokens computed in a step that also decodes (see [`Self::set_prefill_cap`]).
+    prefill_cap: usize,
 }
 
 impl Scheduler {
@@ -98,6 +102,7 @@ impl Scheduler {
             running: Vec::new(),
             cache: HashMap::new(),
             free_slots,
+            prefill_cap: usize::MAX,
             to_clear: Vec::new(),
             clock: 0,
             n_preemptions: 0,
@@ -207,6 +212,20 @@ impl Scheduler {
         self.seqs.get(&id).map(|s| s.tokens.as_slice())
     }
 
+    /// Limits the prompt tokens (prefill chunks, admissions, recomputation) planned in a step
+    /// in which some sequence decodes, so that a long prompt arriving cannot stall everyone's
+    /// next token for long: its chunks interleave with their decode steps. Steps without a
+    /// decoding sequence still fill the whole budget. At least 1; the engine sets it from the
+    /// measured cost of a token of prompt against a decode step.
+    pub fn set_prefill_cap(&mut self, n: usize) {
+        self.prefill_cap = n.max(1);
+    }
+
+    /// The current limit of [`Self::set_prefill_cap`].
+    pub fn prefill_cap(&self) -> usize {
+        self.prefill_cap
+    }
+
     /// Drops every cache entry (their slots are cleared at the next step).
     pub fn clear_cache(&mut self) {
         let slots: Vec<SlotId> = self.cache.keys().copied().collect();
@@ -223,6 +242,17 @@ impl Scheduler {
         let mut copies = Vec::new();
         let mut pinned: HashSet<SlotId> = HashSet::new();
 
+        // Prompt tokens this step may compute: capped while others wait for a decode token.
+        let decoding = self.running.iter().any(|id| {
+            let s = &self.seqs[id];
+            s.tokens.len() - s.n_computed == 1
+        });
+        let mut prefill_left = if decoding {
+            self.prefill_cap
+        } else {
+            usize::MAX
+        };
+
         // 1. Running sequences, oldest first: decode tokens and unfinished prompt chunks.
         let mut idx = 0;
         while idx < self.running.len() {
@@ -231,7 +261,12 @@ impl Scheduler {
                 let s = &self.seqs[&id];
                 (s.tokens.len() - s.n_computed, s.n_computed)
             };
-            let n = remaining.min(budget);
+            let is_prefill = remaining > 1;
+            let n = if is_prefill {
+                remaining.min(budget).min(prefill_left)
+            } else {
+                remaining.min(budget)
+            };
             if n == 0 {
                 idx += 1;
                 continue;
@@ -250,11 +285,14 @@ impl Scheduler {
             }
             items.push(self.plan_item(id, n));
             budget -= n;
+            if is_prefill {
+                prefill_left -= n;
+            }
             idx += 1;
         }
 
         // 2. Admit waiting sequences, first come first served, while their prompt fits.
-        while budget > 0 && self.running.len() < self.cfg.max_seqs {
+        while budget > 0 && prefill_left > 0 && self.running.len() < self.cfg.max_seqs {
             let Some(&id) = self.waiting.front() else {
                 break;
             };
@@ -287,7 +325,7 @@ impl Scheduler {
                 s.n_computed = n_shared;
                 s.n_cached = n_shared;
             }
-            let n = (n_tokens - n_shared).min(budget);
+            let n = (n_tokens - n_shared).min(budget).min(prefill_left);
             if !self.reserve(id, n_shared + n, &pinned) {
                 // Cannot happen after the check above; undo rather than corrupt the ledger.
                 self.unadmit(id);
@@ -307,6 +345,7 @@ impl Scheduler {
             self.running.push(id);
             items.push(self.plan_item(id, n));
             budget -= n;
+            prefill_left = prefill_left.saturating_sub(n);
         }
 
         StepPlan {

@@ -31,7 +31,7 @@ use hyperllama_core::constraint::{
 };
 use hyperllama_core::logprobs::{token_logprobs, TokenLogprobs, MAX_TOP_LOGPROBS};
 use hyperllama_core::sampling::{Sampler, SamplingParams};
-use hyperllama_core::sched::{FinishReason, Scheduler, SchedulerConfig, SeqEvent, SeqSpec};
+use hyperllama_core::sched::{FinishReason, Pacer, Scheduler, SchedulerConfig, SeqEvent, SeqSpec};
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
 use hyperllama_core::utf8::Utf8Stream;
 use hyperllama_core::{SeqId, TokenId};
@@ -535,6 +535,7 @@ fn engine_thread(
         sched,
         live: HashMap::new(),
         n_steps: 0,
+        pacer: Pacer::new(MIN_PREFILL_CHUNK, cfg.n_batch, PREFILL_RATIO),
         new_embeds: Vec::new(),
     };
     let mut embeds = EmbedQueue::new(cfg.n_ctx, cfg.n_threads);
@@ -567,10 +568,18 @@ fn engine_thread(
     embeds.fail_all("the engine is shutting down");
 }
 
+/// The smallest prompt chunk beside decoding sequences (smaller ones waste the batch).
+const MIN_PREFILL_CHUNK: usize = 16;
+/// A step's prompt tokens may cost about this many decode steps (see [`Pacer`]): a step with a
+/// chunk then takes about twice a plain decode step.
+const PREFILL_RATIO: f64 = 1.0;
+
 struct LoopState {
     sched: Scheduler,
     live: HashMap<SeqId, Live>,
     n_steps: u64,
+    /// Learns step costs; sets the scheduler's prefill cap after every step.
+    pacer: Pacer,
     /// Embedding requests taken by the last intake, for the embedding queue.
     new_embeds: Vec<Job>,
 }
@@ -689,7 +698,21 @@ impl LoopState {
             }
         }
         self.n_steps += 1;
-        if let Err(e) = backend.execute(&plan) {
+        let started = Instant::now();
+        let executed = backend.execute(&plan);
+        let (n_decode, n_prefill) = plan.items.iter().fold((0, 0), |(d, p), i| {
+            if i.tokens.len() == 1 {
+                (d + 1, p)
+            } else {
+                (d, p + i.tokens.len())
+            }
+        });
+        if executed.is_ok() {
+            self.pacer
+                .observe(n_decode, n_prefill, started.elapsed().as_secs_f64());
+            self.sched.set_prefill_cap(self.pacer.prefill_cap());
+        }
+        if let Err(e) = executed {
             if e.is_retryable() {
                 tracing::debug!(error = %e, "step had no effect; preempting and retrying");
                 self.sched.abandon(&plan);

@@ -132,7 +132,18 @@ thread_local! {
 
 /// Runs requests to completion; `arrivals[i]` is the step at which request i is added.
 fn run_all(cfg: SchedulerConfig, reqs: &[SeqSpec], arrivals: &[usize]) -> (Outputs, Scheduler) {
+    run_all_capped(cfg, reqs, arrivals, usize::MAX)
+}
+
+/// [`run_all`] with a prefill cap; asserts every plan respects it.
+fn run_all_capped(
+    cfg: SchedulerConfig,
+    reqs: &[SeqSpec],
+    arrivals: &[usize],
+    cap: usize,
+) -> (Outputs, Scheduler) {
     let mut sched = Scheduler::new(cfg.clone());
+    sched.set_prefill_cap(cap);
     let mut backend = FakeBackend::new(cfg.n_kv_cells);
     let mut outputs: HashMap<SeqId, (Vec<TokenId>, Option<FinishReason>)> = HashMap::new();
     let mut step = 0;
@@ -150,6 +161,25 @@ fn run_all(cfg: SchedulerConfig, reqs: &[SeqSpec], arrivals: &[usize]) -> (Outpu
         }
         let plan = sched.schedule();
         sched.check_invariants();
+        // A decode item: one token of a sequence that has produced output already.
+        let is_decode = |i: &PlanItem| {
+            i.tokens.len() == 1 && outputs.get(&i.seq).is_some_and(|o| !o.0.is_empty())
+        };
+        let n_decoding = plan.items.iter().filter(|i| is_decode(i)).count();
+        // Single tokens (a decode, or a prompt's last token) cost a decode token; the cap
+        // bounds the chunks.
+        let n_prefill: usize = plan
+            .items
+            .iter()
+            .filter(|i| i.tokens.len() > 1)
+            .map(|i| i.tokens.len())
+            .sum();
+        if n_decoding > 0 {
+            assert!(
+                n_prefill <= cap,
+                "{n_prefill} prompt tokens beside decoding, cap {cap}"
+            );
+        }
         let sampled = backend.execute(&plan, sched.config());
         for ev in sched.commit(&plan, &sampled) {
             match ev {
@@ -237,6 +267,30 @@ fn long_prompt_is_chunked_and_decoders_keep_going() {
         assert!(plan.n_tokens() <= 16);
     }
     assert_eq!(chunks, vec![15, 15, 10]);
+}
+
+#[test]
+fn the_prefill_cap_interleaves_a_long_prompt_with_decoding() {
+    let mut sched = Scheduler::new(test_config(64, 4, 256));
+    sched.set_prefill_cap(8);
+    let mut backend = FakeBackend::new(256);
+    sched.add(spec(1, vec![1, 2, 3], 30)).expect("fits");
+    // Alone, a prompt fills the whole budget.
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert_eq!(plan.n_tokens(), 3);
+    sched.add(spec(2, vec![7; 40], 1)).expect("fits");
+    let mut chunks = Vec::new();
+    while chunks.iter().sum::<usize>() < 40 {
+        let (plan, _) = step(&mut sched, &mut backend);
+        assert!(plan
+            .items
+            .iter()
+            .any(|i| i.seq == SeqId(1) && i.tokens.len() == 1));
+        if let Some(long) = plan.items.iter().find(|i| i.seq == SeqId(2)) {
+            chunks.push(long.tokens.len());
+        }
+    }
+    assert_eq!(chunks, vec![8, 8, 8, 8, 8]);
 }
 
 #[test]
@@ -370,13 +424,14 @@ proptest! {
         extra_budget in 0usize..48,
         n_kv in 64usize..200,
         prefix_cache in any::<bool>(),
+        cap in prop_oneof![Just(usize::MAX), 1usize..24],
     ) {
         let mut rng = Rng::seed_from_u64(seed);
         let reqs = test_requests(&mut rng, n, 40);
         let arrivals: Vec<usize> = (0..n).map(|_| rng.next_u64() as usize % 8).collect();
         let mut cfg = test_config(max_seqs + extra_budget, max_seqs, n_kv);
         cfg.prefix_cache = prefix_cache;
-        let (out, mut sched) = run_all(cfg, &reqs, &arrivals);
+        let (out, mut sched) = run_all_capped(cfg, &reqs, &arrivals, cap);
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
         prop_assert!(!sched.has_work());
