@@ -16,6 +16,9 @@
 //!   returned `Ok`, at least one token is allowed.
 //! - Where the grammar allows end of generation, every end-of-generation token of the model is
 //!   allowed (models end turns with different tokens).
+//! - Numbers a JSON schema leaves unbounded are bounded before compiling (integers within
+//!   ±(2^53 - 1), other numbers within ±10^15 with at most four decimals), so that a model
+//!   cannot write digits forever; outputs still validate against the schema as given.
 //! - JSON is generated compactly (`", "` and `": "` separators, no free whitespace) unless the
 //!   schema's own `x-guidance` options say otherwise, so a small model cannot wander off into
 //!   endless whitespace.
@@ -153,8 +156,76 @@ impl ConstraintCompiler {
     }
 }
 
-/// Adds compact-JSON options to a schema that sets none.
+/// The largest integer a JSON number carries exactly (2^53 - 1), the bound given to integers
+/// a schema leaves unbounded.
+const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+/// Bound for the integer part of numbers a schema leaves unbounded.
+const MAX_NUMBER: f64 = 1e15;
+/// Decimals of numbers whose schema sets no `multipleOf`.
+const NUMBER_STEP: f64 = 0.0001;
+
+/// Bounds the numbers a schema leaves unbounded, so that a model cannot write digits forever
+/// (small models do, e.g. `"population": 1111111…`): integers within ±(2^53 - 1) (the range
+/// JSON numbers carry exactly anyway), other numbers within ±10^15 with at most four
+/// decimals. Tightening only removes values: every output still validates against the
+/// schema as given. Bounds are added only where they keep the schema satisfiable.
+fn bound_numbers(schema: &mut Value) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    let types: Vec<&str> = match map.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let (is_int, is_number) = (types.contains(&"integer"), types.contains(&"number"));
+    if is_int || is_number {
+        let bound = if is_int && !is_number {
+            MAX_SAFE_INTEGER as f64
+        } else {
+            MAX_NUMBER
+        };
+        let num = |m: &serde_json::Map<String, Value>, k: &str| m.get(k).and_then(Value::as_f64);
+        let lower = num(map, "minimum").or(num(map, "exclusiveMinimum"));
+        let upper = num(map, "maximum").or(num(map, "exclusiveMaximum"));
+        if upper.is_none() && lower.is_none_or(|l| l < bound) {
+            map.insert("maximum".into(), bound_value(bound, is_int && !is_number));
+        }
+        if lower.is_none() && upper.is_none_or(|u| u > -bound) {
+            map.insert("minimum".into(), bound_value(-bound, is_int && !is_number));
+        }
+        if is_number && !is_int && !map.contains_key("multipleOf") {
+            map.insert("multipleOf".into(), json!(NUMBER_STEP));
+        }
+    }
+    for key in ["properties", "$defs", "definitions", "patternProperties"] {
+        if let Some(Value::Object(children)) = map.get_mut(key) {
+            children.values_mut().for_each(bound_numbers);
+        }
+    }
+    for key in ["items", "additionalProperties", "contains"] {
+        if let Some(child) = map.get_mut(key) {
+            bound_numbers(child);
+        }
+    }
+    for key in ["prefixItems", "anyOf", "oneOf", "allOf"] {
+        if let Some(Value::Array(list)) = map.get_mut(key) {
+            list.iter_mut().for_each(bound_numbers);
+        }
+    }
+}
+
+fn bound_value(x: f64, integer: bool) -> Value {
+    if integer {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+/// Adds compact-JSON options to a schema that sets none, and bounds its numbers.
 fn compact(mut schema: Value) -> Value {
+    bound_numbers(&mut schema);
     if let Value::Object(map) = &mut schema {
         map.entry("x-guidance").or_insert_with(|| {
             json!({ "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " })
@@ -451,6 +522,44 @@ mod tests {
         assert!(text.starts_with("yes "), "{text}");
         assert!(gbnf_to_lark("answer ::= \"x\"").is_err(), "no root");
         assert!(gbnf_to_lark("root ::= \"x").is_err(), "unterminated");
+    }
+
+    #[test]
+    fn unbounded_numbers_end() {
+        // A "model" that would write ones forever.
+        let ones = |t: TokenId| {
+            if t == b'1' as TokenId {
+                5.0
+            } else {
+                -(t as f32) / 1000.0
+            }
+        };
+        for (schema, max_len) in [
+            (json!({ "type": "integer" }), 16),
+            (json!({ "type": "number" }), 21),
+            (
+                json!({ "type": "object", "properties": { "n": { "type": "integer" } }, "required": ["n"], "additionalProperties": false }),
+                30,
+            ),
+        ] {
+            let (text, ended) = generate(&ConstraintSpec::JsonSchema(schema.clone()), &ones);
+            assert!(ended, "{schema}: {text}");
+            assert!(text.len() <= max_len, "{schema}: {text}");
+            assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+        }
+        // Bounds the schema sets itself stay as they are.
+        let mut own = json!({ "type": "integer", "minimum": 10, "maximum": 99 });
+        bound_numbers(&mut own);
+        assert_eq!(
+            own,
+            json!({ "type": "integer", "minimum": 10, "maximum": 99 })
+        );
+        let mut big = json!({ "type": "integer", "minimum": 1e17 });
+        bound_numbers(&mut big);
+        assert!(
+            big.get("maximum").is_none(),
+            "would be unsatisfiable: {big}"
+        );
     }
 
     #[test]

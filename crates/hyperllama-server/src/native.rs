@@ -169,11 +169,43 @@ pub async fn load_only(
     keep_alive: Option<KeepAlive>,
 ) -> Result<Duration, ApiError> {
     let name = parse_model_name(model)?;
+    check_num_ctx(residency, &name, options.num_ctx)
+        .await
+        .map_err(as_written(model))?;
     let lease = residency
         .acquire(&name, options.num_ctx, keep_alive)
         .await
         .map_err(as_written(model))?;
     Ok(lease.load_duration)
+}
+
+/// A `num_ctx` above the context length the model was trained with is refused (llama.cpp
+/// would extrapolate positions it never saw, and the answers degrade silently).
+async fn check_num_ctx(
+    residency: &Residency,
+    name: &ModelName,
+    num_ctx: Option<usize>,
+) -> Result<(), ApiError> {
+    let Some(n) = num_ctx else {
+        return Ok(());
+    };
+    let resolved = residency.resolve(name).await?;
+    let path = resolved.model_path.clone();
+    let trained = tokio::task::spawn_blocking(move || {
+        hyperllama_models::gguf::read_file(&path)
+            .ok()
+            .and_then(|f| f.context_length())
+    })
+    .await
+    .ok()
+    .flatten();
+    match trained {
+        Some(t) if n as u64 > t => Err(ApiError::bad_request(format!(
+            "num_ctx {n} is larger than the {t} tokens {} was trained with",
+            resolved.name.display_shortest()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Unloads the model (Ollama's empty prompt with `keep_alive: 0`); 404 when not in the store.
@@ -188,6 +220,9 @@ pub async fn unload(residency: &Residency, model: &str) -> Result<(), ApiError> 
 pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Generation, ApiError> {
     let started = Instant::now();
     let name = parse_model_name(&req.model)?;
+    check_num_ctx(residency, &name, req.options.num_ctx)
+        .await
+        .map_err(as_written(&req.model))?;
     let lease = residency
         .acquire(&name, req.options.num_ctx, req.keep_alive)
         .await

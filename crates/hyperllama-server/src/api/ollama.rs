@@ -12,6 +12,11 @@
 //! template's `enable_thinking`; reasoning comes back as `message.thinking` (`thinking` on
 //! `/api/generate`), streamed before the content.
 //!
+//! Structured output: `format` (`"json"` or a JSON schema) is enforced token by token (never
+//! just asked for in the prompt), and so is our `grammar` extension (GBNF or Lark).
+//! `logprobs` with `top_logprobs` (0 to 20) add `logprobs: [{token, logprob, bytes,
+//! top_logprobs}]` to the chunks that carry the tokens' text.
+//!
 //! # Invariants
 //! - Errors are Ollama's `{"error": "..."}`, also as the last line of a failed stream.
 

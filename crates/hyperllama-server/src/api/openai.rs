@@ -16,6 +16,14 @@
 //! `index`, one complete call per delta. A thinking model's reasoning comes back as
 //! `reasoning_content` (vLLM's and llama-server's field); `reasoning_effort` is ignored.
 //!
+//! Structured output: `response_format` `json_object` (any JSON object) or `json_schema`
+//! (always enforced, `strict` or not), or the `grammar` extension (llama.cpp's GBNF, or
+//! llguidance's Lark); see [`crate::structured`]. `logprobs` (chat: `true` with
+//! `top_logprobs` 0 to 20; completions: 0 to 5) are the model's raw log-probabilities. `n`
+//! (1 to 16) runs the choices as separate sequences in the same batches (they share the
+//! prompt's KV through the prefix cache); choice `i` samples with seed `seed + i`; usage
+//! counts the prompt once.
+//!
 //! # Invariants
 //! - Errors are OpenAI's error object, also as the last `data:` event of a failed stream
 //!   (which then ends without `[DONE]`).
