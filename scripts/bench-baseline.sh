@@ -229,87 +229,31 @@ out, runs_file, provenance, models_dir, quick, num_ctx, np_, threads = sys.argv[
 # (ms, long-prompt: the streams that decode while the long prompt is prefilled).
 # It accepts several spellings; adapt the candidate names when the other side's names settle.
 def metrics(doc):
-    WORKLOADS = ("single", "sweep", "shared-prefix", "multi-turn", "long-prompt")
-    NAME = ("workload", "name", "kind")
-    CONC = ("concurrency", "clients", "parallel")
-    THROUGHPUT = ("output_tokens_per_s", "output_tok_per_s", "output_tok_s", "throughput_tok_s",
-                  "tokens_per_second", "tok_per_s", "throughput")
-    TTFT = ("ttft_ms", "ttft")
-    ITL = ("itl_ms", "itl", "inter_token_ms", "inter_token_latency_ms")
-    LEVELS = ("levels", "points", "by_concurrency", "results")
-    TURNS = ("turns", "by_turn", "per_turn")
-    DECODERS = ("decoders", "decoder", "background", "decode_streams")
-
-    def num(x):
-        return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
-
-    def first(d, keys):
-        for k in keys:
-            if isinstance(d, dict) and k in d:
-                return d[k]
-        return None
-
-    def pct(d, keys, p):
-        # {"ttft_ms": {"p50": ..}}, {"ttft_ms_p50": ..}, {"ttft_p50_ms": ..} or {"p50_ttft_ms": ..}
-        if not isinstance(d, dict):
-            return None
-        v = first(d, keys)
-        if isinstance(v, dict):
-            return num(first(v, (p, p.upper(), f"{p}_ms")))
-        for k in keys:
-            base = k[:-3] if k.endswith("_ms") else k
-            for name in (f"{k}_{p}", f"{base}_{p}", f"{base}_{p}_ms", f"{p}_{k}"):
-                if name in d:
-                    return num(d[name])
-        return None
-
-    def median_ttft(d):
-        return pct(d, TTFT, "p50") if pct(d, TTFT, "p50") is not None else num(first(d, TTFT))
-
-    def basic(r):
-        t = first(r, THROUGHPUT)
-        if isinstance(t, dict):
-            t = first(t, ("output_tok_s", "output", "tokens_per_s", "value"))
-        return {"throughput": num(t), "ttft_p50": pct(r, TTFT, "p50"),
-                "itl_p50": pct(r, ITL, "p50"), "itl_p99": pct(r, ITL, "p99")}
-
-    def results(node):  # every dict that names a workload
-        if isinstance(node, dict):
-            if first(node, NAME) in WORKLOADS:
-                yield node
-            else:
-                for v in node.values():
-                    yield from results(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from results(v)
-
+    """Reads one `hyperllama bench --json` file (format hyperllama-bench/1): a list of
+    results, one per workload (one per level for the sweep), with ttft_ms/itl_ms
+    percentiles and workload-specific extras."""
     found = {}
-    for r in results(doc):
-        name = first(r, NAME)
+    for r in doc.get("results", []):
+        name = r.get("workload")
+        extras = r.get("extras") or {}
+        m = {
+            "throughput": r.get("output_tok_s"),
+            "ttft_p50": (r.get("ttft_ms") or {}).get("p50"),
+            "itl_p50": (r.get("itl_ms") or {}).get("p50"),
+            "itl_p99": (r.get("itl_ms") or {}).get("p99"),
+            "errors": r.get("errors"),
+        }
         if name == "sweep":
-            levels = first(r, LEVELS)
-            for lv in levels if isinstance(levels, list) else [r]:
-                c = num(first(lv, CONC))
-                if c is not None:
-                    found[f"sweep@{int(c)}"] = basic(lv)
+            found[f"sweep@{r.get('concurrency')}"] = m
             continue
-        m = basic(r)
         if name == "multi-turn":
-            turns = first(r, TURNS)
-            if isinstance(turns, list) and len(turns) >= 2:
-                m["turn1_ttft"], m["turn2_ttft"] = median_ttft(turns[0]), median_ttft(turns[1])
-            for i in (1, 2):
-                if m.get(f"turn{i}_ttft") is None and isinstance(turns, dict):
-                    t = first(turns, (str(i), f"turn{i}", f"turn_{i}"))
-                    m[f"turn{i}_ttft"] = num(t) if num(t) is not None else median_ttft(t)
-                for k in (f"turn{i}_ttft_ms", f"turn_{i}_ttft_ms", f"ttft_turn{i}_ms", f"turn{i}_ttft"):
-                    if m.get(f"turn{i}_ttft") is None and k in r:
-                        m[f"turn{i}_ttft"] = num(r[k]) if num(r[k]) is not None else median_ttft({"ttft": r[k]})
+            m["turn1_ttft"] = extras.get("ttft_turn1_ms")
+            m["turn2_ttft"] = extras.get("ttft_turn2_ms")
         if name == "long-prompt":
-            dec = first(r, DECODERS)
-            src = dec if isinstance(dec, dict) else r
-            m["decoder_itl_p50"], m["decoder_itl_p99"] = pct(src, ITL, "p50"), pct(src, ITL, "p99")
+            # The decoders' inter-token latency while the long prompt was processed.
+            m["decoder_itl_p50"] = extras.get("stall_itl_p50_ms")
+            m["decoder_itl_p99"] = extras.get("stall_itl_p99_ms")
+            m["long_ttft"] = extras.get("long_ttft_ms")
         found[name] = m
     return found
 # -----------------------------------------------------------------------------------------------
