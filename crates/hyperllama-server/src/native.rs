@@ -40,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::options::{GenerateOptions, KeepAlive};
 use crate::residency::{Lease, LoadedModel, Residency};
 use crate::think::{ThinkPiece, ThinkSplitter};
-use crate::tools::{ParsedToolCall, ToolCallParser, ToolOutput};
+use crate::tools::{ParsedToolCall, ToolCallParser, ToolChoice, ToolOutput};
 
 /// What to generate from.
 #[derive(Clone, Debug)]
@@ -75,6 +75,8 @@ pub struct NativeRequest {
     /// Whether the model should think (`None`: the template's default). `Some(true)` is
     /// refused for a model whose template does not support thinking.
     pub think: Option<bool>,
+    /// Whether a tool must be called (with `tools`): forced by a grammar.
+    pub tool_choice: ToolChoice,
     /// What the output must match (JSON, a schema, a grammar); an invalid one is a 400.
     pub constraint: Option<ConstraintSpec>,
     /// Report each token's log-probability with this many alternatives; `None`: none.
@@ -233,7 +235,16 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
     let engine = loaded
         .engine()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
-    let (prompt, mut parser) = prompt_tokens(loaded, &req)?;
+    let (prompt, mut parser, forced) = prompt_tokens(loaded, &req)?;
+    let constraint = match (forced, &req.constraint) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "a forced tool call (tool_choice) cannot be combined with format or a grammar",
+            ))
+        }
+        (Some(grammar), None) => Some(ConstraintSpec::Lark(grammar)),
+        (None, c) => c.clone(),
+    };
     let n_prompt_tokens = prompt.len();
     if n_prompt_tokens >= loaded.n_ctx {
         return Err(ApiError::bad_request(format!(
@@ -252,7 +263,7 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         stop: req.options.stop.clone().unwrap_or(model_opts.stop),
         ignore_eos: req.options.ignore_eos.unwrap_or(false),
         logprobs: req.logprobs,
-        constraint: req.constraint.clone(),
+        constraint,
     };
     let rx = engine.submit(engine_req).map_err(|e| match e {
         hyperllama_engine::Error::InvalidRequest(m) => ApiError::bad_request(m),
@@ -445,11 +456,12 @@ async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<S
     }
 }
 
-/// Renders and tokenizes the request's prompt, and sets up the parsing of the answer.
+/// Renders and tokenizes the request's prompt, and sets up the parsing of the answer; when a
+/// tool call is forced, also returns its grammar.
 fn prompt_tokens(
     loaded: &LoadedModel,
     req: &NativeRequest,
-) -> Result<(Vec<TokenId>, OutputParser), ApiError> {
+) -> Result<(Vec<TokenId>, OutputParser, Option<String>), ApiError> {
     let engine = loaded
         .engine()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
@@ -479,7 +491,7 @@ fn prompt_tokens(
     };
     let user_messages = match &req.input {
         PromptInput::Text { prompt, raw: true } => {
-            return Ok((model.tokenize(prompt, true, true), parser));
+            return Ok((model.tokenize(prompt, true, true), parser, None));
         }
         PromptInput::Text { prompt, raw: false } => vec![ChatMessage::new("user", prompt.clone())],
         PromptInput::Chat(messages) => messages.clone(),
@@ -523,14 +535,16 @@ fn prompt_tokens(
             ThinkSplitter::new()
         });
     }
-    if tools.is_some() {
+    let mut forced = None;
+    if let Some(tools) = tools {
         parser.tools = Some(if tail.ends_with(crate::tools::OPEN) {
             ToolCallParser::inside_call()
         } else {
             ToolCallParser::new()
         });
+        forced = crate::tools::forced_call_grammar(tools, &req.tool_choice, &text)?;
     }
-    Ok((tokens, parser))
+    Ok((tokens, parser, forced))
 }
 
 /// Sampling parameters: Ollama's defaults, then the model's params layer, then the request.

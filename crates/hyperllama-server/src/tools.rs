@@ -15,8 +15,10 @@
 //!   or several separated by `;`.
 //!
 //! Callers parse only when the request has tools (and `tool_choice` is not `"none"`).
-//! `tool_choice: "required"` or a named function is accepted and parsed like `"auto"`: the
-//! model is not forced to call a tool (that needs constrained decoding, a later issue).
+//! `tool_choice: "required"` or a named function forces a call: [`forced_call_grammar`]
+//! builds a grammar (llguidance's Lark with embedded JSON schemas) that admits exactly one
+//! call, in the template's format, of an allowed tool with arguments that validate against
+//! its `parameters`; the engine enforces it token by token.
 //!
 //! # Invariants
 //! - Parsing never fails and never panics: a block whose JSON is not a tool call is returned
@@ -121,6 +123,72 @@ pub fn message_tool_calls(list: &[Value]) -> Result<Vec<ToolCall>, ApiError> {
             Ok(call)
         })
         .collect()
+}
+
+/// Whether the model must call a tool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides (`"auto"`).
+    #[default]
+    Auto,
+    /// Some tool must be called (`"required"`).
+    Required,
+    /// This function must be called.
+    Function(String),
+}
+
+/// The grammar of one forced call to a tool allowed by `choice`, in the format the rendered
+/// prompt shows: tagged (`<tool_call>` JSON `</tool_call>`, the opening tag left out when the
+/// prompt already opened it) when the prompt mentions the tag, else Llama 3's JSON form
+/// (`{"name": ..., "parameters": {...}}`). `None` for [`ToolChoice::Auto`].
+pub fn forced_call_grammar(
+    tools: &[Value],
+    choice: &ToolChoice,
+    prompt: &str,
+) -> Result<Option<String>, ApiError> {
+    let allowed: Vec<&Value> = match choice {
+        ToolChoice::Auto => return Ok(None),
+        ToolChoice::Required => tools.iter().collect(),
+        ToolChoice::Function(name) => tools
+            .iter()
+            .filter(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name))
+            .collect(),
+    };
+    if allowed.is_empty() {
+        return Err(ApiError::bad_request("tool_choice names no tool in tools"));
+    }
+    let tagged = prompt.contains(OPEN);
+    let args_key = if tagged { "arguments" } else { "parameters" };
+    let shapes: Vec<Value> = allowed
+        .iter()
+        .map(|t| {
+            let name = t.pointer("/function/name").cloned().unwrap_or(Value::Null);
+            let params = t
+                .pointer("/function/parameters")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
+            serde_json::json!({
+                "type": "object",
+                "properties": { "name": { "const": name }, args_key: params },
+                "required": ["name", args_key],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let schema = serde_json::json!({
+        "oneOf": shapes,
+        "x-guidance": { "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " },
+    });
+    let call = format!("call: %json {schema}");
+    let grammar = if !tagged {
+        "start: call".to_owned()
+    } else if prompt.trim_end().ends_with(OPEN) {
+        format!(r#"start: /\n?/ call /\n?/ "{CLOSE}""#)
+    } else {
+        format!(r#"start: "{OPEN}" /\n?/ call /\n?/ "{CLOSE}""#)
+    };
+    let grammar = format!("{grammar}\n{call}\n");
+    Ok(Some(grammar))
 }
 
 /// The names of the functions in validated tool specs.

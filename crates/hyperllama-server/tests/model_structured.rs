@@ -369,3 +369,69 @@ async fn model_num_ctx_above_the_trained_length_is_refused() {
     assert_eq!(status, 200, "{v}");
     server.stop().await;
 }
+
+/// A ChatML template that renders tools Hermes-style (from the tool tests' fixtures).
+const TOOLS_TEMPLATE: &str = include_str!("fixtures/tools_template.jinja");
+
+#[tokio::test]
+async fn model_tool_choice_required_and_named_force_a_valid_call() {
+    let server = start_server(|_| {}).await;
+    let (status, body) = server
+        .post(
+            "/api/create",
+            json!({"model": "smol-tools", "from": MODEL, "template": TOOLS_TEMPLATE, "stream": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let tools = json!([
+        { "type": "function", "function": { "name": "get_weather",
+            "parameters": { "type": "object", "properties": {
+                "city": { "type": "string", "maxLength": 20 },
+                "unit": { "enum": ["celsius", "fahrenheit"] } },
+              "required": ["city", "unit"], "additionalProperties": false } } },
+        { "type": "function", "function": { "name": "get_time",
+            "parameters": { "type": "object", "properties": {
+                "timezone": { "type": "string", "maxLength": 30 } },
+              "required": ["timezone"], "additionalProperties": false } } }
+    ]);
+    // The question asks for neither tool's exact arguments: the grammar supplies the shape.
+    for (choice, expected) in [
+        (json!("required"), None),
+        (
+            json!({ "type": "function", "function": { "name": "get_time" } }),
+            Some("get_time"),
+        ),
+    ] {
+        for temperature in [0.0, 0.9] {
+            let (status, v) = server
+                .post(
+                    "/v1/chat/completions",
+                    json!({ "model": "smol-tools", "tools": tools, "tool_choice": choice,
+                            "temperature": temperature, "seed": 5, "max_tokens": 120,
+                            "messages": [{ "role": "user", "content": "Hello! How are you?" }] }),
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+            let choice0 = &v["choices"][0];
+            assert_eq!(choice0["finish_reason"], "tool_calls", "{v}");
+            let call = &choice0["message"]["tool_calls"][0]["function"];
+            let name = call["name"].as_str().expect("a name");
+            if let Some(expected) = expected {
+                assert_eq!(name, expected, "{v}");
+            }
+            let args: Value = serde_json::from_str(call["arguments"].as_str().expect("arguments"))
+                .expect("arguments are JSON");
+            match name {
+                "get_weather" => {
+                    assert!(args["city"].is_string(), "{args}");
+                    assert!(
+                        ["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap_or(""))
+                    );
+                }
+                "get_time" => assert!(args["timezone"].is_string(), "{args}"),
+                other => panic!("unknown tool {other}"),
+            }
+        }
+    }
+    server.stop().await;
+}

@@ -44,7 +44,7 @@ use crate::native::{
 };
 use crate::options::{GenerateOptions, KeepAlive};
 use crate::structured;
-use crate::tools::{self, ParsedToolCall};
+use crate::tools::{self, ParsedToolCall, ToolChoice};
 use crate::AppState;
 
 /// `GET /` and `HEAD /`.
@@ -436,6 +436,7 @@ pub async fn generate(
         keep_alive,
         tools: None,
         think,
+        tool_choice: ToolChoice::Auto,
         constraint,
         logprobs,
     };
@@ -511,6 +512,7 @@ pub async fn chat(
         keep_alive,
         tools,
         think,
+        tool_choice: ToolChoice::Auto,
         constraint,
         logprobs,
     };

@@ -7,9 +7,9 @@
 //! extensions: `ignore_eos`, and `num_ctx` (Ollama offers no way to set the context length
 //! through this API).
 //!
-//! Tools: `tools` and `tool_choice` (`"none"` drops the tools; `"auto"`, `"required"` and a
-//! named function render and parse them, without forcing a call: that needs constrained
-//! decoding, a later issue); messages may carry `tool_calls` (arguments as JSON strings)
+//! Tools: `tools` and `tool_choice` (`"none"` drops the tools; `"auto"` renders and parses
+//! them; `"required"` and a named function also force one call whose arguments validate
+//! against the tool's `parameters`, by a grammar); messages may carry `tool_calls` (arguments as JSON strings)
 //! and `tool` messages their `tool_call_id`. Parsed calls come back as `message.tool_calls`
 //! (`[{id, type, function: {name, arguments: STRING}}]`, `content` null when there is no
 //! text, `finish_reason: "tool_calls"`), or when streaming as `delta.tool_calls` with their
@@ -47,7 +47,7 @@ use crate::native::{
 };
 use crate::options::{stop_list, GenerateOptions};
 use crate::structured;
-use crate::tools::{self, ParsedToolCall};
+use crate::tools::{self, ParsedToolCall, ToolChoice};
 use crate::AppState;
 
 /// `stream_options`.
@@ -196,19 +196,21 @@ pub struct ChatCompletionBody {
     tool_choice: Option<Value>,
 }
 
-/// The tools a chat request renders and parses, after `tool_choice` (see the module docs).
+/// The tools a chat request renders and parses, and whether a call is forced, after
+/// `tool_choice` (see the module docs).
 fn chosen_tools(
     tools: Option<&Value>,
     tool_choice: Option<&Value>,
-) -> Result<Option<Vec<Value>>, ApiError> {
+) -> Result<(Option<Vec<Value>>, ToolChoice), ApiError> {
     let tools = match tools.filter(|t| !t.is_null()) {
         Some(t) => tools::validate_tools(t)?,
-        None => return Ok(None),
+        None => return Ok((None, ToolChoice::Auto)),
     };
     match tool_choice {
-        None | Some(Value::Null) => Ok(Some(tools)),
-        Some(Value::String(s)) if s == "none" => Ok(None),
-        Some(Value::String(s)) if s == "auto" || s == "required" => Ok(Some(tools)),
+        None | Some(Value::Null) => Ok((Some(tools), ToolChoice::Auto)),
+        Some(Value::String(s)) if s == "none" => Ok((None, ToolChoice::Auto)),
+        Some(Value::String(s)) if s == "auto" => Ok((Some(tools), ToolChoice::Auto)),
+        Some(Value::String(s)) if s == "required" => Ok((Some(tools), ToolChoice::Required)),
         Some(v @ Value::Object(_)) => {
             let name = v
                 .pointer("/function/name")
@@ -221,7 +223,8 @@ fn chosen_tools(
                     "tool_choice names '{name}', which is not in tools"
                 )));
             }
-            Ok(Some(tools))
+            let name = name.to_owned();
+            Ok((Some(tools), ToolChoice::Function(name)))
         }
         Some(other) => Err(ApiError::bad_request(format!(
             "invalid tool_choice {other}: use \"none\", \"auto\", \"required\" or a function"
@@ -730,14 +733,16 @@ pub async fn chat_completions(
             return Err(ApiError::bad_request("messages must not be empty"));
         }
         let c = &body.common;
+        let (tools, tool_choice) = chosen_tools(body.tools.as_ref(), body.tool_choice.as_ref())?;
         let req = NativeRequest {
             model: c.model.clone(),
             input: PromptInput::Chat(messages),
             system: None,
             options: c.options()?,
             keep_alive: None,
-            tools: chosen_tools(body.tools.as_ref(), body.tool_choice.as_ref())?,
+            tools,
             think: None,
+            tool_choice,
             constraint: c.constraint()?,
             logprobs: c.logprobs(Kind::Chat)?,
         };
@@ -779,6 +784,7 @@ pub async fn completions(
             keep_alive: None,
             tools: None,
             think: None,
+            tool_choice: ToolChoice::Auto,
             constraint: c.constraint()?,
             logprobs: c.logprobs(Kind::Completion)?,
         };
