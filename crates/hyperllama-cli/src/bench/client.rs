@@ -274,6 +274,43 @@ impl Target {
     }
 }
 
+impl Target {
+    /// KV cells in use, summed over models, from the server's Prometheus `/metrics`
+    /// (`hyperllama_kv_cells_used`); `None` when the server has no such metric.
+    pub async fn kv_cells_used(&self) -> Option<f64> {
+        let resp = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let text = resp.text().await.ok()?;
+        kv_cells_used(&text)
+    }
+}
+
+/// The sum of the `hyperllama_kv_cells_used` samples in a Prometheus text exposition.
+pub fn kv_cells_used(exposition: &str) -> Option<f64> {
+    let mut found = None;
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("hyperllama_kv_cells_used") else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let value = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())?;
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
 /// Milliseconds in a duration.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -424,6 +461,13 @@ pub(crate) mod tests {
     }
 
     pub(crate) const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 23\r\nconnection: close\r\n\r\n{\"error\":\"server busy\"}";
+
+    #[test]
+    fn kv_usage_is_read_from_metrics() {
+        let text = "# TYPE hyperllama_kv_cells_used gauge\nhyperllama_kv_cells_used{model=\"a\"} 32\nhyperllama_kv_cells_used{model=\"b\"} 16\nhyperllama_kv_cells_used_total 5\n";
+        assert_eq!(kv_cells_used(text), Some(48.0));
+        assert_eq!(kv_cells_used("other 1\n"), None);
+    }
 
     #[tokio::test]
     async fn a_stream_is_timed_chunk_by_chunk() {

@@ -110,6 +110,9 @@ struct RunArgs {
     /// Write an SVG plot of the results to this file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// burst: requests sent at once.
+    #[arg(long, default_value_t = 500, value_parser = positive)]
+    burst: usize,
     /// Seconds a request may take in all (connecting may take at most 5).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -169,6 +172,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         decoders: a.decoders,
         long_tokens: a.long_tokens,
         timeout_s: a.timeout,
+        burst: a.burst,
     };
     let target = Arc::new(Target::new(
         &a.url,

@@ -253,6 +253,7 @@ mod tests {
                 decoders: 1,
                 long_tokens: 1,
                 timeout_s: 1,
+                burst: 500,
             },
             results: vec![
                 level(1, 50.0),

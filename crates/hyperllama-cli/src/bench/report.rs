@@ -46,6 +46,9 @@ pub struct Params {
     pub long_tokens: usize,
     /// `--timeout`, seconds.
     pub timeout_s: u64,
+    /// `--burst`.
+    #[serde(default)]
+    pub burst: usize,
 }
 
 /// The measurements of one workload (one concurrency level of the sweep).
@@ -338,6 +341,7 @@ mod tests {
                 decoders: 8,
                 long_tokens: 2000,
                 timeout_s: 300,
+                burst: 500,
             },
             results: vec![Metrics {
                 workload: "sweep".into(),

@@ -30,7 +30,13 @@ pub enum Workload {
     MultiTurn,
     /// One long prompt arriving while other streams decode.
     LongPrompt,
-    /// All of the above.
+    /// `--burst` requests at once: how many are served, how many refused (HTTP 503), and
+    /// whether the server still answers afterwards. Not part of `all`.
+    Burst,
+    /// `--users` streams dropped by their clients after the first token: how long until the
+    /// server's KV cache is free again (read from its `/metrics`). Not part of `all`.
+    Disconnect,
+    /// The five load workloads above (`single` to `long-prompt`).
     All,
 }
 
@@ -52,25 +58,34 @@ impl Workload {
             Workload::SharedPrefix => "shared-prefix",
             Workload::MultiTurn => "multi-turn",
             Workload::LongPrompt => "long-prompt",
+            Workload::Burst => "burst",
+            Workload::Disconnect => "disconnect",
             Workload::All => "all",
         }
     }
 
     /// The stream-number space of the workload's prompts.
     fn stream(self, idx: u64) -> u64 {
-        let tag = Workload::ORDER.iter().position(|w| *w == self).unwrap_or(7) as u64 + 1;
+        let tag = match self {
+            Workload::Burst => 6,
+            Workload::Disconnect => 7,
+            w => Workload::ORDER.iter().position(|o| *o == w).unwrap_or(8) as u64 + 1,
+        };
         (tag << 40) | idx
     }
 }
 
 /// The workloads asked for, in run order, each once (`all` expands to every one).
 pub fn expand(asked: &[Workload]) -> Vec<Workload> {
-    if asked.is_empty() || asked.contains(&Workload::All) {
-        return Workload::ORDER.to_vec();
-    }
+    let all = asked.is_empty() || asked.contains(&Workload::All);
     Workload::ORDER
         .into_iter()
-        .filter(|w| asked.contains(w))
+        .filter(|w| all || asked.contains(w))
+        .chain(
+            [Workload::Burst, Workload::Disconnect]
+                .into_iter()
+                .filter(|w| asked.contains(w)),
+        )
         .collect()
 }
 
@@ -92,6 +107,8 @@ pub async fn run(w: Workload, target: &Arc<Target>, p: &Params) -> Vec<Metrics> 
         Workload::SharedPrefix => vec![shared_prefix(target, p).await],
         Workload::MultiTurn => vec![multi_turn(target, p).await],
         Workload::LongPrompt => vec![long_prompt(target, p).await],
+        Workload::Burst => vec![burst(target, p).await],
+        Workload::Disconnect => vec![disconnect(target, p).await],
         Workload::All => Vec::new(),
     }
 }
@@ -217,6 +234,101 @@ async fn shared_prefix(target: &Arc<Target>, p: &Params) -> Metrics {
     }
     let results = join_all(tasks).await;
     summarize(w, None, &results, start)
+}
+
+/// Answers in the burst are short: the point is admission, not throughput.
+const BURST_MAX_TOKENS: u32 = 8;
+
+/// `--burst` requests at once, then one more once they are all done.
+async fn burst(target: &Arc<Target>, p: &Params) -> Metrics {
+    let w = Workload::Burst;
+    let max_tokens = p.max_tokens.min(BURST_MAX_TOKENS);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..p.burst {
+        let target = Arc::clone(target);
+        let q = prompt::question(p.seed, w.stream(i as u64 + 1));
+        tasks.push(tokio::spawn(async move {
+            vec![target.chat(&user(q), max_tokens, None).await]
+        }));
+    }
+    let results = join_all(tasks).await;
+    let mut m = summarize(w, None, &results, start);
+    let after = target
+        .chat(&user(prompt::question(p.seed, w.stream(0))), 2, None)
+        .await;
+    let refused = m.error_kinds.get("HTTP 503").copied().unwrap_or(0);
+    m.extras
+        .insert("served".into(), (m.requests - m.errors) as f64);
+    m.extras.insert("refused_503".into(), refused as f64);
+    m.extras
+        .insert("alive_after".into(), if after.is_ok() { 1.0 } else { 0.0 });
+    m
+}
+
+/// How long after its clients dropped their streams the server's KV cache stays in use.
+async fn disconnect(target: &Arc<Target>, p: &Params) -> Metrics {
+    let w = Workload::Disconnect;
+    let start = Instant::now();
+    let mut streams = Vec::new();
+    for i in 0..p.users {
+        let target = Arc::clone(target);
+        let progress: Progress = Arc::new(Mutex::new(Vec::new()));
+        let pr = Arc::clone(&progress);
+        let q = prompt::question(p.seed, w.stream(i as u64 + 1));
+        let task =
+            tokio::spawn(async move { target.chat(&user(q), MIN_DECODER_TOKENS, Some(&pr)).await });
+        streams.push((task, progress));
+    }
+    // Every stream has its first token (or has ended).
+    let deadline = Instant::now() + Duration::from_secs(p.timeout_s);
+    let started = |pr: &Progress| pr.lock().map_or(0, |v| v.len()) > 0;
+    while Instant::now() < deadline
+        && streams
+            .iter()
+            .any(|(t, pr)| !t.is_finished() && !started(pr))
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let kv_before = target.kv_cells_used().await;
+    let mut results = Vec::new();
+    for (task, progress) in streams {
+        task.abort();
+        match task.await {
+            Ok(r) => results.push(r),
+            // Dropped by us, as a client going away: counts as a success that got its tokens.
+            Err(_) => results.push(Ok(Outcome {
+                ttft_ms: progress
+                    .lock()
+                    .ok()
+                    .and_then(|v| v.first().map(|t| ms(t.saturating_duration_since(start)))),
+                chunks: Vec::new(),
+                output_tokens: progress.lock().map_or(0, |v| v.len() as u64),
+                prompt_tokens: None,
+                text: String::new(),
+            })),
+        }
+    }
+    let dropped = Instant::now();
+    let mut freed_ms = None;
+    if kv_before.is_some() {
+        let until = dropped + Duration::from_secs(10);
+        while Instant::now() < until {
+            if target.kv_cells_used().await == Some(0.0) {
+                freed_ms = Some(ms(dropped.elapsed()));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut m = summarize(w, None, &results, start);
+    if let Some(kv) = kv_before {
+        m.extras.insert("kv_cells_before_drop".into(), kv);
+        // -1: still in use 10 s after the clients left.
+        m.extras
+            .insert("kv_freed_after_ms".into(), freed_ms.unwrap_or(-1.0));
+    }
+    m
 }
 
 /// A history of about `n_tokens` tokens: four user/assistant exchanges.
@@ -406,6 +518,7 @@ mod tests {
             decoders: 2,
             long_tokens: 10,
             timeout_s: 10,
+            burst: 500,
         };
         let single = run(Workload::Single, &target, &p).await;
         assert_eq!(single.len(), 1);
