@@ -183,6 +183,19 @@ fn model_serve_routes_a_gguf_model_to_llama_server_and_sigterm_leaves_no_orphan(
         .output()
         .expect("create runs");
     assert!(o.status.success(), "create failed: {}", stderr(&o));
+    // `show` says which engine serves it and why.
+    let o = hyperllama(home)
+        .args(["show", "smol"])
+        .env("HYPERLLAMA_CONFIG", &cfg)
+        .env("HYPERLLAMA_HOST", "127.0.0.1:1")
+        .output()
+        .expect("show runs");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("Engine") && out.contains("llama-server    route at"),
+        "{out}"
+    );
     let mut child = hyperllama(home)
         .arg("serve")
         .env("HYPERLLAMA_CONFIG", &cfg)
