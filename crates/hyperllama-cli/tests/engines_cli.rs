@@ -126,6 +126,17 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM first: a failing test must not leave the engine behind either.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -309,5 +320,83 @@ fn model_serve_routes_a_gguf_model_to_llama_server_and_sigterm_leaves_no_orphan(
     assert!(
         !engines.iter().any(|p| alive(*p)),
         "llama-server {engines:?} outlived hyperllama serve"
+    );
+}
+
+#[test]
+fn model_sigkill_of_serve_takes_the_engine_with_it() {
+    if !Path::new("/usr/bin/setpriv").is_file() && !Path::new("/bin/setpriv").is_file() {
+        panic!("this test needs util-linux's setpriv (the parent-death signal)");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path();
+    let cfg = home.join("hl.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engines.llama-server]\ncommand = \"{} -m {{model}} --host 127.0.0.1 --port {{port}} -t 1 -c 512 -np 1\"\n\n[[routes]]\nengine = \"llama-server\"\n",
+            llama_server().display()
+        ),
+    )
+    .expect("written");
+    let modelfile = home.join("Modelfile");
+    std::fs::write(
+        &modelfile,
+        format!("FROM {}\n", model_path(SMOLLM2).display()),
+    )
+    .expect("Modelfile written");
+    let o = hyperllama(home)
+        .args(["create", "smol", "-f"])
+        .arg(&modelfile)
+        .output()
+        .expect("create runs");
+    assert!(o.status.success(), "create failed: {}", stderr(&o));
+    let mut child = hyperllama(home)
+        .arg("serve")
+        .env("HYPERLLAMA_CONFIG", &cfg)
+        .env("HYPERLLAMA_HOST", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    err.read_line(&mut line).expect("a line");
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut server = Server {
+        url: format!("http://{addr}"),
+        child,
+    };
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    // An empty prompt loads the model (starts the engine).
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/api/generate", server.url))
+            .json(&json!({"model": "smol"}))
+            .send()
+            .await
+            .expect("sent")
+            .status()
+    });
+    assert!(status.is_success(), "{status}");
+    let engines = children_of(server.child.id());
+    assert_eq!(engines.len(), 1, "one llama-server child: {engines:?}");
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reaped");
+    for _ in 0..100 {
+        if !engines.iter().any(|p| alive(*p)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !engines.iter().any(|p| alive(*p)),
+        "llama-server {engines:?} outlived a SIGKILLed hyperllama serve"
     );
 }

@@ -12,7 +12,10 @@
 //! # Invariants
 //! - The child runs in its own process group (`process_group(0)`), and that whole group is
 //!   killed when the last [`Supervisor`] handle is dropped or [`Supervisor::shutdown`] runs:
-//!   no server outlives the supervisor (short of SIGKILL of this process).
+//!   no server outlives the supervisor. Where util-linux's `setpriv` is installed the child
+//!   also gets SIGKILL as its parent-death signal, so that even SIGKILL of this process
+//!   takes the server with it (the signal follows the thread that spawned the child, a
+//!   runtime worker; the server's own children are covered only by the group kill).
 //! - The last [`TAIL_BYTES`] of the child's stderr and stdout are kept for error messages.
 //! - A child that exits while not shutting down is restarted (on a new port) by the monitor
 //!   task; requests in flight end with [`Event::Error`]; requests that arrive meanwhile wait
@@ -262,6 +265,19 @@ impl Supervisor {
         }
     }
 
+    /// Whether the child `pid` serving at `base` is gone (or replaced) within a second: a
+    /// process killed outright closes its sockets a moment before it is reaped.
+    async fn died(&self, pid: Option<u32>, base: &str) -> bool {
+        for _ in 0..20 {
+            let replaced = !matches!(&*self.inner.state.borrow(), State::Ready { base_url } if base_url == base);
+            if replaced || !pid.is_some_and(process_alive) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Stops the child: SIGTERM to its group, SIGKILL after `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.store(true, Ordering::SeqCst);
@@ -330,8 +346,9 @@ impl Supervisor {
         };
         let resp = match post(&base).await {
             Ok(r) => r,
-            // The child died before the monitor noticed: wait for the restart, try once more.
-            Err(e) if e.is_connect() && !pid.is_some_and(process_alive) => {
+            // The child died before the request reached it (a refused connection, or a pooled
+            // one it left closed): wait for the restart, try once more.
+            Err(e) if self.died(pid, &base).await => {
                 let wait = self.ready_except(Some(&base));
                 let base = tokio::time::timeout(self.inner.cfg.startup_timeout, wait)
                     .await
@@ -430,6 +447,14 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// `setpriv` when it is installed.
+fn setpriv() -> Option<std::path::PathBuf> {
+    ["/usr/bin/setpriv", "/bin/setpriv"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+}
+
 /// Starts one child and waits for health.
 async fn launch(inner: &Inner) -> Result<(tokio::process::Child, String), ServingError> {
     let port = free_port()?;
@@ -438,8 +463,21 @@ async fn launch(inner: &Inner) -> Result<(tokio::process::Child, String), Servin
         .command
         .replace("{port}", &port.to_string())
         .replace("{model}", &inner.cfg.model);
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
+    // With util-linux's `setpriv`, the child also dies with this process when it is killed
+    // outright (SIGKILL leaves no time to kill the group): the parent-death signal.
+    let mut cmd = match setpriv() {
+        Some(setpriv) => {
+            let mut c = tokio::process::Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--", "sh", "-c"]);
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c");
+            c
+        }
+    };
+    let mut child = cmd
         .arg(format!("exec {command}"))
         .process_group(0)
         .stdin(Stdio::null())
