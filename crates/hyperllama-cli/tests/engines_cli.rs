@@ -299,8 +299,28 @@ fn model_serve_routes_a_gguf_model_to_llama_server_and_sigterm_leaves_no_orphan(
     );
     assert!(m["size"].as_u64().unwrap_or(0) > 0, "{ps}");
 
-    // The engine is a child of the server; SIGTERM to the server leaves none behind.
+    // Unloading the model (empty prompt, keep_alive 0) stops its engine; the next request
+    // starts a new one.
     let pid = server.child.id();
+    let first = children_of(pid);
+    assert_eq!(first.len(), 1, "one llama-server child: {first:?}");
+    let (status, body) = post("/api/generate", json!({"model": "smol", "keep_alive": 0}));
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..100 {
+        if !alive(first[0]) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(first[0]),
+        "llama-server {} outlived the unload",
+        first[0]
+    );
+    let (status, body) = post("/api/generate", json!({"model": "smol"}));
+    assert_eq!(status, 200, "{body}");
+
+    // The engine is a child of the server; SIGTERM to the server leaves none behind.
     let engines = children_of(pid);
     assert_eq!(engines.len(), 1, "one llama-server child: {engines:?}");
     let status = Command::new("kill")
