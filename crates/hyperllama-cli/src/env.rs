@@ -1,5 +1,7 @@
-//! The environment variables HyperLlama reads. This is the only module that reads the
-//! environment; everything else receives typed settings.
+//! The configuration HyperLlama reads: `config.toml` (`HYPERLLAMA_CONFIG`, default
+//! `~/.hyperllama/config.toml`) overridden key by key by the `HYPERLLAMA_*` variables (see
+//! `hyperllama_server::settings`). This is the only module that reads the environment or the
+//! file; everything else receives typed settings. The settings are read once per process.
 //!
 //! Where things live: the model store is `HYPERLLAMA_MODELS` (default `~/.hyperllama/models`),
 //! in Ollama's layout, so it may be an Ollama models folder (`~/.ollama/models`). The SQLite
@@ -10,169 +12,122 @@
 //! index is a cache and is rebuilt by itself when missing or stale.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use hyperllama_models::digest::BlobDigest;
+use hyperllama_server::settings::{Settings, KEYS};
 
-/// Name, description and default of every variable.
-const VARS: &[(&str, &str, &str)] = &[
-    ("HYPERLLAMA_DEBUG", "Verbose logging (1/true)", "false"),
-    (
-        "HYPERLLAMA_LOG",
-        "Log filter in tracing's EnvFilter syntax (overrides HYPERLLAMA_DEBUG)",
-        "warn",
-    ),
-    (
-        "HYPERLLAMA_NUM_THREADS",
-        "CPU threads llama.cpp may use",
-        "all cores",
-    ),
-    (
-        "HYPERLLAMA_MODELS",
-        "The model store, in Ollama's layout (may be an Ollama models folder)",
-        "~/.hyperllama/models",
-    ),
-    (
-        "HYPERLLAMA_DB",
-        "The SQLite index of the store (a cache, never written inside the store)",
-        "~/.hyperllama/index-<hash of the store path>.db",
-    ),
-    (
-        "HYPERLLAMA_REGISTRY_URL",
-        "Base URL of the default registry (registry.ollama.ai)",
-        "https://registry.ollama.ai",
-    ),
-    (
-        "HYPERLLAMA_HF_URL",
-        "Base URL of Hugging Face's registry endpoint (hf.co)",
-        "https://hf.co",
-    ),
-    (
-        "HYPERLLAMA_HOST",
-        "Address `serve` listens on (host, :port or host:port)",
-        "127.0.0.1:11434",
-    ),
-    (
-        "HYPERLLAMA_KEEP_ALIVE",
-        "How long a model stays loaded after a request (duration or seconds; negative: forever)",
-        "5m",
-    ),
-    (
-        "HYPERLLAMA_MAX_LOADED_MODELS",
-        "Models resident at once before the least recently used is unloaded",
-        "3",
-    ),
-    (
-        "HYPERLLAMA_MAX_QUEUE",
-        "Requests queued per model before the server answers 503",
-        "512",
-    ),
-    (
-        "HYPERLLAMA_CONTEXT_LENGTH",
-        "Default context length (num_ctx) per request",
-        "4096",
-    ),
-    (
-        "HYPERLLAMA_NUM_PARALLEL",
-        "Sequences one model computes at once (continuous batching)",
-        "4",
-    ),
-    (
-        "HYPERLLAMA_ORIGINS",
-        "Extra allowed CORS origins, comma-separated",
-        "(local origins only)",
-    ),
-    (
-        API_KEY,
-        "API key `serve` requires as `Authorization: Bearer <key>` (all routes but /)",
-        "(none: no key required)",
-    ),
-];
+/// The variable that names the configuration file.
+pub const CONFIG_VAR: &str = "HYPERLLAMA_CONFIG";
 
-/// The variable that holds the server's API key; its value is never printed.
-const API_KEY: &str = "HYPERLLAMA_API_KEY";
-
-fn var(name: &str) -> Option<String> {
+/// A variable's value, `None` when unset or blank.
+pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The configuration file: `HYPERLLAMA_CONFIG` (which must exist), else
+/// `~/.hyperllama/config.toml` when it exists.
+pub fn config_path() -> anyhow::Result<Option<PathBuf>> {
+    if let Some(p) = var(CONFIG_VAR) {
+        let p = expand(p.trim())?;
+        anyhow::ensure!(p.is_file(), "{CONFIG_VAR}: no file {}", p.display());
+        return Ok(Some(p));
+    }
+    let Ok(home) = home_dir() else {
+        return Ok(None);
+    };
+    let p = home.join("config.toml");
+    Ok(p.is_file().then_some(p))
+}
+
+fn load_settings() -> anyhow::Result<Settings> {
+    let path = config_path()?;
+    let text = match &path {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the configuration {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let file = path.as_deref().zip(text.as_deref());
+    Ok(Settings::load(file, var)?)
+}
+
+/// The effective settings (file + environment), read once.
+pub fn settings() -> anyhow::Result<&'static Settings> {
+    static SETTINGS: OnceLock<Result<Settings, String>> = OnceLock::new();
+    SETTINGS
+        .get_or_init(|| load_settings().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Whether debug logging is on.
 pub fn debug() -> bool {
-    var("HYPERLLAMA_DEBUG").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
+    settings().is_ok_and(|s| s.bool("log.debug") == Some(true))
+}
+
+/// The log filter (`log.filter` / `HYPERLLAMA_LOG`), when set.
+pub fn log_filter() -> Option<String> {
+    settings().ok()?.get("log.filter").map(str::to_owned)
 }
 
 /// Threads for llama.cpp, when set.
 pub fn num_threads() -> anyhow::Result<Option<usize>> {
-    match var("HYPERLLAMA_NUM_THREADS") {
-        None => Ok(None),
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => anyhow::bail!("HYPERLLAMA_NUM_THREADS must be a positive integer, not {v:?}"),
-        },
-    }
-}
-
-/// A positive integer setting, when set.
-fn positive(name: &str) -> anyhow::Result<Option<usize>> {
-    match var(name) {
-        None => Ok(None),
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => anyhow::bail!("{name} must be a positive integer, not {v:?}"),
-        },
-    }
+    Ok(settings()?.positive("server.num_threads"))
 }
 
 /// Settings of `serve`, each `None` when unset.
 #[derive(Debug, Default)]
 pub struct ServeEnv {
-    /// `HYPERLLAMA_HOST`, normalised to `host:port`.
+    /// `server.host`, normalised to `host:port`.
     pub host: String,
-    /// `HYPERLLAMA_KEEP_ALIVE`, as given.
+    /// `server.keep_alive`, as given.
     pub keep_alive: Option<String>,
-    /// `HYPERLLAMA_MAX_LOADED_MODELS`.
+    /// `server.max_loaded_models`.
     pub max_loaded_models: Option<usize>,
-    /// `HYPERLLAMA_MAX_QUEUE`.
+    /// `server.max_queue`.
     pub max_queue: Option<usize>,
-    /// `HYPERLLAMA_CONTEXT_LENGTH`.
+    /// `server.context_length`.
     pub context_length: Option<usize>,
-    /// `HYPERLLAMA_NUM_PARALLEL`.
+    /// `server.num_parallel`.
     pub num_parallel: Option<usize>,
-    /// `HYPERLLAMA_ORIGINS`, split on commas.
+    /// `server.origins`.
     pub origins: Vec<String>,
-    /// `HYPERLLAMA_API_KEY`, trimmed.
+    /// `server.api_key`, trimmed.
     pub api_key: Option<String>,
+    /// `server.max_memory` in bytes.
+    pub max_memory: Option<u64>,
 }
 
 /// Reads the settings of `serve`.
 pub fn serve_env() -> anyhow::Result<ServeEnv> {
+    let s = settings()?;
     Ok(ServeEnv {
-        host: host(var("HYPERLLAMA_HOST").as_deref()),
-        keep_alive: var("HYPERLLAMA_KEEP_ALIVE"),
-        max_loaded_models: positive("HYPERLLAMA_MAX_LOADED_MODELS")?,
-        max_queue: positive("HYPERLLAMA_MAX_QUEUE")?,
-        context_length: positive("HYPERLLAMA_CONTEXT_LENGTH")?,
-        num_parallel: positive("HYPERLLAMA_NUM_PARALLEL")?,
-        origins: var("HYPERLLAMA_ORIGINS")
-            .map(|v| {
-                v.split(',')
-                    .map(|o| o.trim().to_owned())
-                    .filter(|o| !o.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        api_key: var(API_KEY).map(|k| k.trim().to_owned()),
+        host: host(s.get("server.host")),
+        keep_alive: s.get("server.keep_alive").map(str::to_owned),
+        max_loaded_models: s.positive("server.max_loaded_models"),
+        max_queue: s.positive("server.max_queue"),
+        context_length: s.positive("server.context_length"),
+        num_parallel: s.positive("server.num_parallel"),
+        origins: s.list("server.origins"),
+        api_key: s.get("server.api_key").map(|k| k.trim().to_owned()),
+        max_memory: s.bytes("server.max_memory"),
     })
 }
 
-/// Where the CLI looks for a running server: `HYPERLLAMA_HOST`, normalised to `host:port`.
+/// Where the CLI looks for a running server: `server.host`, normalised to `host:port`.
 pub fn client_host() -> String {
-    host(var("HYPERLLAMA_HOST").as_deref())
+    host(settings().ok().and_then(|s| s.get("server.host")))
 }
 
-/// `HYPERLLAMA_API_KEY`: the bearer token the server requires, when set.
+/// `server.api_key`: the bearer token the server requires, when set.
 pub fn api_key() -> Option<String> {
-    var("HYPERLLAMA_API_KEY")
+    settings()
+        .ok()?
+        .get("server.api_key")
+        .map(|k| k.trim().to_owned())
 }
 
 /// `host:port` from `HYPERLLAMA_HOST` as Ollama reads `OLLAMA_HOST`: an optional `http://`,
@@ -225,7 +180,7 @@ pub fn expand_home(path: &str) -> anyhow::Result<String> {
 
 /// The model store's root.
 pub fn models_dir() -> anyhow::Result<PathBuf> {
-    match var("HYPERLLAMA_MODELS") {
+    match settings()?.get("server.models") {
         Some(dir) => expand(dir.trim()),
         None => Ok(home_dir()?.join("models")),
     }
@@ -233,7 +188,7 @@ pub fn models_dir() -> anyhow::Result<PathBuf> {
 
 /// The index database for the store at `models_dir` (see the module docs).
 pub fn index_db(models_dir: &Path) -> anyhow::Result<PathBuf> {
-    if let Some(path) = var("HYPERLLAMA_DB") {
+    if let Some(path) = settings()?.get("server.db") {
         return expand(path.trim());
     }
     let absolute = std::path::absolute(models_dir).unwrap_or_else(|_| models_dir.to_path_buf());
@@ -242,26 +197,31 @@ pub fn index_db(models_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Base URLs by registry host, for those set in the environment.
-pub fn registry_urls() -> Vec<(&'static str, String)> {
-    [
-        ("registry.ollama.ai", "HYPERLLAMA_REGISTRY_URL"),
-        ("hf.co", "HYPERLLAMA_HF_URL"),
+pub fn registry_urls() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let s = settings()?;
+    Ok([
+        ("registry.ollama.ai", "registry.ollama_url"),
+        ("hf.co", "registry.hf_url"),
     ]
     .into_iter()
-    .filter_map(|(host, name)| var(name).map(|url| (host, url.trim().to_owned())))
-    .collect()
+    .filter_map(|(host, key)| s.get(key).map(|url| (host, url.trim().to_owned())))
+    .collect())
 }
 
 /// Prints the table of variables with their current values.
-pub fn print_table() {
-    for (name, description, default) in VARS {
-        let value = match var(name) {
-            Some(_) if *name == API_KEY => "(set)".to_owned(),
-            Some(v) => v,
-            None => format!("(default: {default})"),
+pub fn print_table() -> anyhow::Result<()> {
+    let s = settings()?;
+    let config = var(CONFIG_VAR).unwrap_or_else(|| "(default: ~/.hyperllama/config.toml)".into());
+    println!("{CONFIG_VAR:<30} {config:<24} The configuration file");
+    for k in KEYS {
+        let value = match s.value(k.key) {
+            Some(v) if v.value.is_some() && k.secret => "(set)".to_owned(),
+            Some(v) if v.value.is_some() => v.value.clone().unwrap_or_default(),
+            _ => format!("(default: {})", k.default),
         };
-        println!("{name:<24} {value:<24} {description}");
+        println!("{:<30} {value:<24} {}", k.env, k.description);
     }
+    Ok(())
 }
 
 #[cfg(test)]

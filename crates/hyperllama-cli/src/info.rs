@@ -37,10 +37,20 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<()> {
     );
     if hw.gpus.is_empty() {
         println!("GPUs:             none found");
-    } else {
-        for gpu in &hw.gpus {
-            println!("GPU:              {gpu}");
-        }
+    }
+    for gpu in &hw.gpus {
+        let cc = gpu.compute_capability.map_or_else(String::new, |(a, b)| {
+            format!(", compute capability {a}.{b}")
+        });
+        println!(
+            "GPU:              {} ({} total, {} free{cc})",
+            gpu.name,
+            gib(gpu.memory_total),
+            gib(gpu.memory_free)
+        );
+    }
+    if let Some(why) = &hw.nvml {
+        println!("NVML:             {why}");
     }
     println!("Compute devices:  {}", hw.compute_devices.join(", "));
     Ok(())

@@ -13,6 +13,7 @@
 
 mod bench;
 mod client;
+mod config;
 mod create;
 mod env;
 mod info;
@@ -67,6 +68,8 @@ enum Command {
     Info(info::InfoArgs),
     /// List the HYPERLLAMA_* environment variables and their current values.
     Env,
+    /// Print the effective configuration and where each value came from.
+    Config(config::ConfigArgs),
     /// Benchmark an Ollama- or OpenAI-compatible server: throughput, TTFT, inter-token latency.
     Bench(bench::BenchArgs),
 }
@@ -87,10 +90,8 @@ fn main() -> ExitCode {
         Command::Rm(args) => models::remove(&args),
         Command::Info(args) => info::info(&args),
         Command::Bench(args) => bench::bench(args),
-        Command::Env => {
-            env::print_table();
-            Ok(())
-        }
+        Command::Env => env::print_table(),
+        Command::Config(args) => config::print(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,8 +111,9 @@ fn init_tracing() {
     } else {
         "warn,llama-cpp-2=off"
     };
-    let filter =
-        EnvFilter::try_from_env("HYPERLLAMA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = env::log_filter()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

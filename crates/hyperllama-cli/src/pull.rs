@@ -33,7 +33,7 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
     }
     let models = Models::open()?;
     let mut config = PullConfig::default();
-    for (host, url) in crate::env::registry_urls() {
+    for (host, url) in crate::env::registry_urls()? {
         config.registries.insert(host.to_owned(), url);
     }
     config.insecure = args.insecure;

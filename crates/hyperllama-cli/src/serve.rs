@@ -30,11 +30,14 @@ pub fn serve() -> anyhow::Result<()> {
         cfg.num_parallel = n;
     }
     cfg.n_threads = env::num_threads()?;
-    for (host, url) in env::registry_urls() {
+    for (host, url) in env::registry_urls()? {
         cfg.pull.registries.insert(host.to_owned(), url);
     }
     cfg.allowed_origins = settings.origins;
     cfg.api_key = settings.api_key.map(ApiKey::new);
+    cfg.max_memory = settings.max_memory;
+    cfg.settings = Some(std::sync::Arc::new(env::settings()?.clone()));
+    cfg.machine = crate::config::machine();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

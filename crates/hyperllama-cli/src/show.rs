@@ -96,6 +96,10 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
         "Capabilities",
         capabilities.iter().map(|c| (c.to_string(), String::new())),
     );
+    section(
+        "Engine",
+        engine_rows(&model.name.display_shortest()).into_iter(),
+    );
     let params = parameter_rows(&model);
     if !params.is_empty() {
         section("Parameters", params.into_iter());
@@ -211,6 +215,7 @@ fn show_remote(client: &crate::client::Client, args: &ShowArgs) -> anyhow::Resul
         "Capabilities",
         capabilities.into_iter().map(|c| (c, String::new())),
     );
+    section("Engine", engine_rows(&args.model).into_iter());
     let params = text("parameters");
     if !params.is_empty() {
         section(
@@ -247,6 +252,26 @@ fn show_remote(client: &crate::client::Client, args: &ShowArgs) -> anyhow::Resul
 }
 
 /// The params layer as rows: strings quoted, one row per list element, sorted by name.
+/// Which engine serves the model (a GGUF model in the store) and why, by this machine's
+/// configuration.
+fn engine_rows(name: &str) -> Vec<(String, String)> {
+    use hyperllama_server::settings::ModelFormat;
+    let choice = crate::env::settings()
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            s.choose_engine(
+                name,
+                ModelFormat::Gguf,
+                crate::config::installed,
+                crate::config::machine(),
+            )
+        });
+    match choice {
+        Ok(c) => vec![(c.engine, c.reason)],
+        Err(e) => vec![("none".into(), e)],
+    }
+}
+
 fn parameter_rows(model: &ResolvedModel) -> Vec<(String, String)> {
     let mut rows = Vec::new();
     for (key, value) in model.parameters.iter() {

@@ -1,11 +1,13 @@
 //! What the machine has: CPU, SIMD features, memory, GPUs.
 //!
-//! Detection never fails: what cannot be read is reported as unknown. GPUs are found through
-//! the NVIDIA driver's `/proc` files (no library is loaded), and through the llama.cpp
-//! backends compiled into this binary.
+//! Detection never fails: what cannot be read is reported as unknown. NVIDIA GPUs are found
+//! through NVML (`libnvidia-ml.so`), loaded at run time by `nvml-wrapper`: on a machine
+//! without the driver the library is missing, [`Hardware::nvml`] says why, and the GPU list
+//! falls back to the driver's `/proc` files (names only). The llama.cpp backends compiled
+//! into this binary are listed too.
 //!
 //! # Invariants
-//! - Detection performs only reads; it never loads a driver library.
+//! - Detection performs only reads; a missing or broken NVML library is never an error.
 
 use serde::Serialize;
 
@@ -24,8 +26,10 @@ pub struct Hardware {
     pub memory_total: u64,
     /// Available memory in bytes.
     pub memory_available: u64,
-    /// GPUs the NVIDIA driver reports.
-    pub gpus: Vec<String>,
+    /// NVIDIA GPUs, from NVML (or, without NVML, names from the driver's `/proc` files).
+    pub gpus: Vec<Gpu>,
+    /// Why NVML could not be used (`None` when it was).
+    pub nvml: Option<String>,
     /// llama.cpp compute devices in this build (e.g. `CPU`, `CUDA0`).
     pub compute_devices: Vec<String>,
 }
@@ -35,6 +39,10 @@ pub fn detect() -> Hardware {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+    let (gpus, nvml_error) = match nvml_gpus() {
+        Ok(gpus) => (gpus, None),
+        Err(e) => (proc_gpus(), Some(e)),
+    };
     let cpu_model = sys
         .cpus()
         .first()
@@ -48,7 +56,8 @@ pub fn detect() -> Hardware {
         simd: simd_features(),
         memory_total: sys.total_memory(),
         memory_available: sys.available_memory(),
-        gpus: nvidia_gpus(),
+        gpus,
+        nvml: nvml_error,
         compute_devices: llama_cpp_2::list_llama_ggml_backend_devices()
             .into_iter()
             .map(|d| format!("{} ({})", d.name, d.description))
@@ -86,7 +95,52 @@ fn simd_features() -> Vec<&'static str> {
     out
 }
 
-fn nvidia_gpus() -> Vec<String> {
+/// One NVIDIA GPU.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gpu {
+    /// The device's name (e.g. `NVIDIA H100 80GB HBM3`).
+    pub name: String,
+    /// Total memory in bytes (0 when unknown).
+    pub memory_total: u64,
+    /// Free memory in bytes (0 when unknown).
+    pub memory_free: u64,
+    /// CUDA compute capability as `(major, minor)`, when known.
+    pub compute_capability: Option<(i32, i32)>,
+}
+
+impl Hardware {
+    /// Free memory of all GPUs together, in bytes.
+    pub fn gpu_memory_free(&self) -> u64 {
+        self.gpus.iter().map(|g| g.memory_free).sum()
+    }
+}
+
+/// The GPUs NVML reports, or why NVML cannot be used.
+fn nvml_gpus() -> Result<Vec<Gpu>, String> {
+    let nvml = nvml_wrapper::Nvml::init().map_err(|e| format!("NVML unavailable: {e}"))?;
+    let n = nvml
+        .device_count()
+        .map_err(|e| format!("NVML device count: {e}"))?;
+    let mut gpus = Vec::new();
+    for i in 0..n {
+        let Ok(device) = nvml.device_by_index(i) else {
+            continue;
+        };
+        let memory = device.memory_info().ok();
+        gpus.push(Gpu {
+            name: device.name().unwrap_or_else(|_| format!("GPU {i}")),
+            memory_total: memory.as_ref().map_or(0, |m| m.total),
+            memory_free: memory.as_ref().map_or(0, |m| m.free),
+            compute_capability: device
+                .cuda_compute_capability()
+                .ok()
+                .map(|c| (c.major, c.minor)),
+        });
+    }
+    Ok(gpus)
+}
+
+fn proc_gpus() -> Vec<Gpu> {
     let Ok(entries) = std::fs::read_dir("/proc/driver/nvidia/gpus") else {
         return Vec::new();
     };
@@ -96,6 +150,12 @@ fn nvidia_gpus() -> Vec<String> {
         .filter_map(|info| {
             info.lines()
                 .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_owned()))
+        })
+        .map(|name| Gpu {
+            name,
+            memory_total: 0,
+            memory_free: 0,
+            compute_capability: None,
         })
         .collect()
 }
@@ -111,5 +171,18 @@ mod tests {
             hw.compute_devices.iter().any(|d| d.starts_with("CPU")),
             "{hw:?}"
         );
+    }
+
+    #[test]
+    fn without_a_driver_nvml_is_reported_not_fatal() {
+        // This machine has no NVIDIA driver: NVML cannot load, and detection still works.
+        let hw = super::detect();
+        if std::path::Path::new("/proc/driver/nvidia").exists() {
+            assert!(hw.nvml.is_none() || !hw.gpus.is_empty(), "{hw:?}");
+        } else {
+            assert!(hw.gpus.is_empty(), "{hw:?}");
+            let why = hw.nvml.expect("NVML cannot load without a driver");
+            assert!(why.contains("NVML"), "{why}");
+        }
     }
 }

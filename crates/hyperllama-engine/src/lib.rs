@@ -19,6 +19,7 @@ pub mod engine;
 mod error;
 pub mod hardware;
 pub mod llama;
+pub mod serving;
 
 pub use embed::{EmbedRequest, Embeddings};
 pub use engine::{

@@ -8,11 +8,13 @@
 //!   512 queued requests, 4096 context tokens).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyperllama_models::pull::PullConfig;
 
 use crate::guard::ApiKey;
+use crate::settings::{Machine, Settings};
 
 /// Everything the server needs to know at start-up.
 #[derive(Clone, Debug)]
@@ -46,7 +48,17 @@ pub struct ServerConfig {
     /// When set, every request except `GET /` and `HEAD /` needs `Authorization: Bearer
     /// <key>` (`HYPERLLAMA_API_KEY`; Ollama has no such key, so the default is none).
     pub api_key: Option<ApiKey>,
+    /// Memory budget of the resident models in bytes (`HYPERLLAMA_MAX_MEMORY`); `None`:
+    /// available RAM plus free GPU memory at start-up, minus [`MEMORY_RESERVE`].
+    pub max_memory: Option<u64>,
+    /// Engines and routing rules; `None`: every model runs on llama.cpp in-process.
+    pub settings: Option<Arc<Settings>>,
+    /// The machine, for engine choice (GPUs); detected by the binary.
+    pub machine: Machine,
 }
+
+/// What the default memory budget leaves for everything else.
+pub const MEMORY_RESERVE: u64 = 1 << 30;
 
 impl ServerConfig {
     /// Ollama's defaults for a store at `models_dir` with its index at `registry_db`.
@@ -64,6 +76,9 @@ impl ServerConfig {
             allowed_origins: Vec::new(),
             pull: PullConfig::default(),
             api_key: None,
+            max_memory: None,
+            settings: None,
+            machine: Machine::default(),
         }
     }
 }

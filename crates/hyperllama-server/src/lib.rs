@@ -25,6 +25,7 @@ pub mod native;
 pub mod options;
 pub mod residency;
 mod server;
+pub mod settings;
 pub mod structured;
 pub mod think;
 pub mod tools;

@@ -232,6 +232,13 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
     let loaded = lease
         .model()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model is not loaded"))?;
+    if let Some(sup) = loaded.serving() {
+        let rx = sup.generate(serving_body(loaded, &req)?);
+        let name = loaded.resolved.name.clone();
+        return Ok(stream_generation(
+            residency, req.model, name, lease, started, 0, rx,
+        ));
+    }
     let engine = loaded
         .engine()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
@@ -277,7 +284,38 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
             ApiError::internal("the engine refused the request", &e)
         }
     })?;
-    let stored_name = loaded.resolved.name.clone();
+    let name = loaded.resolved.name.clone();
+    let mut generation = stream_generation(
+        residency,
+        req.model,
+        name,
+        lease,
+        started,
+        n_prompt_tokens,
+        rx,
+    );
+    if !parser.is_passthrough() {
+        let events = std::mem::replace(
+            &mut generation.events,
+            Box::pin(futures_util::stream::empty()),
+        );
+        generation.events = Box::pin(
+            events.flat_map(move |event| futures_util::stream::iter(parser.handle(event))),
+        );
+    }
+    Ok(generation)
+}
+
+/// The generation that streams `rx` under `lease`.
+fn stream_generation(
+    residency: &Residency,
+    model: String,
+    stored_name: ModelName,
+    lease: Lease,
+    started: Instant,
+    n_prompt_tokens: usize,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Generation {
     let state = StreamState {
         rx,
         lease,
@@ -288,18 +326,73 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         model: stored_name.display_shortest(),
         last_token: None,
     };
-    let events = futures_util::stream::unfold(Some(state), next_event);
-    let events: EventStream = if parser.is_passthrough() {
-        Box::pin(events)
-    } else {
-        Box::pin(events.flat_map(move |event| futures_util::stream::iter(parser.handle(event))))
-    };
-    Ok(Generation {
-        model: req.model,
+    Generation {
+        model,
         name: stored_name,
         n_prompt_tokens,
-        events,
-    })
+        events: Box::pin(futures_util::stream::unfold(Some(state), next_event)),
+    }
+}
+
+/// The OpenAI chat body for a model served by an external engine: the model's SYSTEM and
+/// MESSAGEs, then the request's; sampling options mapped by name. What only the in-process
+/// engine does (raw prompts, tools, thinking, constraints, log-probabilities) is refused.
+fn serving_body(loaded: &LoadedModel, req: &NativeRequest) -> Result<Value, ApiError> {
+    let engine = &loaded.choice.engine;
+    let refuse = |what: &str| {
+        Err(ApiError::bad_request(format!(
+            "{what} is not supported for models served by {engine}"
+        )))
+    };
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return refuse("tools");
+    }
+    if req.think == Some(true) {
+        return refuse("think");
+    }
+    if req.constraint.is_some() {
+        return refuse("format/grammar");
+    }
+    if req.logprobs.is_some() {
+        return refuse("logprobs");
+    }
+    let user = match &req.input {
+        PromptInput::Text { raw: true, .. } => return refuse("raw"),
+        PromptInput::Text { prompt, .. } => vec![ChatMessage::new("user", prompt.clone())],
+        PromptInput::Chat(m) => m.clone(),
+    };
+    let resolved = &loaded.resolved;
+    let mut messages = Vec::new();
+    if !user.iter().any(|m| m.role == "system") {
+        if let Some(system) = req.system.as_ref().or(resolved.system.as_ref()) {
+            messages.push(serde_json::json!({"role": "system", "content": system}));
+        }
+    }
+    for m in &resolved.messages {
+        messages.push(serde_json::json!({"role": m.role, "content": m.content}));
+    }
+    for m in &user {
+        messages.push(serde_json::json!({"role": m.role, "content": m.content}));
+    }
+    let model_opts = resolved.options();
+    let sp = sampling_params(&model_opts, &req.options);
+    let mut body = serde_json::json!({
+        "messages": messages,
+        "temperature": sp.temperature,
+        "top_p": sp.top_p,
+        "top_k": sp.top_k,
+        "seed": sp.seed,
+    });
+    if let Some(n) = req.options.num_predict.or(model_opts.num_predict) {
+        if n >= 0 {
+            body["max_tokens"] = n.into();
+        }
+    }
+    let stop = req.options.stop.clone().unwrap_or(model_opts.stop);
+    if !stop.is_empty() {
+        body["stop"] = stop.into();
+    }
+    Ok(body)
 }
 
 /// Parses a generation's text: thinking apart, then tool calls (see the module docs).
@@ -430,7 +523,12 @@ async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<S
                 );
                 let done = Done {
                     reason: completion.reason,
-                    n_prompt_tokens: s.n_prompt_tokens,
+                    // An external engine reports the prompt's size only at the end.
+                    n_prompt_tokens: if s.n_prompt_tokens == 0 {
+                        completion.n_prompt + completion.n_cached
+                    } else {
+                        s.n_prompt_tokens
+                    },
                     total_duration: s.started.elapsed(),
                     load_duration: s.lease.load_duration,
                     completion,

@@ -12,6 +12,17 @@
 //! A request whose context length differs from the resident engine's reloads that model
 //! only.
 //!
+//! Memory budget: before loading, a model's need is estimated (weights file size plus the
+//! KV cache from the GGUF header: layers × cells × KV heads × head size × 2 (K and V) × 2
+//! bytes). Least-recently-used idle models are unloaded until the resident needs fit the
+//! budget ([`ServerConfig::max_memory`]); a model whose need alone exceeds the budget is
+//! refused with the numbers. Busy models are never evicted: when they alone fill the
+//! budget, the new model loads over it (with a warning) rather than waiting.
+//!
+//! Engines: with [`ServerConfig::settings`], each model's engine is chosen by
+//! [`crate::settings::Settings::choose_engine`]; a model routed to an external serving
+//! engine is started under a [`Supervisor`] instead of loading in-process.
+//!
 //! The residency also carries the server's [`Metrics`]: every request that uses a model
 //! passes through it, and it knows the engines whose load the metrics report.
 //!
@@ -28,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use hyperllama_engine::chat::ChatFormatter;
+use hyperllama_engine::serving::{ServingConfig, Supervisor};
 use hyperllama_engine::{Engine, EngineConfig, EngineStats, LoadOptions, Model};
 use hyperllama_models::name::ModelName;
 use hyperllama_models::resolve::{resolve_model, ResolveError, ResolvedModel, TemplateChoice};
@@ -39,6 +51,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::options::KeepAlive;
+use crate::settings::{EngineChoice, ModelFormat, LLAMA_CPP};
 
 /// A model loaded into an engine.
 pub struct LoadedModel {
@@ -50,7 +63,12 @@ pub struct LoadedModel {
     pub load_duration: Duration,
     /// The chat template, or why it cannot be used.
     pub formatter: Result<ChatFormatter, String>,
+    /// Which engine serves it, and why.
+    pub choice: EngineChoice,
+    /// Estimated memory need in bytes (weights + KV cache).
+    pub need: u64,
     engine: Option<Engine>,
+    serving: Option<Supervisor>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -68,11 +86,14 @@ impl LoadedModel {
         self.engine.as_ref()
     }
 
-    /// The weights' size in bytes.
+    /// The external serving engine, when the model runs in one.
+    pub fn serving(&self) -> Option<&Supervisor> {
+        self.serving.as_ref()
+    }
+
+    /// The estimated memory need in bytes (weights and KV cache).
     pub fn size(&self) -> u64 {
-        self.engine
-            .as_ref()
-            .map_or(0, |e| e.model().info().size_bytes)
+        self.need
     }
 }
 
@@ -104,6 +125,8 @@ pub struct ResidentModel {
     pub expires_in: Option<Duration>,
     /// Requests using it now.
     pub n_active: usize,
+    /// Which engine serves it, and why.
+    pub choice: EngineChoice,
 }
 
 struct Entry {
@@ -115,10 +138,14 @@ struct Entry {
     keep_alive: KeepAlive,
     expires_at: Option<Instant>,
     last_used: Instant,
+    /// Estimated bytes the model needs once loaded.
+    need: u64,
 }
 
 struct Inner {
     cfg: ServerConfig,
+    /// The memory budget in bytes.
+    budget: u64,
     store: Store,
     entries: Mutex<HashMap<String, Entry>>,
     notify: Arc<Notify>,
@@ -228,7 +255,13 @@ impl Residency {
     /// that unloads expired models (it stops when the last handle is dropped).
     pub fn new(cfg: ServerConfig, store: Store) -> Self {
         let notify = Arc::new(Notify::new());
+        let budget = cfg.max_memory.unwrap_or_else(|| {
+            let hw = hyperllama_engine::hardware::detect();
+            (hw.memory_available + hw.gpu_memory_free())
+                .saturating_sub(crate::config::MEMORY_RESERVE)
+        });
         let inner = Arc::new(Inner {
+            budget,
             cfg,
             store,
             entries: Mutex::new(HashMap::new()),
@@ -279,6 +312,26 @@ impl Residency {
             return Err(ApiError::bad_request("num_ctx must be at least 2"));
         }
         let key = resolved.name.case_folded().to_string();
+        let need = {
+            let path = resolved.model_path.clone();
+            let cells = n_ctx.saturating_mul(cfg.num_parallel.max(1));
+            tokio::task::spawn_blocking(move || estimate_need(&path, cells))
+                .await
+                .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?
+        };
+        let budget = self.inner.budget;
+        if need > budget {
+            return Err(ApiError::new(
+                crate::error::ErrorKind::Internal,
+                format!(
+                    "model {} needs {} (weights and KV cache for {n_ctx} tokens × {} sequences) but the memory budget is {}; lower num_ctx or raise HYPERLLAMA_MAX_MEMORY",
+                    resolved.name,
+                    gib(need),
+                    cfg.num_parallel.max(1),
+                    gib(budget)
+                ),
+            ));
+        }
         self.inner.reap();
         let (generation, cell, replaced, evicted) = {
             let mut entries = self.inner.lock();
@@ -299,11 +352,16 @@ impl Residency {
                         keep_alive,
                         expires_at: None,
                         last_used: Instant::now(),
+                        need,
                     },
                 );
             }
             let mut evicted = Vec::new();
-            while entries.len() > cfg.max_loaded_models.max(1) {
+            let over = |entries: &HashMap<String, Entry>| {
+                entries.len() > cfg.max_loaded_models.max(1)
+                    || entries.values().map(|e| e.need).sum::<u64>() > budget
+            };
+            while over(&entries) {
                 let victim = entries
                     .iter()
                     .filter(|(k, e)| **k != key && e.n_active == 0)
@@ -311,7 +369,14 @@ impl Residency {
                     .map(|(k, _)| k.clone());
                 match victim.and_then(|k| entries.remove(&k)) {
                     Some(e) => evicted.push(e),
-                    None => break,
+                    None => {
+                        tracing::warn!(
+                            model = %key,
+                            budget,
+                            "busy models fill the memory budget; loading over it"
+                        );
+                        break;
+                    }
                 }
             }
             let Some(e) = entries.get_mut(&key) else {
@@ -340,7 +405,13 @@ impl Residency {
             .get_or_try_init(|| async {
                 loaded_here.store(true, Ordering::Relaxed);
                 let cfg = cfg.clone();
-                tokio::task::spawn_blocking(move || load(resolved, n_ctx, &cfg))
+                let choice = choose(&cfg, &resolved);
+                if choice.engine != LLAMA_CPP {
+                    return load_serving(resolved, n_ctx, need, choice, &cfg)
+                        .await
+                        .map(Arc::new);
+                }
+                tokio::task::spawn_blocking(move || load(resolved, n_ctx, need, choice, &cfg))
                     .await
                     .map_err(|e| ApiError::internal("the model load failed", &e))?
                     .map(Arc::new)
@@ -385,6 +456,7 @@ impl Residency {
             for mut model in models {
                 if let Some(m) = Arc::get_mut(&mut model) {
                     drop(m.engine.take());
+                    drop(m.serving.take());
                 }
             }
         })
@@ -413,6 +485,7 @@ impl Residency {
                         n_ctx: m.n_ctx,
                         expires_in,
                         n_active: e.n_active,
+                        choice: m.choice.clone(),
                     },
                 ))
             })
@@ -471,10 +544,107 @@ fn same_digest(e: &Entry, resolved: &ResolvedModel) -> bool {
         .is_none_or(|m| m.resolved.digest == resolved.digest)
 }
 
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Estimated bytes a GGUF model needs with `n_cells` KV cells: the file's size plus an F16
+/// KV cache (`n_layer × n_cells × n_head_kv × head_dim × 2 × 2`). What the header does not
+/// say counts as zero.
+pub fn estimate_need(path: &std::path::Path, n_cells: usize) -> u64 {
+    let file = std::fs::metadata(path).map_or(0, |m| m.len());
+    let Ok(g) = hyperllama_models::gguf::read_file(path) else {
+        return file;
+    };
+    let Some(arch) = g.architecture().map(str::to_owned) else {
+        return file;
+    };
+    let get = |k: &str| g.get_u64(&format!("{arch}.{k}"));
+    let n_layer = g.block_count().unwrap_or(0);
+    let n_head = get("attention.head_count").unwrap_or(0);
+    let n_head_kv = get("attention.head_count_kv").unwrap_or(n_head);
+    let head_dim = get("attention.key_length").unwrap_or_else(|| {
+        g.embedding_length()
+            .unwrap_or(0)
+            .checked_div(n_head)
+            .unwrap_or(0)
+    });
+    let kv = n_layer
+        .saturating_mul(n_cells as u64)
+        .saturating_mul(n_head_kv.saturating_mul(head_dim))
+        .saturating_mul(4);
+    file.saturating_add(kv)
+}
+
+/// The engine for `resolved` (a GGUF blob): by the settings' routes, else llama.cpp.
+fn choose(cfg: &ServerConfig, resolved: &ResolvedModel) -> EngineChoice {
+    let in_process = || EngineChoice {
+        engine: LLAMA_CPP.into(),
+        reason: "GGUF runs in-process on llama.cpp".into(),
+    };
+    let Some(settings) = &cfg.settings else {
+        return in_process();
+    };
+    let name = resolved.name.display_shortest();
+    settings
+        .choose_engine(&name, ModelFormat::Gguf, installed, cfg.machine)
+        .unwrap_or_else(|_| in_process())
+}
+
+/// Whether `program` runs here: a path that exists, or a name on `PATH`.
+pub fn installed(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// Starts an external serving engine for the model and waits until it is healthy.
+async fn load_serving(
+    resolved: ResolvedModel,
+    n_ctx: usize,
+    need: u64,
+    choice: EngineChoice,
+    cfg: &ServerConfig,
+) -> Result<LoadedModel, ApiError> {
+    let start = std::time::Instant::now();
+    let def = cfg
+        .settings
+        .as_ref()
+        .and_then(|s| s.engine(&choice.engine))
+        .ok_or_else(|| ApiError::new(crate::error::ErrorKind::Internal, "the engine vanished"))?;
+    let mut scfg = ServingConfig::new(
+        def.command.replace("{n_ctx}", &n_ctx.to_string()),
+        resolved.model_path.display().to_string(),
+    );
+    scfg.health_paths = def.health.clone();
+    scfg.startup_timeout = def.startup_timeout;
+    let sup = Supervisor::start(scfg).await.map_err(|e| {
+        ApiError::new(
+            crate::error::ErrorKind::Internal,
+            format!("cannot start engine {}: {e}", choice.engine),
+        )
+    })?;
+    tracing::info!(model = %resolved.name, engine = %choice.engine, "model served by an external engine");
+    Ok(LoadedModel {
+        resolved,
+        n_ctx,
+        load_duration: start.elapsed(),
+        formatter: Err(format!("the model runs in {}", choice.engine)),
+        choice,
+        need,
+        engine: None,
+        serving: Some(sup),
+    })
+}
+
 /// Loads the weights and starts an engine (blocking).
 fn load(
     resolved: ResolvedModel,
     n_ctx: usize,
+    need: u64,
+    choice: EngineChoice,
     cfg: &ServerConfig,
 ) -> Result<LoadedModel, ApiError> {
     let start = std::time::Instant::now();
@@ -501,7 +671,10 @@ fn load(
         n_ctx,
         load_duration: start.elapsed(),
         formatter,
+        choice,
+        need,
         engine: Some(engine),
+        serving: None,
     })
 }
 

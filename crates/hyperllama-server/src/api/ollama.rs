@@ -606,6 +606,8 @@ pub async fn ps(State(state): State<AppState>) -> Json<Value> {
                 "expires_at": rfc3339(expires),
                 "size_vram": 0,
                 "context_length": m.n_ctx,
+                "engine": m.choice.engine,
+                "engine_reason": m.choice.reason,
             })
         })
         .collect();
