@@ -526,10 +526,13 @@ const REPEAT_TEXT: &str = "The quick brown fox jumps over the lazy dog. A journe
 const REPEAT_CODE: &str = "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\nfn main() {\n    \
     let x = add(1, 2);\n    println!(\"{}\", x);\n}";
 
+/// Each position's most likely tokens with their log-probabilities.
+type TopLogprobs = Vec<Vec<(TokenId, f32)>>;
+
 /// Greedy tokens with each position's log-probabilities (top 5).
 fn collect_logprobs(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-) -> (Vec<TokenId>, Vec<Vec<(TokenId, f32)>>, Completion) {
+) -> (Vec<TokenId>, TopLogprobs, Completion) {
     let (mut tokens, mut top) = (Vec::new(), Vec::new());
     while let Some(ev) = rx.blocking_recv() {
         match ev {
