@@ -63,7 +63,9 @@ pub fn propose(tokens: &[TokenId], k: usize) -> Vec<TokenId> {
 pub const COOLDOWN: u32 = 16;
 /// Longest cool-down.
 pub const MAX_COOLDOWN: u32 = 512;
-/// Below this (moving-average) acceptance rate drafting does not pay and switches off.
+/// Below this (moving-average) acceptance rate drafting switches off, whatever a draft token
+/// costs; the engine raises the bar to the measured cost of a draft token relative to a
+/// decode step ([`DraftControl::set_min_acceptance`]), where drafting stops paying.
 pub const MIN_ACCEPTANCE: f32 = 0.3;
 
 /// One sequence's adaptive draft length: grows while drafts are fully accepted, shrinks on
@@ -78,6 +80,7 @@ pub struct DraftControl {
     n_rounds: u32,
     cooldown_left: u32,
     next_cooldown: u32,
+    min_acceptance: f32,
 }
 
 impl Default for DraftControl {
@@ -95,7 +98,19 @@ impl DraftControl {
             n_rounds: 0,
             cooldown_left: 0,
             next_cooldown: COOLDOWN,
+            min_acceptance: MIN_ACCEPTANCE,
         }
+    }
+
+    /// Sets the acceptance rate below which drafting switches off (at least
+    /// [`MIN_ACCEPTANCE`], at most 0.95): the measured cost of a draft token relative to a
+    /// decode step.
+    pub fn set_min_acceptance(&mut self, rate: f32) {
+        self.min_acceptance = if rate.is_finite() {
+            rate.clamp(MIN_ACCEPTANCE, 0.95)
+        } else {
+            MIN_ACCEPTANCE
+        };
     }
 
     /// How many tokens to draft this step (0 while cooling down). Call once per step in which
@@ -129,7 +144,7 @@ impl DraftControl {
         } else {
             self.len = ((self.len + accepted) / 2).max(1);
         }
-        if self.n_rounds >= 4 && self.rate < MIN_ACCEPTANCE {
+        if self.n_rounds >= 4 && self.rate < self.min_acceptance {
             self.cooldown_left = self.next_cooldown;
             self.next_cooldown = (self.next_cooldown * 2).min(MAX_COOLDOWN);
         }
@@ -183,5 +198,19 @@ mod tests {
         let off = (0..COOLDOWN).filter(|_| c.next_len() == 0).count();
         assert_eq!(off as u32, COOLDOWN);
         assert!(c.next_len() > 0, "drafting resumes after the cool-down");
+        // Where a draft token costs 0.8 of a decode step, 60% acceptance does not pay.
+        let mut c = DraftControl::new();
+        c.set_min_acceptance(0.8);
+        for _ in 0..6 {
+            c.next_len();
+            c.record(5, 3);
+        }
+        assert!(c.is_cooling_down());
+        let mut c = DraftControl::new();
+        for _ in 0..6 {
+            c.next_len();
+            c.record(5, 3);
+        }
+        assert!(!c.is_cooling_down(), "where it is cheap, it does");
     }
 }

@@ -3,7 +3,7 @@
 //! decode rate, the drafts verified and accepted, and whether the outputs agree. Not a
 //! benchmark: on a shared machine the timings are indicative only.
 //!
-//! `cargo run --release --example spec_smoke -p hyperllama-engine -- MODEL.gguf [N_TOKENS] [THREADS]`
+//! `cargo run --example spec_smoke -p hyperllama-engine -- MODEL.gguf [N_TOKENS] [THREADS]`
 
 use std::sync::Arc;
 use std::time::Instant;

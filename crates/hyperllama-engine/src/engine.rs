@@ -931,7 +931,12 @@ impl LoopState {
     /// Gives every decoding sequence a prompt-lookup draft of its current length, cut where
     /// its constraint rejects it.
     fn draft(&mut self) {
+        // A draft token pays when accepted more often than it costs relative to a step.
+        let min_acceptance = self.pacer.token_cost_ratio().map(|r| r as f32);
         for (&id, l) in &mut self.live {
+            if let Some(r) = min_acceptance {
+                l.draft.set_min_acceptance(r);
+            }
             let room = self.sched.draft_room(id);
             if room == 0 {
                 continue;
