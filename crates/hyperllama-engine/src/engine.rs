@@ -934,7 +934,11 @@ impl LoopState {
         // A draft token pays when accepted more often than it costs relative to a step.
         let min_acceptance = self.pacer.token_cost_ratio().map(|r| r as f32);
         for (&id, l) in &mut self.live {
-            if let Some(r) = min_acceptance {
+            // A seeded sampled request drafts independently of timing, so that its draws,
+            // and so its text, are reproducible.
+            let p = l.sampler.params();
+            let reproducible = p.seed.is_some() && p.temperature > 0.0;
+            if let (Some(r), false) = (min_acceptance, reproducible) {
                 l.draft.set_min_acceptance(r);
             }
             let room = self.sched.draft_room(id);
