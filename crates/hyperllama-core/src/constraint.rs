@@ -291,6 +291,19 @@ impl Constraint {
             .map_err(|e| ConstraintError::Dead(e.to_string()))
     }
 
+    /// How many leading tokens of `draft` the grammar accepts from its current state,
+    /// without advancing it: draft tokens past these are cut before verification.
+    pub fn valid_prefix(&mut self, draft: &[TokenId]) -> usize {
+        if self.done || self.matcher.is_stopped() {
+            return 0;
+        }
+        let end = draft
+            .iter()
+            .position(|t| self.eog.contains(t))
+            .unwrap_or(draft.len());
+        self.matcher.validate_tokens(&draft[..end]).unwrap_or(0)
+    }
+
     /// Whether the output so far is a complete match.
     pub fn is_complete(&mut self) -> bool {
         self.done || self.matcher.is_stopped() || self.matcher.is_accepting().unwrap_or(false)
@@ -560,6 +573,23 @@ mod tests {
             big.get("maximum").is_none(),
             "would be unsatisfiable: {big}"
         );
+    }
+
+    #[test]
+    fn a_draft_is_cut_where_the_grammar_rejects_it() {
+        let compiler = ConstraintCompiler::new(&vocab()).expect("vocabulary");
+        let mut c = compiler
+            .compile(&ConstraintSpec::Regex("ab+c".into()))
+            .expect("compiles");
+        let t = |b: u8| b as TokenId;
+        assert_eq!(
+            c.valid_prefix(&[t(b'a'), t(b'b'), t(b'b'), t(b'x'), t(b'c')]),
+            3
+        );
+        assert_eq!(c.valid_prefix(&[t(b'b')]), 0);
+        // Validation does not advance the grammar.
+        c.commit(t(b'a')).expect("accepted");
+        assert_eq!(c.valid_prefix(&[t(b'b'), t(b'c')]), 2);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod logprobs;
 pub mod rng;
 pub mod sampling;
 pub mod sched;
+pub mod spec;
 pub mod stop;
 pub mod utf8;
 

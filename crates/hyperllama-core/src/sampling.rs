@@ -125,6 +125,55 @@ impl Sampler {
         }
         sample_stochastic(params, rng, candidates, logits)
     }
+
+    /// Verifies a draft token at one position (speculative sampling): returns the token to
+    /// emit and whether it is the draft. Greedy: the draft is accepted when it is the argmax,
+    /// else the argmax is emitted, so the output is what [`Self::sample`] gives. Sampling:
+    /// the draft is a point mass, so it is accepted with probability p(draft) under the
+    /// processed distribution (the same chain as `sample`), else a token is drawn from p with
+    /// the draft removed and renormalized; the emitted token is distributed exactly as p.
+    pub fn verify(
+        &mut self,
+        logits: &[f32],
+        history: &[TokenId],
+        draft: TokenId,
+    ) -> (TokenId, bool) {
+        debug_assert!(!logits.is_empty(), "sampling from an empty vocabulary");
+        let Self {
+            params,
+            rng,
+            scratch,
+            candidates,
+            window,
+        } = self;
+        let logits: &[f32] = if params.has_penalties() {
+            scratch.clear();
+            scratch.extend_from_slice(logits);
+            apply_penalties(params, scratch, history, window);
+            scratch
+        } else {
+            logits
+        };
+        if params.temperature <= 0.0 {
+            let t = argmax(logits);
+            return (t, t == draft);
+        }
+        let Some(total) = distribution(params, candidates, logits) else {
+            return (0, draft == 0);
+        };
+        let w_draft = candidates
+            .iter()
+            .find(|c| c.1 == draft)
+            .map_or(0.0, |c| c.0);
+        if rng.next_f32() * total < w_draft {
+            return (draft, true);
+        }
+        let rest = total - w_draft;
+        if rest <= 0.0 {
+            return (draft, true);
+        }
+        (draw(rng, candidates, rest, Some(draft)), false)
+    }
 }
 
 fn sample_stochastic(
@@ -133,6 +182,34 @@ fn sample_stochastic(
     cands: &mut Vec<(f32, TokenId)>,
     logits: &[f32],
 ) -> TokenId {
+    let Some(total) = distribution(p, cands, logits) else {
+        return 0;
+    };
+    draw(rng, cands, total, None)
+}
+
+/// Draws from `cands` (weights adding up to `total`), leaving out `skip`.
+fn draw(rng: &mut Rng, cands: &[(f32, TokenId)], total: f32, skip: Option<TokenId>) -> TokenId {
+    let mut r = rng.next_f32() * total;
+    let mut last = None;
+    for c in cands.iter().filter(|c| Some(c.1) != skip) {
+        if r < c.0 {
+            return c.1;
+        }
+        r -= c.0;
+        last = Some(c.1);
+    }
+    last.unwrap_or(cands[cands.len() - 1].1)
+}
+
+/// The processed target distribution: leaves `cands` as (weight, token) pairs, most likely
+/// first, after top-k, top-p, min-p and temperature, and returns the weights' total (`None`
+/// when every logit is NaN).
+fn distribution(
+    p: &SamplingParams,
+    cands: &mut Vec<(f32, TokenId)>,
+    logits: &[f32],
+) -> Option<f32> {
     cands.clear();
     cands.extend(
         logits
@@ -142,7 +219,7 @@ fn sample_stochastic(
             .map(|(i, &l)| (l, i as TokenId)),
     );
     if cands.is_empty() {
-        return 0;
+        return None;
     }
     let by_logit_desc =
         |a: &(f32, TokenId), b: &(f32, TokenId)| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1));
@@ -183,14 +260,7 @@ fn sample_stochastic(
         c.0 = ((c.0 - max) * inv_t).exp();
         total += c.0;
     }
-    let mut r = rng.next_f32() * total;
-    for c in cands.iter() {
-        if r < c.0 {
-            return c.1;
-        }
-        r -= c.0;
-    }
-    cands[cands.len() - 1].1
+    Some(total)
 }
 
 /// Index of the largest value; ties go to the lowest index, NaN never wins.
@@ -349,6 +419,65 @@ mod tests {
             11,
         );
         assert!((0..200).all(|_| s.sample(&logits, &[]) == 0));
+    }
+
+    /// Speculative sampling preserves the target distribution: over a 5-token vocabulary
+    /// with top-k, temperature and a repeat penalty in the chain, the emitted token's
+    /// frequencies match plain sampling's probabilities (a chi-square bound), whatever the
+    /// draft, including a draft the chain cuts (top-k) and a likely one.
+    #[test]
+    fn verification_preserves_the_target_distribution() {
+        let logits = [1.0, 2.0, 0.5, 1.5, -1.0];
+        let history = [1, 1, 3];
+        let p = params(|p| {
+            p.top_k = 4;
+            p.top_p = 1.0;
+            p.temperature = 0.7;
+            p.repeat_penalty = 1.3;
+            p.seed = Some(5);
+        });
+        // The exact target: penalties, top-k 4 (token 4 cut), temperature, softmax.
+        let mut pen = logits;
+        for t in [1usize, 3] {
+            pen[t] = if pen[t] <= 0.0 {
+                pen[t] * 1.3
+            } else {
+                pen[t] / 1.3
+            };
+        }
+        let w: Vec<f64> = (0..4).map(|i| (f64::from(pen[i]) / 0.7).exp()).collect();
+        let z: f64 = w.iter().sum();
+        let target: Vec<f64> = (0..5).map(|i| w.get(i).map_or(0.0, |w| w / z)).collect();
+        let n = 40_000;
+        for draft in [0, 1, 4] {
+            let mut s = Sampler::new(p.clone(), 0);
+            let mut counts = [0usize; 5];
+            let mut accepted = 0;
+            for _ in 0..n {
+                let (t, ok) = s.verify(&logits, &history, draft);
+                counts[t as usize] += 1;
+                accepted += usize::from(ok);
+                assert_eq!(ok, t == draft);
+            }
+            assert_eq!(counts[4], 0, "a token the chain cuts is never emitted");
+            let chi2: f64 = (0..4)
+                .map(|i| {
+                    let e = target[i] * n as f64;
+                    (counts[i] as f64 - e).powi(2) / e
+                })
+                .sum();
+            // 3 degrees of freedom: P(chi2 > 16.3) = 0.001.
+            assert!(chi2 < 16.3, "draft {draft}: chi2 {chi2}, counts {counts:?}");
+            let rate = accepted as f64 / n as f64;
+            assert!(
+                (rate - target[draft as usize]).abs() < 0.01,
+                "acceptance {rate}"
+            );
+        }
+        // Greedy: accepted exactly when the draft is the penalized argmax.
+        let mut g = Sampler::new(SamplingParams::greedy(), 0);
+        assert_eq!(g.verify(&logits, &[], 1), (1, true));
+        assert_eq!(g.verify(&logits, &[], 3), (1, false));
     }
 
     #[test]

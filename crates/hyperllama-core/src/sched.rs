@@ -14,6 +14,16 @@
 //! needs a block and none can be reclaimed, the newest running sequence is preempted: it
 //! becomes a cache entry and waits at the head of the queue to be resumed or recomputed.
 //!
+//! Speculative decoding: before a step, the engine may give a decoding sequence draft tokens
+//! ([`Scheduler::set_draft`], at most [`Scheduler::draft_room`]). The sequence's decode item
+//! then carries its last sampled token plus the drafts, and the backend returns logits after
+//! each of them; the drafts count against the token budget (a later running sequence always
+//! keeps room for its one token) and take only free KV blocks (they never evict the prefix
+//! cache nor preempt anyone). [`Scheduler::commit_spec`] takes each sampled item's accepted
+//! tokens (the accepted drafts plus one sampled token); the KV of the rejected positions is
+//! trimmed by the next plan (`trim`), blocks left wholly unused are freed, and only committed
+//! tokens' blocks are ever hashed into the prefix index.
+//!
 //! # Invariants
 //! - A plan never holds more than `max_batched_tokens` tokens nor more than `max_seqs`
 //!   sequences, and no sequence appears twice in one plan.
@@ -22,6 +32,8 @@
 //! - Slots are partitioned between running sequences, cache entries and the free list; a slot
 //!   whose KV is dropped is listed in the next plan's `clear`, which the backend applies before
 //!   the plan's copies and tokens. A copy's source is never cleared in the same plan.
+//! - A sequence's KV in the backend holds exactly its `n_computed` positions once the next
+//!   plan's trims are applied: rejected draft positions are always listed there.
 //! - Only `schedule`, `commit`, `abandon`, `add`, `abort` and `clear_cache` change state; a
 //!   plan is plain data with no references into the scheduler.
 
@@ -34,7 +46,8 @@ mod pacing;
 mod plan;
 pub use pacing::Pacer;
 pub use plan::{
-    AdmissionError, FinishReason, KvCopy, PlanItem, SchedulerConfig, SeqEvent, SeqSpec, StepPlan,
+    AdmissionError, FinishReason, KvCopy, KvTrim, PlanItem, SchedulerConfig, SeqEvent, SeqSpec,
+    StepPlan,
 };
 
 #[derive(Debug)]
@@ -50,6 +63,8 @@ struct Sequence {
     table: Vec<BlockId>,
     hashes: Vec<u64>,
     prompt_reported: bool,
+    /// Draft tokens for the next step (set by the engine, consumed by `schedule`).
+    draft: Vec<TokenId>,
 }
 
 impl Sequence {
@@ -76,6 +91,7 @@ pub struct Scheduler {
     cache: HashMap<SlotId, CacheEntry>,
     free_slots: Vec<SlotId>,
     to_clear: Vec<SlotId>,
+    to_trim: Vec<KvTrim>,
     clock: u64,
     n_preemptions: u64,
     /// Most prompt tokens computed in a step that also decodes (see [`Self::set_prefill_cap`]).
@@ -104,6 +120,7 @@ impl Scheduler {
             free_slots,
             prefill_cap: usize::MAX,
             to_clear: Vec::new(),
+            to_trim: Vec::new(),
             clock: 0,
             n_preemptions: 0,
         }
@@ -143,6 +160,7 @@ impl Scheduler {
                 table: Vec::new(),
                 hashes: Vec::new(),
                 prompt_reported: false,
+                draft: Vec::new(),
             },
         );
         self.waiting.push_back(spec.id);
@@ -210,6 +228,34 @@ impl Scheduler {
     /// The tokens of a sequence so far (prompt and output), for sampling penalties.
     pub fn tokens(&self, id: SeqId) -> Option<&[TokenId]> {
         self.seqs.get(&id).map(|s| s.tokens.as_slice())
+    }
+
+    /// Most draft tokens `id` may verify in the next step: 0 unless it is running and
+    /// decoding (exactly one token to compute); bounded by its context, its token limit and
+    /// the step budget.
+    pub fn draft_room(&self, id: SeqId) -> usize {
+        let Some(s) = self.seqs.get(&id) else {
+            return 0;
+        };
+        if s.slot.is_none() || s.tokens.len() - s.n_computed != 1 {
+            return 0;
+        }
+        let ctx_room = self.cfg.n_ctx_per_seq.saturating_sub(s.tokens.len());
+        let new_room = s
+            .max_new_tokens
+            .map_or(usize::MAX, |m| m.saturating_sub(s.n_generated() + 1));
+        ctx_room
+            .min(new_room)
+            .min(self.cfg.max_batched_tokens.saturating_sub(1))
+    }
+
+    /// Gives `id` draft tokens to verify in the next step (cut to [`Self::draft_room`]). The
+    /// next `schedule` consumes them, planning as many as the budget and free KV allow.
+    pub fn set_draft(&mut self, id: SeqId, mut draft: Vec<TokenId>) {
+        draft.truncate(self.draft_room(id));
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.draft = draft;
+        }
     }
 
     /// Limits the prompt tokens (prefill chunks, admissions, recomputation) planned in a step
@@ -283,8 +329,16 @@ impl Scheduler {
             if self_preempted {
                 continue;
             }
-            items.push(self.plan_item(id, n));
-            budget -= n;
+            let n_draft = if is_prefill {
+                0
+            } else {
+                // Later running sequences keep room for one token each.
+                let n_later = self.running.len() - idx - 1;
+                let room = (budget - n).saturating_sub(n_later);
+                self.reserve_draft(id, room)
+            };
+            items.push(self.plan_item(id, n, n_draft));
+            budget -= n + n_draft;
             if is_prefill {
                 prefill_left -= n;
             }
@@ -343,12 +397,19 @@ impl Scheduler {
             }
             self.waiting.pop_front();
             self.running.push(id);
-            items.push(self.plan_item(id, n));
+            items.push(self.plan_item(id, n, 0));
             budget -= n;
             prefill_left = prefill_left.saturating_sub(n);
         }
 
+        // Drafts not planned now are stale by the next step.
+        for id in &self.running {
+            if let Some(s) = self.seqs.get_mut(id) {
+                s.draft.clear();
+            }
+        }
         StepPlan {
+            trim: std::mem::take(&mut self.to_trim),
             clear: std::mem::take(&mut self.to_clear),
             copy: copies,
             items,
@@ -372,6 +433,30 @@ impl Scheduler {
                 .push(self.pool.allocate().expect("counted free above"));
         }
         true
+    }
+
+    /// Extends `id`'s table for up to `room` of its draft tokens from free blocks only (drafts
+    /// never evict cached prefixes); returns how many drafts are planned.
+    fn reserve_draft(&mut self, id: SeqId, room: usize) -> usize {
+        let bs = self.cfg.block_size;
+        let n_free = self.pool.n_free();
+        let s = self.seqs.get_mut(&id).expect("reserved ids exist");
+        let capacity = (s.table.len() + n_free) * bs;
+        let n_draft = s
+            .draft
+            .len()
+            .min(room)
+            .min(capacity.saturating_sub(s.n_computed + 1));
+        let need = self
+            .pool
+            .blocks_for(s.n_computed + 1 + n_draft)
+            .saturating_sub(s.table.len());
+        for _ in 0..need {
+            s.table
+                .push(self.pool.allocate().expect("counted free above"));
+        }
+        s.draft.truncate(n_draft);
+        n_draft
     }
 
     fn unadmit(&mut self, id: SeqId) {
@@ -487,16 +572,19 @@ impl Scheduler {
             .collect()
     }
 
-    fn plan_item(&mut self, id: SeqId, n: usize) -> PlanItem {
+    fn plan_item(&mut self, id: SeqId, n: usize, n_draft: usize) -> PlanItem {
         let s = self.seqs.get_mut(&id).expect("planned ids exist");
         let pos = s.n_computed;
-        s.n_planned = n;
+        s.n_planned = n + n_draft;
+        let mut tokens = s.tokens[pos..pos + n].to_vec();
+        tokens.extend_from_slice(&s.draft[..n_draft]);
         PlanItem {
             seq: id,
             slot: s.slot.expect("running sequences hold a slot"),
             pos,
-            tokens: s.tokens[pos..pos + n].to_vec(),
+            tokens,
             sample: pos + n == s.tokens.len(),
+            n_draft,
         }
     }
 
@@ -589,22 +677,81 @@ impl Scheduler {
     }
 
     /// Applies a step's results: `sampled[i]` is the token sampled for the i-th item with
-    /// `sample` set. Returns what happened, in plan order.
+    /// `sample` set. Returns what happened, in plan order. For plans without drafts; see
+    /// [`Self::commit_spec`].
     pub fn commit(&mut self, plan: &StepPlan, sampled: &[TokenId]) -> Vec<SeqEvent> {
         assert_eq!(
-            sampled.len(),
+            plan.n_draft(),
+            0,
+            "a plan with drafts is committed by commit_spec"
+        );
+        let accepted: Vec<Vec<TokenId>> = sampled.iter().map(|&t| vec![t]).collect();
+        self.commit_spec(plan, &accepted)
+    }
+
+    /// Applies a step's results: `accepted[i]` holds, for the i-th item with `sample` set, its
+    /// accepted draft tokens (a prefix of the item's draft) followed by one sampled token.
+    /// Returns what happened, in plan order.
+    pub fn commit_spec(&mut self, plan: &StepPlan, accepted: &[Vec<TokenId>]) -> Vec<SeqEvent> {
+        assert_eq!(
+            accepted.len(),
             plan.n_samples(),
-            "one token per sampled item"
+            "one token list per sampled item"
         );
         let bs = self.cfg.block_size;
         let mut events = Vec::new();
-        let mut samples = sampled.iter();
+        let mut accepted = accepted.iter();
         for item in &plan.items {
             let s = self.seqs.get_mut(&item.seq).expect("planned ids exist");
             debug_assert_eq!(s.n_planned, item.tokens.len());
-            s.n_computed += s.n_planned;
             s.n_planned = 0;
-            // Index the blocks this step filled.
+            let mut reason = None;
+            if item.sample {
+                let a = accepted.next().expect("counted above");
+                let n_acc = a.len() - 1;
+                assert!(
+                    !a.is_empty() && n_acc <= item.n_draft,
+                    "1 to n_draft + 1 tokens per sampled item"
+                );
+                debug_assert_eq!(&a[..n_acc], &item.draft()[..n_acc], "accepted a non-draft");
+                // Positions whose KV is valid: everything but the rejected drafts.
+                let n_valid = item.pos + item.tokens.len() - item.n_draft + n_acc;
+                for &token in a {
+                    if !s.ignore_eos && self.cfg.eog_tokens.contains(&token) {
+                        reason = Some(FinishReason::Stop);
+                        break;
+                    }
+                    s.tokens.push(token);
+                    events.push(SeqEvent::Token {
+                        seq: item.seq,
+                        token,
+                    });
+                    let at_limit = s.max_new_tokens.is_some_and(|m| s.n_generated() >= m);
+                    let ctx_full = s.tokens.len() >= self.cfg.n_ctx_per_seq;
+                    if at_limit || ctx_full {
+                        reason = Some(FinishReason::Length);
+                        break;
+                    }
+                }
+                // An end token or the limit among the accepted drafts also ends the KV.
+                s.n_computed = n_valid.min(s.tokens.len());
+                if s.n_computed < item.pos + item.tokens.len() {
+                    self.to_trim.push(KvTrim {
+                        slot: item.slot,
+                        from: s.n_computed,
+                    });
+                }
+                // Blocks wholly past what the next step needs hold only rejected drafts.
+                let keep = self.pool.blocks_for(s.tokens.len().max(s.n_computed));
+                if s.table.len() > keep {
+                    for b in s.table.drain(keep..) {
+                        self.pool.release(b);
+                    }
+                }
+            } else {
+                s.n_computed += item.tokens.len();
+            }
+            // Index the blocks this step filled (committed tokens only).
             if self.cfg.prefix_cache {
                 while s.hashes.len() < s.n_computed / bs {
                     let k = s.hashes.len();
@@ -617,28 +764,20 @@ impl Scheduler {
             }
             if !s.prompt_reported && s.n_computed >= s.n_prompt {
                 s.prompt_reported = true;
-                events.push(SeqEvent::PromptDone {
-                    seq: item.seq,
-                    n_prompt: s.n_prompt,
-                    n_cached: s.n_cached.min(s.n_prompt),
-                });
+                // Reported before the step's tokens.
+                let at = events
+                    .iter()
+                    .rposition(|e| !matches!(e, SeqEvent::Token { seq, .. } if *seq == item.seq))
+                    .map_or(0, |i| i + 1);
+                events.insert(
+                    at,
+                    SeqEvent::PromptDone {
+                        seq: item.seq,
+                        n_prompt: s.n_prompt,
+                        n_cached: s.n_cached.min(s.n_prompt),
+                    },
+                );
             }
-            if !item.sample {
-                continue;
-            }
-            let token = *samples.next().expect("counted above");
-            let reason = if !s.ignore_eos && self.cfg.eog_tokens.contains(&token) {
-                Some(FinishReason::Stop)
-            } else {
-                s.tokens.push(token);
-                events.push(SeqEvent::Token {
-                    seq: item.seq,
-                    token,
-                });
-                let at_limit = s.max_new_tokens.is_some_and(|m| s.n_generated() >= m);
-                let ctx_full = s.tokens.len() >= self.cfg.n_ctx_per_seq;
-                (at_limit || ctx_full).then_some(FinishReason::Length)
-            };
             if let Some(reason) = reason {
                 events.push(SeqEvent::Finished {
                     seq: item.seq,

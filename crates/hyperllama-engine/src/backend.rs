@@ -5,11 +5,12 @@
 //! only other verbs.
 //!
 //! # Invariants
-//! - `execute` applies the plan's clears, then its copies, then computes its items. The
-//!   clears and copies always take effect; the computation either completes or has no effect
+//! - `execute` applies the plan's trims, then its clears, then its copies, then computes its
+//!   items. The trims, clears and copies always take effect; the computation either completes or has no effect
 //!   (llama.cpp restores its cache on `NoKvSlot`), so the scheduler can retry.
-//! - Logits row `i` belongs to the i-th plan item with `sample` set, and stays valid until
-//!   the next `execute`.
+//! - Logits rows follow the plan: each item with `sample` set owns `n_draft + 1` consecutive
+//!   rows (after each of its last `n_draft + 1` tokens, in order); rows stay valid until the
+//!   next `execute`.
 
 use hyperllama_core::sched::StepPlan;
 use hyperllama_core::SlotId;
@@ -63,9 +64,10 @@ pub struct Capabilities {
 
 /// Executes one batched forward step; see the module docs.
 pub trait StepBackend {
-    /// Runs the plan: clears the listed slots, copies prefixes, then computes every item.
+    /// Runs the plan: trims and clears the listed slots, copies prefixes, then computes every
+    /// item.
     fn execute(&mut self, plan: &StepPlan) -> Result<(), BackendError>;
-    /// The logits after the last token of the `row`-th sampled item of the last plan.
+    /// The logits of the `row`-th row of the last plan (see the module docs for the order).
     fn logits(&self, row: usize) -> &[f32];
     /// Copies the KV of `src` for positions `[0, n_tokens)` into `dst` (shared, not duplicated).
     fn copy_slot(&mut self, src: SlotId, dst: SlotId, n_tokens: usize);

@@ -17,8 +17,16 @@
 //!   `embed` answer [`Error::Overloaded`] at once. Each request holds a `Ticket` that
 //!   counts it and is released when the request is dropped, however it ends.
 //! - Embedding decodes run on the engine thread between steps (see [`crate::embed`]).
+//! - Speculative decoding (on unless [`EngineConfig::speculative`] is off): before each step,
+//!   every decoding sequence whose [`DraftControl`] allows it gets a prompt-lookup draft
+//!   ([`hyperllama_core::spec::propose`]), cut where its output constraint rejects it; the
+//!   scheduler verifies the drafts inside the normal batched step, and each verified position
+//!   is sampled with [`Sampler::verify`] (greedy: accepted while the argmax equals the draft;
+//!   sampling: the distribution-preserving rule), under the constraint's mask. The tokens a
+//!   request receives are the same tokens, in the same order, with the same events as
+//!   without speculation; only how many arrive per step changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -31,7 +39,10 @@ use hyperllama_core::constraint::{
 };
 use hyperllama_core::logprobs::{token_logprobs, TokenLogprobs, MAX_TOP_LOGPROBS};
 use hyperllama_core::sampling::{Sampler, SamplingParams};
-use hyperllama_core::sched::{FinishReason, Pacer, Scheduler, SchedulerConfig, SeqEvent, SeqSpec};
+use hyperllama_core::sched::{
+    FinishReason, Pacer, PlanItem, Scheduler, SchedulerConfig, SeqEvent, SeqSpec,
+};
+use hyperllama_core::spec::{propose, DraftControl};
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
 use hyperllama_core::utf8::Utf8Stream;
 use hyperllama_core::{SeqId, TokenId};
@@ -68,6 +79,9 @@ pub struct EngineConfig {
     /// Requests that may wait beyond the `max_seqs` that run at once before `submit` and
     /// `embed` report overload.
     pub queue_capacity: usize,
+    /// Speculative decoding with prompt-lookup drafts (adaptive per sequence; see the module
+    /// docs). On by default.
+    pub speculative: bool,
 }
 
 impl EngineConfig {
@@ -82,6 +96,7 @@ impl EngineConfig {
             n_batch: 512,
             n_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_capacity: 256,
+            speculative: true,
         }
     }
 }
@@ -146,6 +161,17 @@ pub struct Completion {
     pub eval_duration: Duration,
     /// Time from submission to the end.
     pub total_duration: Duration,
+    /// Draft tokens verified (speculative decoding).
+    pub n_drafted: usize,
+    /// Of those, how many were accepted (each saved a decode step).
+    pub n_accepted: usize,
+}
+
+impl Completion {
+    /// Accepted draft tokens per verified one; `None` when nothing was drafted.
+    pub fn acceptance_rate(&self) -> Option<f64> {
+        (self.n_drafted > 0).then(|| self.n_accepted as f64 / self.n_drafted as f64)
+    }
 }
 
 /// What a request's stream carries.
@@ -188,6 +214,10 @@ pub struct EngineStats {
     pub n_preemptions: u64,
     /// Steps executed so far.
     pub n_steps: u64,
+    /// Draft tokens verified so far (speculative decoding).
+    pub n_drafted: u64,
+    /// Of those, how many were accepted.
+    pub n_accepted: u64,
 }
 
 enum Command {
@@ -426,12 +456,16 @@ struct Live {
     n_eval: usize,
     /// Alternatives to report per token, when the request asked for log-probabilities.
     logprobs: Option<usize>,
-    /// The log-probabilities of the token sampled this step, until its event is sent.
-    pending_logprobs: Option<TokenLogprobs>,
+    /// The log-probabilities of the tokens sampled this step, until their events are sent.
+    pending_logprobs: VecDeque<TokenLogprobs>,
     /// The output constraint, advanced with every sampled token.
     constraint: Option<Box<Constraint>>,
     /// Logits restricted by the constraint (reused between steps).
     scratch: Vec<f32>,
+    /// The adaptive draft length (speculative decoding).
+    draft: DraftControl,
+    n_drafted: usize,
+    n_accepted: usize,
 }
 
 impl Live {
@@ -455,33 +489,84 @@ impl Live {
             n_eval: self.n_eval,
             eval_duration: now.saturating_duration_since(prompt_done),
             total_duration: now.saturating_duration_since(self.submitted),
+            n_drafted: self.n_drafted,
+            n_accepted: self.n_accepted,
         };
         let _ = self.tx.send(Event::Done(completion));
     }
 }
 
 /// Samples a sequence's next token: under its constraint (restricted logits, then the
-/// grammar advanced), with its log-probabilities when asked.
+/// grammar advanced), with its log-probabilities when asked. With a `draft` token, verifies
+/// it instead ([`Sampler::verify`]) and also says whether it was accepted.
 fn sample_live(
     l: &mut Live,
     logits: &[f32],
     history: &[TokenId],
-) -> Result<TokenId, ConstraintError> {
-    let token = match l.constraint.as_mut() {
+    draft: Option<TokenId>,
+) -> Result<(TokenId, bool), ConstraintError> {
+    let pick = |sampler: &mut Sampler, logits: &[f32]| match draft {
+        Some(d) => sampler.verify(logits, history, d),
+        None => (sampler.sample(logits, history), false),
+    };
+    let (token, accepted) = match l.constraint.as_mut() {
         Some(c) => {
             l.scratch.clear();
             l.scratch.extend_from_slice(logits);
             c.restrict(&mut l.scratch)?;
-            let token = l.sampler.sample(&l.scratch, history);
-            c.commit(token)?;
-            token
+            let picked = pick(&mut l.sampler, &l.scratch);
+            c.commit(picked.0)?;
+            picked
         }
-        None => l.sampler.sample(logits, history),
+        None => pick(&mut l.sampler, logits),
     };
     if let Some(n) = l.logprobs {
-        l.pending_logprobs = Some(token_logprobs(logits, token, n));
+        l.pending_logprobs
+            .push_back(token_logprobs(logits, token, n));
     }
-    Ok(token)
+    Ok((token, accepted))
+}
+
+/// Samples one item's tokens: its accepted drafts, then one token at the first rejected
+/// position (or after the last draft). On a constraint error, the error and what was
+/// sampled before it plus the argmax (the sequence then ends).
+fn sample_item(
+    l: &mut Live,
+    backend: &dyn StepBackend,
+    row: usize,
+    item: &PlanItem,
+    history: &[TokenId],
+) -> (Vec<TokenId>, Option<ConstraintError>) {
+    let draft = item.draft();
+    let mut out = Vec::with_capacity(draft.len() + 1);
+    // With drafts, the history grows by each accepted token.
+    let mut grown = (!draft.is_empty()).then(|| history.to_vec());
+    for j in 0..=draft.len() {
+        let logits = backend.logits(row + j);
+        let h = grown.as_deref().unwrap_or(history);
+        match sample_live(l, logits, h, draft.get(j).copied()) {
+            Ok((token, accepted)) => {
+                out.push(token);
+                if !accepted {
+                    break;
+                }
+                if let Some(g) = grown.as_mut() {
+                    g.push(token);
+                }
+            }
+            Err(e) => {
+                out.push(hyperllama_core::sampling::argmax(logits));
+                return (out, Some(e));
+            }
+        }
+    }
+    if !draft.is_empty() {
+        let n_acc = out.len() - 1;
+        l.draft.record(draft.len(), n_acc);
+        l.n_drafted += draft.len();
+        l.n_accepted += n_acc;
+    }
+    (out, None)
 }
 
 fn fallback_seed() -> u64 {
@@ -537,6 +622,9 @@ fn engine_thread(
         n_steps: 0,
         pacer: Pacer::new(MIN_PREFILL_CHUNK, cfg.n_batch, PREFILL_RATIO),
         new_embeds: Vec::new(),
+        speculative: cfg.speculative,
+        n_drafted: 0,
+        n_accepted: 0,
     };
     let mut embeds = EmbedQueue::new(cfg.n_ctx, cfg.n_threads);
     loop {
@@ -582,6 +670,10 @@ struct LoopState {
     pacer: Pacer,
     /// Embedding requests taken by the last intake, for the embedding queue.
     new_embeds: Vec<Job>,
+    /// Draft with prompt lookup (speculative decoding).
+    speculative: bool,
+    n_drafted: u64,
+    n_accepted: u64,
 }
 
 impl LoopState {
@@ -594,6 +686,8 @@ impl LoopState {
             n_kv_cells: self.sched.config().n_kv_cells,
             n_preemptions: self.sched.n_preemptions(),
             n_steps: self.n_steps,
+            n_drafted: self.n_drafted,
+            n_accepted: self.n_accepted,
         }
     }
 
@@ -667,9 +761,12 @@ impl LoopState {
                 n_cached: 0,
                 n_eval: 0,
                 logprobs: req.logprobs.map(|n| n.min(MAX_TOP_LOGPROBS)),
-                pending_logprobs: None,
+                pending_logprobs: VecDeque::new(),
                 constraint,
                 scratch: Vec::new(),
+                draft: DraftControl::new(),
+                n_drafted: 0,
+                n_accepted: 0,
             },
         );
         true
@@ -690,6 +787,9 @@ impl LoopState {
         if !self.sched.has_work() {
             return Ok(());
         }
+        if self.speculative {
+            self.draft();
+        }
         let plan = self.sched.schedule();
         let now = Instant::now();
         for item in &plan.items {
@@ -700,9 +800,10 @@ impl LoopState {
         self.n_steps += 1;
         let started = Instant::now();
         let executed = backend.execute(&plan);
+        // A speculating item is a decode token plus its drafts (costed like prompt tokens).
         let (n_decode, n_prefill) = plan.items.iter().fold((0, 0), |(d, p), i| {
-            if i.tokens.len() == 1 {
-                (d + 1, p)
+            if i.tokens.len() == i.n_draft + 1 {
+                (d + 1, p + i.n_draft)
             } else {
                 (d, p + i.tokens.len())
             }
@@ -722,21 +823,30 @@ impl LoopState {
         }
         let mut sampled = Vec::with_capacity(plan.n_samples());
         let mut dead = Vec::new();
-        for (row, item) in plan.items.iter().filter(|i| i.sample).enumerate() {
+        let mut row = 0;
+        for item in plan.items.iter().filter(|i| i.sample) {
             let history = self.sched.tokens(item.seq).unwrap_or(&[]);
-            let logits = backend.logits(row);
-            let token = match self.live.get_mut(&item.seq) {
-                Some(l) => match sample_live(l, logits, history) {
-                    Ok(token) => token,
-                    Err(e) => {
+            let tokens = match self.live.get_mut(&item.seq) {
+                Some(l) => {
+                    let (tokens, err) = sample_item(l, backend, row, item, history);
+                    if let Some(e) = err {
                         dead.push((item.seq, e));
-                        hyperllama_core::sampling::argmax(logits)
                     }
-                },
-                None => hyperllama_core::sampling::argmax(logits),
+                    tokens
+                }
+                None => vec![hyperllama_core::sampling::argmax(backend.logits(row))],
             };
-            sampled.push(token);
+            row += item.n_rows();
+            sampled.push(tokens);
         }
+        self.n_drafted += plan.n_draft() as u64;
+        self.n_accepted += plan
+            .items
+            .iter()
+            .filter(|i| i.sample)
+            .zip(&sampled)
+            .map(|(_, t)| t.len() as u64 - 1)
+            .sum::<u64>();
         // A sequence whose constraint allows nothing more ends before its token is committed
         // (with no live state, the token's event is not sent), then leaves the scheduler.
         for (seq, e) in &dead {
@@ -745,7 +855,7 @@ impl LoopState {
                 l.finish(FinishReason::Constraint);
             }
         }
-        for event in self.sched.commit(&plan, &sampled) {
+        for event in self.sched.commit_spec(&plan, &sampled) {
             self.apply(model, event);
         }
         for (seq, _) in dead {
@@ -771,7 +881,7 @@ impl LoopState {
                 l.n_eval += 1;
                 let bytes = model.token_bytes(token);
                 let text = l.utf8.push(&bytes);
-                let logprobs = l.pending_logprobs.take().map(|lp| {
+                let logprobs = l.pending_logprobs.pop_front().map(|lp| {
                     Box::new(TokenLogprob {
                         logprob: lp.logprob,
                         bytes,
@@ -814,6 +924,38 @@ impl LoopState {
                 if let Some(l) = self.live.remove(&seq) {
                     l.finish(reason);
                 }
+            }
+        }
+    }
+
+    /// Gives every decoding sequence a prompt-lookup draft of its current length, cut where
+    /// its constraint rejects it.
+    fn draft(&mut self) {
+        // A draft token pays when accepted more often than it costs relative to a step.
+        let min_acceptance = self.pacer.token_cost_ratio().map(|r| r as f32);
+        for (&id, l) in &mut self.live {
+            // A seeded sampled request drafts independently of timing, so that its draws,
+            // and so its text, are reproducible.
+            let p = l.sampler.params();
+            let reproducible = p.seed.is_some() && p.temperature > 0.0;
+            if let (Some(r), false) = (min_acceptance, reproducible) {
+                l.draft.set_min_acceptance(r);
+            }
+            let room = self.sched.draft_room(id);
+            if room == 0 {
+                continue;
+            }
+            let k = l.draft.next_len().min(room);
+            let Some(tokens) = self.sched.tokens(id) else {
+                continue;
+            };
+            let mut draft = propose(tokens, k);
+            if let Some(c) = l.constraint.as_mut() {
+                let n = c.valid_prefix(&draft);
+                draft.truncate(n);
+            }
+            if !draft.is_empty() {
+                self.sched.set_draft(id, draft);
             }
         }
     }

@@ -298,6 +298,12 @@ impl<'m> LlamaStepBackend<'m> {
 
 impl StepBackend for LlamaStepBackend<'_> {
     fn execute(&mut self, plan: &StepPlan) -> Result<(), BackendError> {
+        for trim in &plan.trim {
+            // Rejected draft positions: the tail of the sequence, always removable.
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(trim.slot.0), Some(trim.from as u32), None);
+        }
         for slot in &plan.clear {
             // Removing a whole sequence always succeeds.
             let _ = self.ctx.clear_kv_cache_seq(Some(slot.0), None, None);
@@ -319,7 +325,8 @@ impl StepBackend for LlamaStepBackend<'_> {
             let seq = [item.slot.0 as i32];
             let last = item.tokens.len().saturating_sub(1);
             for (j, &token) in item.tokens.iter().enumerate() {
-                let want_logits = item.sample && j == last;
+                // A speculating item needs logits after its last token and every draft.
+                let want_logits = item.sample && j + item.n_draft >= last;
                 self.batch
                     .add(
                         LlamaToken(token as i32),

@@ -433,6 +433,8 @@ impl Supervisor {
             n_eval: field("completion_tokens").unwrap_or(n_chunks),
             eval_duration: end - first,
             total_duration: end - start,
+            n_drafted: 0,
+            n_accepted: 0,
         })
     }
 }

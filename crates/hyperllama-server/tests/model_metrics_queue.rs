@@ -126,7 +126,8 @@ async fn model_metrics_move_after_generation_and_embedding() {
     );
     assert_eq!(get(&after, "hyperllama_models_loaded"), 1.0);
     assert!(get(&after, &format!("hyperllama_kv_cells_total{label}")) >= 1024.0);
-    assert!(get(&after, &format!("hyperllama_engine_steps_total{label}")) >= 8.0);
+    // Speculative decoding may emit several tokens per step: at least the prompt's step.
+    assert!(get(&after, &format!("hyperllama_engine_steps_total{label}")) >= 1.0);
     assert_eq!(
         get(&after, &format!("hyperllama_engine_requests{label}")),
         0.0

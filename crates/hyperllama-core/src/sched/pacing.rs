@@ -65,6 +65,15 @@ impl Pacer {
         self.prefill_token = ewma(self.prefill_token, prompt_secs / n_prefill as f64);
     }
 
+    /// What one more token in a step costs relative to a decode step (measured), once both
+    /// are known: a speculative draft token pays when it is accepted more often than this.
+    pub fn token_cost_ratio(&self) -> Option<f64> {
+        match (self.decode_step, self.prefill_token) {
+            (Some(d), Some(p)) if d > 0.0 => Some(p / d),
+            _ => None,
+        }
+    }
+
     /// The most prompt tokens for a step in which some sequence decodes.
     pub fn prefill_cap(&self) -> usize {
         match (self.decode_step, self.prefill_token) {

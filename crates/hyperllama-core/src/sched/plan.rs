@@ -131,11 +131,44 @@ pub struct PlanItem {
     pub tokens: Vec<TokenId>,
     /// Whether the logits after the last token are needed to sample the next one.
     pub sample: bool,
+    /// How many trailing tokens of `tokens` are draft tokens to verify (speculative decoding;
+    /// only on a decode item, whose first token is the last sampled one). With `sample`,
+    /// logits are needed after each of the last `n_draft + 1` tokens.
+    pub n_draft: usize,
 }
 
-/// What the backend runs in one step, in this order: `clear`, `copy`, `items`. Plain data.
+impl PlanItem {
+    /// Logits rows this item needs: `n_draft + 1` when sampled, else none.
+    pub fn n_rows(&self) -> usize {
+        if self.sample {
+            self.n_draft + 1
+        } else {
+            0
+        }
+    }
+
+    /// The draft tokens (the last `n_draft` tokens).
+    pub fn draft(&self) -> &[TokenId] {
+        &self.tokens[self.tokens.len() - self.n_draft..]
+    }
+}
+
+/// Remove a slot's KV from position `from` on: the rejected draft positions of a
+/// speculating sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvTrim {
+    /// The slot.
+    pub slot: SlotId,
+    /// First position removed.
+    pub from: usize,
+}
+
+/// What the backend runs in one step, in this order: `trim`, `clear`, `copy`, `items`.
+/// Plain data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepPlan {
+    /// Rejected draft positions to remove first (from the previous step's verification).
+    pub trim: Vec<KvTrim>,
     /// Slots whose KV must be removed first (evicted entries, dropped sequences).
     pub clear: Vec<SlotId>,
     /// Prefix copies into newly admitted sequences' slots.
@@ -153,6 +186,16 @@ impl StepPlan {
     /// Number of items whose logits are sampled (the rows of the step's output).
     pub fn n_samples(&self) -> usize {
         self.items.iter().filter(|i| i.sample).count()
+    }
+
+    /// Logits rows of the step's output: each sampled item's `n_draft + 1`, in plan order.
+    pub fn n_rows(&self) -> usize {
+        self.items.iter().map(PlanItem::n_rows).sum()
+    }
+
+    /// Draft tokens planned for verification.
+    pub fn n_draft(&self) -> usize {
+        self.items.iter().map(|i| i.n_draft).sum()
     }
 
     /// Whether there is nothing to compute.

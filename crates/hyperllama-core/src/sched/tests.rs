@@ -33,8 +33,19 @@ impl FakeBackend {
     }
 
     fn execute(&mut self, plan: &StepPlan, cfg: &SchedulerConfig) -> Vec<TokenId> {
+        self.execute_rows(plan, cfg).into_iter().flatten().collect()
+    }
+
+    /// Runs the plan; returns, per sampled item, the "model's" next token after each of its
+    /// last `n_draft + 1` tokens.
+    fn execute_rows(&mut self, plan: &StepPlan, cfg: &SchedulerConfig) -> Vec<Vec<TokenId>> {
         assert!(plan.n_tokens() <= cfg.max_batched_tokens, "budget exceeded");
         assert!(plan.items.len() <= cfg.max_seqs);
+        for t in &plan.trim {
+            let kv = self.kv.get_mut(&t.slot).expect("trimmed slots hold KV");
+            assert!(kv.len() > t.from, "trim of positions the slot lacks: {t:?}");
+            kv.truncate(t.from);
+        }
         for slot in &plan.clear {
             self.kv.remove(slot);
         }
@@ -56,13 +67,18 @@ impl FakeBackend {
             assert!(seen.insert(item.seq), "sequence planned twice");
             let kv = self.kv.entry(item.slot).or_default();
             assert_eq!(kv.len(), item.pos, "position gap or overlap in {item:?}");
-            for &t in &item.tokens {
+            assert!(item.n_draft == 0 || (item.sample && item.tokens.len() == item.n_draft + 1));
+            let mut rows = Vec::new();
+            for (j, &t) in item.tokens.iter().enumerate() {
                 kv.push((t, self.next_cell));
                 self.next_cell += 1;
+                if item.sample && j + item.n_draft + 1 >= item.tokens.len() {
+                    let history: Vec<TokenId> = kv.iter().map(|c| c.0).collect();
+                    rows.push(next_token(&history));
+                }
             }
             if item.sample {
-                let history: Vec<TokenId> = kv.iter().map(|c| c.0).collect();
-                out.push(next_token(&history));
+                out.push(rows);
             }
         }
         let used: HashSet<u64> = self.kv.values().flatten().map(|c| c.1).collect();
@@ -142,6 +158,47 @@ fn run_all_capped(
     arrivals: &[usize],
     cap: usize,
 ) -> (Outputs, Scheduler) {
+    run_all_spec(cfg, reqs, arrivals, cap, None)
+}
+
+thread_local! {
+    /// Draft tokens planned and accepted by the last `run_all_spec` on this thread.
+    static LAST_SPEC: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Drafts for a sequence: mostly the fake model's own continuation (so drafts are often
+/// accepted), with random corruptions (so they are also rejected at every position), and
+/// sometimes prompt lookup.
+fn test_draft(rng: &mut Rng, history: &[TokenId], room: usize) -> Vec<TokenId> {
+    let k = rng.next_u64() as usize % (room.min(6) + 1);
+    if rng.next_u64().is_multiple_of(4) {
+        return crate::spec::propose(history, k);
+    }
+    let mut h = history.to_vec();
+    let mut draft = Vec::new();
+    for _ in 0..k {
+        let t = if rng.next_u64().is_multiple_of(5) {
+            (rng.next_u64() % u64::from(VOCAB)) as TokenId
+        } else {
+            next_token(&h)
+        };
+        h.push(t);
+        draft.push(t);
+    }
+    draft
+}
+
+/// [`run_all_capped`], with draft tokens from [`test_draft`] seeded by `spec` (when given),
+/// verified greedily: the longest prefix of drafts the model agrees with, plus its token.
+fn run_all_spec(
+    cfg: SchedulerConfig,
+    reqs: &[SeqSpec],
+    arrivals: &[usize],
+    cap: usize,
+    spec: Option<u64>,
+) -> (Outputs, Scheduler) {
+    let mut spec_rng = spec.map(Rng::seed_from_u64);
+    let (mut n_drafted, mut n_accepted) = (0, 0);
     let mut sched = Scheduler::new(cfg.clone());
     sched.set_prefill_cap(cap);
     let mut backend = FakeBackend::new(cfg.n_kv_cells);
@@ -159,29 +216,59 @@ fn run_all_capped(
         if all_added && !sched.has_work() {
             break;
         }
+        if let Some(rng) = spec_rng.as_mut() {
+            for (id, out) in &outputs {
+                let room = sched.draft_room(*id);
+                if out.1.is_none() && room > 0 {
+                    let history = sched.tokens(*id).expect("running").to_vec();
+                    let draft = test_draft(rng, &history, room);
+                    assert!(draft.len() <= room);
+                    sched.set_draft(*id, draft);
+                }
+            }
+        }
+        // Sequences decoding before the step (a sequence resumed from the cache with one
+        // token left is admitted, not decoding, and does not cap the step).
+        let decoding: HashSet<SeqId> = sched
+            .running
+            .iter()
+            .filter(|id| {
+                let s = &sched.seqs[*id];
+                s.tokens.len() - s.n_computed == 1
+            })
+            .copied()
+            .collect();
         let plan = sched.schedule();
         sched.check_invariants();
-        // A decode item: one token of a sequence that has produced output already.
-        let is_decode = |i: &PlanItem| {
-            i.tokens.len() == 1 && outputs.get(&i.seq).is_some_and(|o| !o.0.is_empty())
-        };
-        let n_decoding = plan.items.iter().filter(|i| is_decode(i)).count();
+        let n_decoding = plan
+            .items
+            .iter()
+            .filter(|i| decoding.contains(&i.seq))
+            .count();
         // Single tokens (a decode, or a prompt's last token) cost a decode token; the cap
         // bounds the chunks.
         let n_prefill: usize = plan
             .items
             .iter()
-            .filter(|i| i.tokens.len() > 1)
+            .filter(|i| i.n_draft == 0 && i.tokens.len() > 1)
             .map(|i| i.tokens.len())
             .sum();
         if n_decoding > 0 {
             assert!(
                 n_prefill <= cap,
-                "{n_prefill} prompt tokens beside decoding, cap {cap}"
+                "{n_prefill} prompt tokens beside decoding, cap {cap}: {plan:?}"
             );
         }
-        let sampled = backend.execute(&plan, sched.config());
-        for ev in sched.commit(&plan, &sampled) {
+        let rows = backend.execute_rows(&plan, sched.config());
+        let mut accepted = Vec::new();
+        for (item, rows) in plan.items.iter().filter(|i| i.sample).zip(rows) {
+            let draft = item.draft();
+            let n_acc = draft.iter().zip(&rows).take_while(|(d, r)| d == r).count();
+            n_drafted += draft.len();
+            n_accepted += n_acc;
+            accepted.push(rows[..=n_acc].to_vec());
+        }
+        for ev in sched.commit_spec(&plan, &accepted) {
             match ev {
                 SeqEvent::Token { seq, token } => {
                     outputs.get_mut(&seq).expect("known").0.push(token);
@@ -199,6 +286,7 @@ fn run_all_capped(
     }
     assert!(step < max_steps, "requests did not finish");
     LAST_COPIED.with(|c| c.set(backend.n_copied));
+    LAST_SPEC.with(|c| c.set((n_drafted, n_accepted)));
     let done = outputs
         .into_iter()
         .map(|(id, (toks, reason))| (id, (toks, reason.expect("every request finishes"))))
@@ -432,6 +520,137 @@ proptest! {
         let mut cfg = test_config(max_seqs + extra_budget, max_seqs, n_kv);
         cfg.prefix_cache = prefix_cache;
         let (out, mut sched) = run_all_capped(cfg, &reqs, &arrivals, cap);
+        prop_assert_eq!(out.len(), n);
+        prop_assert_eq!(sched.n_kv_used(), 0);
+        prop_assert!(!sched.has_work());
+        sched.clear_cache();
+        prop_assert_eq!(sched.n_kv_cached(), 0);
+    }
+}
+
+#[test]
+fn a_decode_item_carries_its_drafts_and_rejected_positions_are_trimmed() {
+    let mut sched = Scheduler::new(test_config(64, 2, 256));
+    let mut backend = FakeBackend::new(256);
+    sched.add(spec(1, vec![1, 2, 3], 20)).expect("fits");
+    step(&mut sched, &mut backend);
+    assert_eq!(sched.draft_room(SeqId(1)), 19 - 1);
+    let history = sched.tokens(SeqId(1)).expect("running").to_vec();
+    let good = next_token(&history);
+    let mut h = history.clone();
+    h.push(good);
+    let bad = (next_token(&h) + 1) % VOCAB;
+    sched.set_draft(SeqId(1), vec![good, bad, 7]);
+    let plan = sched.schedule();
+    let item = &plan.items[0];
+    assert_eq!((item.n_draft, item.tokens.len(), item.n_rows()), (3, 4, 4));
+    assert_eq!(item.draft(), &[good, bad, 7]);
+    let rows = backend.execute_rows(&plan, sched.config());
+    assert_eq!(rows[0][0], good);
+    let events = sched.commit_spec(&plan, &[rows[0][..2].to_vec()]);
+    let tokens: Vec<TokenId> = events
+        .iter()
+        .filter_map(|e| match e {
+            SeqEvent::Token { token, .. } => Some(*token),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tokens, vec![good, rows[0][1]]);
+    sched.check_invariants();
+    // The rejected positions (5 and 6) are trimmed before the next step's item.
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert_eq!(
+        plan.trim,
+        vec![KvTrim {
+            slot: SlotId(0),
+            from: 5
+        }]
+    );
+    assert_eq!(plan.items[0].pos, 5);
+    // An unplanned draft does not survive the step.
+    sched.set_draft(SeqId(1), vec![1, 2]);
+    assert!(sched.schedule().items[0].n_draft == 2);
+}
+
+#[test]
+fn drafts_leave_room_for_later_decoders_and_never_evict() {
+    // Budget 4, two decoders: the first may draft at most 2.
+    let mut sched = Scheduler::new(test_config(4, 2, 64));
+    let mut backend = FakeBackend::new(64);
+    sched.add(spec(1, vec![1, 2, 3], 20)).expect("fits");
+    sched.add(spec(2, vec![4], 20)).expect("fits");
+    step(&mut sched, &mut backend);
+    sched.set_draft(SeqId(1), vec![5, 5, 5, 5]);
+    sched.set_draft(SeqId(2), vec![6, 6, 6, 6]);
+    let plan = sched.schedule();
+    assert_eq!(plan.items.len(), 2);
+    assert_eq!(plan.items[0].n_draft, 2);
+    assert_eq!(plan.items[1].n_draft, 0);
+    assert!(plan.n_tokens() <= 4);
+    sched.abandon(&plan);
+    sched.check_invariants();
+}
+
+#[test]
+fn speculative_output_equals_unbatched_output_and_nothing_leaks() {
+    let mut rng = Rng::seed_from_u64(65);
+    let (mut drafted, mut accepted, mut n_preempted) = (0, 0, 0);
+    for round in 0..300 {
+        let n = 1 + rng.next_u64() as usize % 10;
+        let reqs = test_requests(&mut rng, n, 30);
+        let arrivals: Vec<usize> = (0..n).map(|_| rng.next_u64() as usize % 6).collect();
+        let max_seqs = 1 + rng.next_u64() as usize % 6;
+        let budget = max_seqs + rng.next_u64() as usize % 40;
+        let n_kv = 64 + rng.next_u64() as usize % 64;
+        let mut cfg = test_config(budget, max_seqs, n_kv);
+        cfg.prefix_cache = round % 3 != 0;
+        let cap = if round % 2 == 0 {
+            usize::MAX
+        } else {
+            1 + round % 16
+        };
+        let (out, mut sched) = run_all_spec(cfg, &reqs, &arrivals, cap, Some(round as u64));
+        let (d, a) = LAST_SPEC.with(std::cell::Cell::get);
+        drafted += d;
+        accepted += a;
+        n_preempted += sched.n_preemptions();
+        for r in &reqs {
+            assert_eq!(
+                out[&r.id],
+                run_alone(r),
+                "round {round}, request {:?}",
+                r.id
+            );
+        }
+        assert_eq!(sched.n_kv_used(), 0, "KV leaked");
+        sched.clear_cache();
+        assert_eq!(sched.n_kv_cached(), 0, "cache leaked");
+        sched.check_invariants();
+    }
+    assert!(
+        accepted > 1000 && drafted > accepted + 500 && n_preempted > 10,
+        "drafted {drafted}, accepted {accepted}, preempted {n_preempted}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn with_drafts_every_request_finishes_within_budget_and_nothing_leaks(
+        seed in any::<u64>(),
+        n in 1usize..12,
+        max_seqs in 1usize..8,
+        extra_budget in 0usize..48,
+        n_kv in 64usize..200,
+        prefix_cache in any::<bool>(),
+        cap in prop_oneof![Just(usize::MAX), 1usize..24],
+    ) {
+        let mut rng = Rng::seed_from_u64(seed);
+        let reqs = test_requests(&mut rng, n, 40);
+        let arrivals: Vec<usize> = (0..n).map(|_| rng.next_u64() as usize % 8).collect();
+        let mut cfg = test_config(max_seqs + extra_budget, max_seqs, n_kv);
+        cfg.prefix_cache = prefix_cache;
+        let (out, mut sched) = run_all_spec(cfg, &reqs, &arrivals, cap, Some(seed));
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
         prop_assert!(!sched.has_work());

@@ -1,0 +1,216 @@
+//! Speculative decoding's pure parts: prompt-lookup drafting and the per-sequence draft length.
+//!
+//! A *draft* is a guess of the next few tokens, verified by the target model in one forward
+//! step (the scheduler plans the last sampled token plus the draft as one item whose logits
+//! are needed at every position). Drafts here come from *prompt lookup*: the longest recent
+//! n-gram that ends the sequence (prompt and output so far) is searched for earlier in the
+//! sequence, and the tokens that followed its most recent earlier occurrence are proposed.
+//! This pays on input-grounded tasks (rewriting, correcting, quoting a given text), where the
+//! output copies long stretches of the input, and costs nothing when no n-gram matches.
+//!
+//! n-gram lengths are tried from [`NGRAM_MAX`] (4) down to [`NGRAM_MIN`] (2): a match of one
+//! token is too weak a signal (a common token such as a space or a comma matches almost
+//! anywhere), and a longer n-gram makes a more specific, more often right, guess.
+//!
+//! # Invariants
+//! - [`propose`] returns at most `k` tokens, all taken from the sequence itself, and none when
+//!   `k == 0` or no n-gram of length `NGRAM_MIN..=NGRAM_MAX` recurs.
+//! - [`DraftControl::next_len`] is 0 while the sequence is cooling down, else in
+//!   `1..=MAX_DRAFT`.
+
+use crate::ids::TokenId;
+
+/// Longest n-gram matched.
+pub const NGRAM_MAX: usize = 4;
+/// Shortest n-gram matched.
+pub const NGRAM_MIN: usize = 2;
+/// Most draft tokens per step.
+pub const MAX_DRAFT: usize = 8;
+/// Draft length a sequence starts with (and restarts with after a cool-down).
+pub const INITIAL_DRAFT: usize = 4;
+/// How far back (in tokens) the lookup searches: bounds its cost on long contexts.
+pub const LOOKUP_WINDOW: usize = 8192;
+
+/// Proposes up to `k` tokens to follow `tokens`: the continuation of the most recent earlier
+/// occurrence of the longest suffix n-gram (see the module docs).
+pub fn propose(tokens: &[TokenId], k: usize) -> Vec<TokenId> {
+    let len = tokens.len();
+    if k == 0 {
+        return Vec::new();
+    }
+    let start = len.saturating_sub(LOOKUP_WINDOW);
+    for n in (NGRAM_MIN..=NGRAM_MAX).rev() {
+        if len <= n {
+            continue;
+        }
+        let suffix = &tokens[len - n..];
+        // Most recent earlier occurrence: it must be followed by at least one token.
+        let mut i = len - n;
+        while i > start {
+            i -= 1;
+            if &tokens[i..i + n] == suffix {
+                let from = i + n;
+                let to = (from + k).min(len);
+                return tokens[from..to].to_vec();
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Steps a sequence does not draft after its acceptance rate fell too low, at first; doubled
+/// each time it falls low again (up to [`MAX_COOLDOWN`]), reset by a good run.
+pub const COOLDOWN: u32 = 16;
+/// Longest cool-down.
+pub const MAX_COOLDOWN: u32 = 512;
+/// Below this (moving-average) acceptance rate drafting switches off, whatever a draft token
+/// costs; the engine raises the bar to the measured cost of a draft token relative to a
+/// decode step ([`DraftControl::set_min_acceptance`]), where drafting stops paying.
+pub const MIN_ACCEPTANCE: f32 = 0.3;
+
+/// One sequence's adaptive draft length: grows while drafts are fully accepted, shrinks on
+/// rejection, and switches drafting off for a cool-down when the moving-average acceptance
+/// rate stays below [`MIN_ACCEPTANCE`].
+#[derive(Clone, Debug)]
+pub struct DraftControl {
+    len: usize,
+    /// Exponential moving average of the per-step acceptance rate.
+    rate: f32,
+    /// Verified drafts since the last (re)start.
+    n_rounds: u32,
+    cooldown_left: u32,
+    next_cooldown: u32,
+    min_acceptance: f32,
+}
+
+impl Default for DraftControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DraftControl {
+    /// A fresh controller: drafts [`INITIAL_DRAFT`] tokens.
+    pub fn new() -> Self {
+        Self {
+            len: INITIAL_DRAFT,
+            rate: 1.0,
+            n_rounds: 0,
+            cooldown_left: 0,
+            next_cooldown: COOLDOWN,
+            min_acceptance: MIN_ACCEPTANCE,
+        }
+    }
+
+    /// Sets the acceptance rate below which drafting switches off (at least
+    /// [`MIN_ACCEPTANCE`], at most 0.95): the measured cost of a draft token relative to a
+    /// decode step.
+    pub fn set_min_acceptance(&mut self, rate: f32) {
+        self.min_acceptance = if rate.is_finite() {
+            rate.clamp(MIN_ACCEPTANCE, 0.95)
+        } else {
+            MIN_ACCEPTANCE
+        };
+    }
+
+    /// How many tokens to draft this step (0 while cooling down). Call once per step in which
+    /// the sequence could draft; a cool-down counts these calls.
+    pub fn next_len(&mut self) -> usize {
+        if self.cooldown_left > 0 {
+            self.cooldown_left -= 1;
+            if self.cooldown_left == 0 {
+                self.len = INITIAL_DRAFT.min(2);
+                self.rate = 1.0;
+                self.n_rounds = 0;
+            }
+            return 0;
+        }
+        self.len
+    }
+
+    /// Records a verified draft: `accepted` of `drafted` (> 0) tokens were accepted.
+    pub fn record(&mut self, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            return;
+        }
+        let r = accepted as f32 / drafted as f32;
+        self.rate = 0.7 * self.rate + 0.3 * r;
+        self.n_rounds += 1;
+        if accepted == drafted {
+            self.len = (self.len + 2).min(MAX_DRAFT);
+            if self.rate > 0.8 {
+                self.next_cooldown = COOLDOWN;
+            }
+        } else {
+            self.len = ((self.len + accepted) / 2).max(1);
+        }
+        if self.n_rounds >= 4 && self.rate < self.min_acceptance {
+            self.cooldown_left = self.next_cooldown;
+            self.next_cooldown = (self.next_cooldown * 2).min(MAX_COOLDOWN);
+        }
+    }
+
+    /// Whether drafting is switched off for now.
+    pub fn is_cooling_down(&self) -> bool {
+        self.cooldown_left > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposes_the_continuation_of_the_longest_recent_match() {
+        // "1 2 3 4 5 9 | 2 3 4 6 7 | 2 3 4": the suffix 2 3 4 recurs; the most recent earlier
+        // occurrence is followed by 6 7.
+        let t = [1, 2, 3, 4, 5, 9, 2, 3, 4, 6, 7, 2, 3, 4];
+        assert_eq!(propose(&t, 2), vec![6, 7]);
+        assert_eq!(propose(&t, 8), vec![6, 7, 2, 3, 4]);
+        // A longer match wins over a more recent shorter one.
+        let t = [1, 2, 3, 4, 10, 11, 9, 3, 4, 12, 1, 2, 3, 4];
+        assert_eq!(propose(&t, 2), vec![10, 11]);
+        assert!(propose(&t, 0).is_empty());
+        // No bigram recurs: nothing.
+        assert!(propose(&[1, 2, 3, 4, 5, 1], 4).is_empty());
+        assert!(propose(&[], 4).is_empty());
+    }
+
+    #[test]
+    fn draft_length_adapts_and_switches_off_when_it_does_not_pay() {
+        let mut c = DraftControl::new();
+        assert_eq!(c.next_len(), INITIAL_DRAFT);
+        c.record(4, 4);
+        assert_eq!(c.next_len(), 6);
+        c.record(6, 6);
+        c.record(8, 8);
+        assert_eq!(c.next_len(), MAX_DRAFT);
+        c.record(8, 2);
+        assert_eq!(c.next_len(), 5);
+        for _ in 0..8 {
+            let n = c.next_len();
+            c.record(n, 0);
+            if c.is_cooling_down() {
+                break;
+            }
+        }
+        assert!(c.is_cooling_down());
+        let off = (0..COOLDOWN).filter(|_| c.next_len() == 0).count();
+        assert_eq!(off as u32, COOLDOWN);
+        assert!(c.next_len() > 0, "drafting resumes after the cool-down");
+        // Where a draft token costs 0.8 of a decode step, 60% acceptance does not pay.
+        let mut c = DraftControl::new();
+        c.set_min_acceptance(0.8);
+        for _ in 0..6 {
+            c.next_len();
+            c.record(5, 3);
+        }
+        assert!(c.is_cooling_down());
+        let mut c = DraftControl::new();
+        for _ in 0..6 {
+            c.next_len();
+            c.record(5, 3);
+        }
+        assert!(!c.is_cooling_down(), "where it is cheap, it does");
+    }
+}
