@@ -116,7 +116,7 @@ async fn malformed_bodies_are_400_with_an_error_field() {
     let (status, body) = server
         .post(
             "/v1/chat/completions",
-            json!({"model": MODEL, "n": 2, "messages": [{"role": "user", "content": "hi"}]}),
+            json!({"model": MODEL, "n": 0, "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await;
     assert_eq!(status, 400);
