@@ -99,6 +99,8 @@ pub struct ServeEnv {
     pub api_key: Option<String>,
     /// `server.max_memory` in bytes.
     pub max_memory: Option<u64>,
+    /// `server.speculative`.
+    pub speculative: Option<bool>,
 }
 
 /// Reads the settings of `serve`.
@@ -114,6 +116,7 @@ pub fn serve_env() -> anyhow::Result<ServeEnv> {
         origins: s.list("server.origins"),
         api_key: s.get("server.api_key").map(|k| k.trim().to_owned()),
         max_memory: s.bytes("server.max_memory"),
+        speculative: s.bool("server.speculative"),
     })
 }
 

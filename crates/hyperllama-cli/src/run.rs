@@ -207,6 +207,9 @@ impl Session {
         if let Some(n) = crate::env::num_threads()? {
             cfg.n_threads = n;
         }
+        if let Some(on) = crate::env::settings()?.bool("server.speculative") {
+            cfg.speculative = on;
+        }
         let load_duration = info.load_duration;
         let formatter = match (&defaults.template, args.raw) {
             (_, true) => None,
@@ -417,4 +420,12 @@ pub(crate) fn print_stats(c: &Completion, load: Duration, with_cache: bool) {
         "eval rate:            {:.2} tokens/s",
         rate(c.n_eval, c.eval_duration)
     );
+    if c.n_drafted > 0 {
+        eprintln!(
+            "draft tokens:         {} drafted, {} accepted ({:.0}%)",
+            c.n_drafted,
+            c.n_accepted,
+            100.0 * c.n_accepted as f64 / c.n_drafted as f64
+        );
+    }
 }

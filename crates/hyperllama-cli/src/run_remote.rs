@@ -150,8 +150,8 @@ fn stats(done: &Value) -> (Completion, Duration) {
         n_eval: count("eval_count"),
         eval_duration: ns("eval_duration"),
         total_duration: ns("total_duration").saturating_sub(load),
-        n_drafted: 0,
-        n_accepted: 0,
+        n_drafted: count("draft_n"),
+        n_accepted: count("draft_n_accepted"),
     };
     (completion, load)
 }

@@ -36,6 +36,9 @@ pub fn serve() -> anyhow::Result<()> {
     cfg.allowed_origins = settings.origins;
     cfg.api_key = settings.api_key.map(ApiKey::new);
     cfg.max_memory = settings.max_memory;
+    if let Some(on) = settings.speculative {
+        cfg.speculative = on;
+    }
     cfg.settings = Some(std::sync::Arc::new(env::settings()?.clone()));
     cfg.machine = crate::config::machine();
 

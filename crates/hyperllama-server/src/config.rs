@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// Sequences one model computes at once (Ollama's `OLLAMA_NUM_PARALLEL`). The KV cache
     /// holds `num_ctx × num_parallel` cells, shared by all of them.
     pub num_parallel: usize,
+    /// Speculative decoding (prompt-lookup drafts) in the engines this server starts.
+    pub speculative: bool,
     /// CPU threads for llama.cpp; `None` uses every core.
     pub n_threads: Option<usize>,
     /// Largest request body in bytes; larger bodies get 413.
@@ -71,6 +73,7 @@ impl ServerConfig {
             queue_limit: 512,
             default_num_ctx: 4096,
             num_parallel: 4,
+            speculative: true,
             n_threads: None,
             max_body_bytes: 32 * 1024 * 1024,
             allowed_origins: Vec::new(),

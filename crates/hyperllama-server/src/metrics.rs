@@ -261,7 +261,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "hyperllama_models_loaded {}", loads.len());
         type Gauge = fn(&crate::residency::EngineLoad) -> f64;
-        let gauges: [(&str, &str, &str, Gauge); 8] = [
+        let gauges: [(&str, &str, &str, Gauge); 10] = [
             (
                 "hyperllama_engine_requests",
                 "gauge",
@@ -279,6 +279,18 @@ impl Metrics {
                 "gauge",
                 "Requests in the engine that are not computing yet.",
                 |l| l.n_requests.saturating_sub(l.stats.n_running) as f64,
+            ),
+            (
+                "hyperllama_draft_tokens",
+                "gauge",
+                "Draft tokens verified by speculative decoding since the model loaded.",
+                |l| l.stats.n_drafted as f64,
+            ),
+            (
+                "hyperllama_draft_tokens_accepted",
+                "gauge",
+                "Draft tokens accepted by speculative decoding since the model loaded.",
+                |l| l.stats.n_accepted as f64,
             ),
             (
                 "hyperllama_kv_cells_used",

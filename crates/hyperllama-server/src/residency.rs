@@ -660,6 +660,7 @@ fn load(
     let mut ecfg = EngineConfig::new(n_ctx, n_parallel);
     ecfg.n_kv_cells = n_ctx.saturating_mul(n_parallel);
     ecfg.queue_capacity = cfg.queue_limit.max(1);
+    ecfg.speculative = cfg.speculative;
     if let Some(n) = cfg.n_threads {
         ecfg.n_threads = n.max(1);
     }

@@ -184,6 +184,13 @@ pub const KEYS: &[Key] = &[
         "Sequences one model computes at once (continuous batching)",
     ),
     key(
+        "server.speculative",
+        "HYPERLLAMA_SPECULATIVE",
+        Kind::Bool,
+        "true",
+        "Speculative decoding with prompt-lookup drafts (switches itself off where it does not pay)",
+    ),
+    key(
         "server.num_threads",
         "HYPERLLAMA_NUM_THREADS",
         Kind::Positive,

@@ -435,3 +435,28 @@ async fn model_tool_choice_required_and_named_force_a_valid_call() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn model_speculative_statistics_are_in_the_final_chunk_and_metrics() {
+    let server = start_server(|_| {}).await;
+    let text = "The quick brown fox jumps over the lazy dog near the river bank.";
+    let (status, v) = server
+        .post(
+            "/api/generate",
+            json!({ "model": MODEL, "stream": false, "raw": true,
+                    "prompt": format!("{text}\n{text}\n{text}\n"),
+                    "options": { "temperature": 0, "num_predict": 32 } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let drafted = v["draft_n"].as_u64().expect("drafts were verified");
+    let accepted = v["draft_n_accepted"].as_u64().expect("accepted count");
+    assert!(drafted > 0 && accepted > 0 && accepted <= drafted, "{v}");
+    let resp = reqwest::get(server.at("/metrics")).await.expect("metrics");
+    let body = resp.text().await.expect("body");
+    assert!(
+        body.lines().any(|l| l.starts_with("hyperllama_draft_tokens_accepted{") && !l.ends_with(" 0")),
+        "{body}"
+    );
+    server.stop().await;
+}

@@ -272,6 +272,11 @@ impl Shape {
         );
         m.insert("eval_count".into(), json!(c.n_eval));
         m.insert("eval_duration".into(), json!(nanos(c.eval_duration)));
+        if c.n_drafted > 0 {
+            // Speculative decoding's statistics, named as llama-server's timings name them.
+            m.insert("draft_n".into(), json!(c.n_drafted));
+            m.insert("draft_n_accepted".into(), json!(c.n_accepted));
+        }
         Value::Object(m)
     }
 
