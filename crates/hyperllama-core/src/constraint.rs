@@ -198,6 +198,7 @@ fn bound_numbers(schema: &mut Value) {
             map.insert("multipleOf".into(), json!(NUMBER_STEP));
         }
     }
+    bound_keys(map);
     for key in ["properties", "$defs", "definitions", "patternProperties"] {
         if let Some(Value::Object(children)) = map.get_mut(key) {
             children.values_mut().for_each(bound_numbers);
@@ -211,6 +212,44 @@ fn bound_numbers(schema: &mut Value) {
     for key in ["prefixItems", "anyOf", "oneOf", "allOf"] {
         if let Some(Value::Array(list)) = map.get_mut(key) {
             list.iter_mut().for_each(bound_numbers);
+        }
+    }
+}
+
+/// The keys a schema leaves free (a map's keys, extra properties): short names, so that a model
+/// cannot write one key forever.
+const FREE_KEY_PATTERN: &str = "^[A-Za-z0-9_ .:/@+-]{1,64}$";
+
+/// Objects whose extra properties a schema leaves open: with declared properties, extra ones
+/// are left out (as OpenAI's strict mode requires); without any (a map), keys are bounded by
+/// [`FREE_KEY_PATTERN`]. Both only remove values, never admit new ones.
+fn bound_keys(map: &mut serde_json::Map<String, Value>) {
+    let is_object =
+        map.get("type").and_then(Value::as_str) == Some("object") || map.contains_key("properties");
+    if !is_object || map.contains_key("patternProperties") {
+        return;
+    }
+    let has_properties = map
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.is_empty());
+    let extra = map.get("additionalProperties").cloned();
+    match extra {
+        Some(Value::Bool(false)) => {}
+        None | Some(Value::Bool(true)) if has_properties => {
+            map.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        _ if has_properties => {}
+        other => {
+            let values = match other {
+                Some(Value::Object(s)) => Value::Object(s),
+                _ => json!({}),
+            };
+            map.insert(
+                "patternProperties".into(),
+                json!({ FREE_KEY_PATTERN: values }),
+            );
+            map.insert("additionalProperties".into(), Value::Bool(false));
         }
     }
 }
@@ -560,6 +599,23 @@ mod tests {
             assert!(text.len() <= max_len, "{schema}: {text}");
             assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
         }
+        // Free keys end too.
+        let any_key = |t: TokenId| {
+            if t == b'w' as TokenId {
+                5.0
+            } else {
+                -(t as f32) / 1000.0
+            }
+        };
+        let map = json!({ "type": "object", "additionalProperties": { "type": "integer", "maximum": 9 }, "maxProperties": 2 });
+        let (text, ended) = generate(&ConstraintSpec::JsonSchema(map), &any_key);
+        assert!(ended, "{text}");
+        let v: Value = serde_json::from_str(&text).expect("JSON");
+        assert!(
+            v.as_object()
+                .is_some_and(|o| o.keys().all(|k| k.len() <= 64)),
+            "{text}"
+        );
         // Bounds the schema sets itself stay as they are.
         let mut own = json!({ "type": "integer", "minimum": 10, "maximum": 99 });
         bound_numbers(&mut own);

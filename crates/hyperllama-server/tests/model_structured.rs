@@ -455,7 +455,8 @@ async fn model_speculative_statistics_are_in_the_final_chunk_and_metrics() {
     let resp = reqwest::get(server.at("/metrics")).await.expect("metrics");
     let body = resp.text().await.expect("body");
     assert!(
-        body.lines().any(|l| l.starts_with("hyperllama_draft_tokens_accepted{") && !l.ends_with(" 0")),
+        body.lines()
+            .any(|l| l.starts_with("hyperllama_draft_tokens_accepted{") && !l.ends_with(" 0")),
         "{body}"
     );
     server.stop().await;
