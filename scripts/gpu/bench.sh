@@ -23,7 +23,7 @@ np="${NUM_PARALLEL:-128}"
 conc="${CONCURRENCY:-1,8,32,64,128}"
 threads="${THREADS:-8}"
 mkdir -p "$OUT" "$W/store"
-say() { echo "[$(date -u +%T)] bench: $*" | tee -a "$OUT/device.log" >&2; }
+say() { echo "[$(date -u +%T)] bench: $*" | tee -a "${DEVICE_LOG:-$OUT/device.log}" >&2; }
 bench_opts=(--workload "${WORKLOADS:-single,sweep,shared-prefix,long-prompt}" --concurrency "$conc"
     --requests 3 --max-tokens 128 --system-tokens 1000 --users 64 --decoders 8 --long-tokens 2000
     --timeout 120)
@@ -109,6 +109,7 @@ for m in ${BENCH_MODELS:-q4km f16}; do
         continue
     fi
     [ "${SKIP_REFS:-0}" = 1 ] || refs "$m" "$gguf"
+    [ "${REFS_ONLY:-0}" = 1 ] && continue
     run_hyperllama "$m" "$gguf"
     run_llama_server "$m" "$gguf"
     if [ -f "$OUT/$m-hyperllama.json" ] && [ -f "$OUT/$m-llama-server.json" ]; then

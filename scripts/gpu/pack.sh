@@ -29,19 +29,21 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
         cargo build --release -p hyperllama-cli --features dynamic-link >&2
 fi
 bin="$target/release/hyperllama"
-[ -x "$bin" ] || { say "no binary at $bin"; exit 1; }
-
 rm -rf "$out"
 mkdir -p "$out/hl-lib"
+if [ "${NO_BIN:-0}" = 1 ]; then
+    say "NO_BIN=1: llama.cpp sources and vocabulary only (enough for the device's build and refs phases)"
+else
+[ -x "$bin" ] || { say "no binary at $bin"; exit 1; }
 cp "$bin" "$out/hyperllama"
 strip "$out/hyperllama"
 # The libraries the binary needs that are not built the same way there: llama-common.
-sys_build="$(dirname "$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/lib*/libllama.so*' | head -1)")"
 for l in $(ldd "$bin" | awk '/llama-common|libcommon/ {print $1}'); do
     f="$(find "$target/release/build" -path '*llama-cpp-sys-2-*' -name "$l" | head -1)"
     [ -n "$f" ] && cp -L "$f" "$out/hl-lib/" && strip "$out/hl-lib/$l"
 done
 ldd "$bin" | awk '/=>/ {print $1}' >"$out/NEEDED"
+fi
 
 sys_src="$(ls -d "$HOME"/.cargo/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp | head -1)"
 stage="$(mktemp -d)"
@@ -65,6 +67,9 @@ ggml/ src/ include/: llama-cpp-sys-2 0.1.161 (llama-cpp-rs git $sys_git)
 common/ tools/ gguf-py/: llama-cpp-python 0.3.36 sdist (llama.cpp 0c1e57098)
 P
 tar -C "$stage" -cf - llama.cpp | xz -T2 -6 >"$out/llama-src.tar.xz"
+tar -C "$stage" -cf - llama.cpp/gguf-py | xz -T2 -6 >"$out/gguf-py.tar.xz"
+# NO_SRC=1: the device has (or is carried) a CUDA build already, so the sources stay here.
+[ "${NO_SRC:-0}" = 1 ] && rm "$out/llama-src.tar.xz"
 PYTHONPATH="$lcp/gguf-py" "$py" scripts/gpu/make-model.py vocab "$smollm2" "$out/smollm2-vocab.json.gz"
 du -sh "$out"/* >&2
 du -sh "$out" >&2
