@@ -22,6 +22,7 @@ num_ctx="${NUM_CTX:-4096}"
 np="${NUM_PARALLEL:-128}"
 conc="${CONCURRENCY:-1,8,32,64,128}"
 threads="${THREADS:-8}"
+bench_limit="${BENCH_LIMIT:-180}" # seconds one `hyperllama bench` run may take
 mkdir -p "$OUT" "$W/store"
 say() { echo "[$(date -u +%T)] bench: $*" | tee -a "${DEVICE_LOG:-$OUT/device.log}" >&2; }
 bench_opts=(--workload "${WORKLOADS:-single,sweep,shared-prefix,long-prompt}" --concurrency "$conc"
@@ -51,6 +52,7 @@ run_hyperllama() { # model gguf
     export HYPERLLAMA_MODELS="$W/store" HYPERLLAMA_DB="$W/index.db" HYPERLLAMA_HOST="127.0.0.1:$port"
     export HYPERLLAMA_NUM_PARALLEL="$np" HYPERLLAMA_CONTEXT_LENGTH="$num_ctx" HYPERLLAMA_KEEP_ALIVE=-1
     export HYPERLLAMA_NUM_THREADS="$threads" HYPERLLAMA_MAX_QUEUE=4096
+    export HYPERLLAMA_LOG="${HYPERLLAMA_LOG:-info}" # llama.cpp's own lines too (offload, errors)
     printf 'FROM %s\n' "$gguf" >"$W/Modelfile-$m"
     "$hl" create "$m" -f "$W/Modelfile-$m" >"$OUT/$m-create.log" 2>&1 || { say "create failed"; cat "$OUT/$m-create.log"; return 1; }
     "$hl" serve >"$OUT/$m-hyperllama.server.log" 2>&1 &
@@ -66,7 +68,7 @@ run_hyperllama() { # model gguf
     grep -iE "offload|CUDA|flash|KV|kv_cells|n_ctx" "$OUT/$m-hyperllama.server.log" | head -20 >&2
     if [ "${SMOKE:-0}" != 1 ]; then
         say "hyperllama $m: hyperllama bench"
-        "$hl" bench --url "http://127.0.0.1:$port" --api openai --model "$m" "${bench_opts[@]}" \
+        timeout "$bench_limit" "$hl" bench --url "http://127.0.0.1:$port" --api openai --model "$m" "${bench_opts[@]}" \
             --label hyperllama --json "$OUT/$m-hyperllama.json" --plot "$OUT/$m-hyperllama.svg" \
             >"$OUT/$m-hyperllama.bench.log" 2>&1 || say "bench against hyperllama failed"
         tail -25 "$OUT/$m-hyperllama.bench.log" >&2
@@ -83,7 +85,7 @@ run_llama_server() { # model gguf
     server_pid=$!
     wait_ready "http://127.0.0.1:$port/health" "$server_pid" || { say "llama-server did not come up"; tail -30 "$OUT/$m-llama-server.server.log"; return 1; }
     say "llama-server $m: up; GPU memory used $(gpu_mem); hyperllama bench"
-    "$hl" bench --url "http://127.0.0.1:$port" --api openai --model "$m" "${bench_opts[@]}" \
+    LD_LIBRARY_PATH="$bin" timeout "$bench_limit" "$hl" bench --url "http://127.0.0.1:$port" --api openai --model "$m" "${bench_opts[@]}" \
         --label llama-server --json "$OUT/$m-llama-server.json" --plot "$OUT/$m-llama-server.svg" \
         >"$OUT/$m-llama-server.bench.log" 2>&1 || say "bench against llama-server failed"
     tail -25 "$OUT/$m-llama-server.bench.log" >&2
@@ -111,9 +113,9 @@ for m in ${BENCH_MODELS:-q4km f16}; do
     [ "${SKIP_REFS:-0}" = 1 ] || refs "$m" "$gguf"
     [ "${REFS_ONLY:-0}" = 1 ] && continue
     run_hyperllama "$m" "$gguf"
-    run_llama_server "$m" "$gguf"
+    [ "${SKIP_LLAMA_SERVER:-0}" = 1 ] || run_llama_server "$m" "$gguf"
     if [ -f "$OUT/$m-hyperllama.json" ] && [ -f "$OUT/$m-llama-server.json" ]; then
-        "$hl" bench compare "$OUT/$m-llama-server.json" "$OUT/$m-hyperllama.json" --baseline llama-server \
+        LD_LIBRARY_PATH="$bin" "$hl" bench compare "$OUT/$m-llama-server.json" "$OUT/$m-hyperllama.json" --baseline llama-server \
             --markdown >"$OUT/$m-compare.md" 2>&1
         cat "$OUT/$m-compare.md" >&2
     fi

@@ -90,7 +90,7 @@ phase_model() {
         cat "$OUT/make-model.log" >&2
     fi
     [ -f "$f16" ] || { say "model: no F16 GGUF"; return 1; }
-    if [ ! -f "$q4" ]; then
+    if [ ! -f "$q4" ] && [ "${NO_Q4:-0}" != 1 ]; then
         say "model: quantizing to Q4_K_M"
         "$W/build/bin/llama-quantize" "$f16" "$q4.part" Q4_K_M "$jobs" >"$OUT/quantize.log" 2>&1 \
             && mv "$q4.part" "$q4" || { tail -20 "$OUT/quantize.log"; return 1; }
@@ -113,6 +113,10 @@ phase_bench() {
     scripts/gpu/bench.sh
 }
 
+# pack.sh's binary may travel xz-compressed (to stay under the 64 MiB a call carries).
+if [ -f "$B/hyperllama.xz" ] && [ ! -x "$B/hyperllama" ]; then
+    xz -dc "$B/hyperllama.xz" >"$B/hyperllama" && chmod +x "$B/hyperllama"
+fi
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>&1
 say "$(cat "$OUT/gpu.txt"); glibc $(ldd --version | head -1 | awk '{print $NF}'); phases: ${phases[*]}"
 for p in "${phases[@]}"; do

@@ -71,5 +71,9 @@ tar -C "$stage" -cf - llama.cpp/gguf-py | xz -T2 -6 >"$out/gguf-py.tar.xz"
 # NO_SRC=1: the device has (or is carried) a CUDA build already, so the sources stay here.
 [ "${NO_SRC:-0}" = 1 ] && rm "$out/llama-src.tar.xz"
 PYTHONPATH="$lcp/gguf-py" "$py" scripts/gpu/make-model.py vocab "$smollm2" "$out/smollm2-vocab.json.gz"
+# XZ_BIN=1: the binary travels compressed (device.sh unpacks it).
+if [ "${XZ_BIN:-0}" = 1 ] && [ -f "$out/hyperllama" ]; then
+    xz -T2 -6 "$out/hyperllama"
+fi
 du -sh "$out"/* >&2
 du -sh "$out" >&2
