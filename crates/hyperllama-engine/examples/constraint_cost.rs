@@ -10,7 +10,9 @@ use hyperllama_engine::llama::LoadOptions;
 use hyperllama_engine::Model;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args().nth(1).ok_or("usage: constraint_cost MODEL.gguf")?;
+    let path = std::env::args()
+        .nth(1)
+        .ok_or("usage: constraint_cost MODEL.gguf")?;
     let model = Model::load(std::path::Path::new(&path), &LoadOptions::default())?;
     let vocab = model.vocabulary();
     let t = Instant::now();

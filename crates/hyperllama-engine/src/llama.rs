@@ -50,10 +50,77 @@ fn llama_backend() -> &'static LlamaBackend {
 }
 
 /// How to load a model.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Layers to offload to a GPU (0 on CPU-only builds).
+    /// Layers to offload to a GPU; more than the model has means all of them. Ignored when
+    /// llama.cpp has no GPU backend (a CPU build, or no device found).
     pub n_gpu_layers: u32,
+}
+
+impl Default for LoadOptions {
+    /// Every layer on the GPU; see [`LoadOptions::auto`] to fit them into free memory.
+    fn default() -> Self {
+        Self {
+            n_gpu_layers: u32::MAX,
+        }
+    }
+}
+
+/// Bytes of GPU memory left free for llama.cpp's compute buffers and the KV cache when layers
+/// are placed automatically.
+const GPU_RESERVE_BYTES: u64 = 2 << 30;
+
+impl LoadOptions {
+    /// Options for the GGUF at `path`: `num_gpu` layers when given (Ollama's option), else all
+    /// layers when the file fits into free GPU memory with [`GPU_RESERVE_BYTES`] to spare, else
+    /// the share of layers that fits (none without a GPU).
+    pub fn auto(path: &Path, num_gpu: Option<u32>) -> Self {
+        if let Some(n) = num_gpu {
+            return Self { n_gpu_layers: n };
+        }
+        let Some(gpu) = gpu_memory() else {
+            return Self::default();
+        };
+        let file = std::fs::metadata(path).map_or(0, |m| m.len());
+        let room = gpu.free.saturating_sub(GPU_RESERVE_BYTES);
+        if file <= room {
+            return Self::default();
+        }
+        let layers = gguf::read_file(path)
+            .ok()
+            .and_then(|m| m.block_count())
+            .unwrap_or(0);
+        // The output layer and embeddings count as one more layer's worth.
+        let per_layer = file / (layers + 1).max(1);
+        let n = (room / per_layer.max(1)).min(layers);
+        Self {
+            n_gpu_layers: u32::try_from(n).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Memory of the GPUs llama.cpp sees, summed over devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuMemory {
+    /// Total bytes.
+    pub total: u64,
+    /// Free bytes now.
+    pub free: u64,
+}
+
+/// The GPU memory llama.cpp's backends report, or `None` when there is no GPU device (a CPU
+/// build, or no card).
+pub fn gpu_memory() -> Option<GpuMemory> {
+    llama_backend();
+    let mut sum: Option<GpuMemory> = None;
+    for d in llama_cpp_2::list_llama_ggml_backend_devices() {
+        if matches!(d.device_type, llama_cpp_2::LlamaBackendDeviceType::Gpu) {
+            let m = sum.get_or_insert(GpuMemory { total: 0, free: 0 });
+            m.total += d.memory_total as u64;
+            m.free += d.memory_free as u64;
+        }
+    }
+    sum
 }
 
 /// What HyperLlama knows about a loaded model.
@@ -96,6 +163,14 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
+    /// Bytes one KV cell takes (f16 keys and values over all layers): what one token of
+    /// context costs in the KV cache.
+    pub fn kv_bytes_per_cell(&self) -> u64 {
+        let n_head = u64::from(self.inner.n_head().max(1));
+        let head_dim = u64::try_from(self.inner.n_embd()).unwrap_or(0) / n_head;
+        2 * 2 * u64::from(self.inner.n_layer()) * u64::from(self.inner.n_head_kv()) * head_dim
+    }
+
     /// Loads a GGUF file. The header is checked by our own reader first.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Arc<Self>, Error> {
         let start = Instant::now();
@@ -237,7 +312,8 @@ impl Model {
     }
 }
 
-/// Context settings for a [`LlamaStepBackend`].
+/// Context settings for a [`LlamaStepBackend`]. Flash attention is llama.cpp's default,
+/// `auto`: on wherever the device supports it.
 #[derive(Clone, Debug)]
 pub struct ContextOptions {
     /// KV cells shared by all sequences.

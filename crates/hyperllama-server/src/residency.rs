@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use hyperllama_engine::chat::ChatFormatter;
+use hyperllama_engine::llama::gpu_memory;
 use hyperllama_engine::serving::{ServingConfig, Supervisor};
 use hyperllama_engine::{Engine, EngineConfig, EngineStats, LoadOptions, Model};
 use hyperllama_models::name::ModelName;
@@ -59,6 +60,8 @@ pub struct LoadedModel {
     pub resolved: ResolvedModel,
     /// The context length per sequence the engine runs with.
     pub n_ctx: usize,
+    /// Bytes of GPU memory it holds (weights, KV cache, buffers); 0 without a GPU.
+    pub size_vram: u64,
     /// How long loading took.
     pub load_duration: Duration,
     /// The chat template, or why it cannot be used.
@@ -120,6 +123,8 @@ pub struct ResidentModel {
     pub size: u64,
     /// The context length per sequence.
     pub n_ctx: usize,
+    /// Bytes of GPU memory it holds; 0 without a GPU.
+    pub size_vram: u64,
     /// Time until it expires; `None` means never (or not before its last request ends and
     /// `keep_alive` is negative).
     pub expires_in: Option<Duration>,
@@ -483,6 +488,7 @@ impl Residency {
                         resolved: m.resolved.clone(),
                         size: m.size(),
                         n_ctx: m.n_ctx,
+                        size_vram: m.size_vram,
                         expires_in,
                         n_active: e.n_active,
                         choice: m.choice.clone(),
@@ -630,6 +636,8 @@ async fn load_serving(
     Ok(LoadedModel {
         resolved,
         n_ctx,
+        // The external engine's memory is its own; it reports none to us.
+        size_vram: 0,
         load_duration: start.elapsed(),
         formatter: Err(format!("the model runs in {}", choice.engine)),
         choice,
@@ -648,7 +656,17 @@ fn load(
     cfg: &ServerConfig,
 ) -> Result<LoadedModel, ApiError> {
     let start = std::time::Instant::now();
-    let model = Model::load(&resolved.model_path, &LoadOptions::default())
+    // GPU placement: the model's `num_gpu` parameter (Ollama's; negative means automatic), else
+    // every layer when the weights fit into free GPU memory, else the share that fits; the KV
+    // cache is then capped by what is left (see below). No GPU: both are no-ops.
+    let gpu_before = gpu_memory();
+    let num_gpu = resolved
+        .parameters
+        .get("num_gpu")
+        .and_then(serde_json::Value::as_i64)
+        .and_then(|n| u32::try_from(n).ok());
+    let opts = LoadOptions::auto(&resolved.model_path, num_gpu);
+    let model = Model::load(&resolved.model_path, &opts)
         .map_err(|e| ApiError::internal("cannot load the model", &e))?;
     let n_ctx = n_ctx.min(model.info().n_ctx_train.max(2));
     let formatter = match resolved.chat_template() {
@@ -659,6 +677,14 @@ fn load(
     let n_parallel = cfg.num_parallel.max(1);
     let mut ecfg = EngineConfig::new(n_ctx, n_parallel);
     ecfg.n_kv_cells = n_ctx.saturating_mul(n_parallel);
+    if let Some(gpu) = gpu_memory() {
+        // The KV cache lives on the GPU with the layers: at most 90 % of what the weights left
+        // free, less 1.5 GiB for compute buffers, and never under one full context.
+        let room = (gpu.free / 10 * 9).saturating_sub(3 << 29);
+        let cells = usize::try_from(room / model.kv_bytes_per_cell().max(1)).unwrap_or(usize::MAX);
+        ecfg.n_kv_cells = ecfg.n_kv_cells.min(cells.max(n_ctx));
+    }
+    let n_kv_cells = ecfg.n_kv_cells;
     ecfg.queue_capacity = cfg.queue_limit.max(1);
     ecfg.speculative = cfg.speculative;
     if let Some(n) = cfg.n_threads {
@@ -666,10 +692,17 @@ fn load(
     }
     let engine = Engine::start(model, ecfg)
         .map_err(|e| ApiError::internal("cannot start the engine", &e))?;
-    tracing::info!(model = %resolved.name, n_ctx, "model loaded");
+    // What this model holds on the GPU: the drop in free memory over load and engine start.
+    let size_vram = match (gpu_before, gpu_memory()) {
+        (Some(b), Some(a)) => b.free.saturating_sub(a.free),
+        _ => 0,
+    };
+    tracing::info!(model = %resolved.name, n_ctx, n_kv_cells, n_gpu_layers = opts.n_gpu_layers,
+        size_vram, "model loaded");
     Ok(LoadedModel {
         resolved,
         n_ctx,
+        size_vram,
         load_duration: start.elapsed(),
         formatter,
         choice,

@@ -609,7 +609,7 @@ pub async fn ps(State(state): State<AppState>) -> Json<Value> {
                 "digest": m.resolved.digest.hex(),
                 "details": config_details(m.resolved.config.as_ref()),
                 "expires_at": rfc3339(expires),
-                "size_vram": 0,
+                "size_vram": m.size_vram,
                 "context_length": m.n_ctx,
                 "engine": m.choice.engine,
                 "engine_reason": m.choice.reason,
