@@ -52,7 +52,7 @@ threads="${THREADS:-2}"
 num_ctx="${NUM_CTX:-4096}"
 np="${NUM_PARALLEL:-16}"
 models_wanted="${BENCH_MODELS:-smollm2 gemma3}"
-wl_hl="${WORKLOADS_HYPERLLAMA:-single,shared-prefix,multi-turn,long-prompt,sweep}"
+wl_hl="${WORKLOADS_HYPERLLAMA:-single,shared-prefix,multi-turn,long-prompt,sweep,burst,disconnect}"
 wl_np1="${WORKLOADS_NP1:-single,shared-prefix}"
 wl_np16="${WORKLOADS_NP16:-single,shared-prefix,multi-turn,long-prompt,sweep}"
 health_timeout="${HEALTH_TIMEOUT:-180}"
@@ -69,6 +69,7 @@ add_opt --history-tokens "${HISTORY_TOKENS:-}"
 add_opt --decoders "${DECODERS:-}"
 add_opt --long-tokens "${LONG_TOKENS:-}"
 add_opt --timeout "${TIMEOUT:-}"
+add_opt --burst "${BURST:-}"
 
 llama_bin="$(scripts/build-llama-server.sh)"
 llama_server="$llama_bin/llama-server"
@@ -164,7 +165,7 @@ for model in $models_wanted; do
         port="$(free_port)"
         env_line="HYPERLLAMA_HOST=127.0.0.1:$port HYPERLLAMA_NUM_THREADS=$threads"
         env_line+=" HYPERLLAMA_CONTEXT_LENGTH=$num_ctx HYPERLLAMA_NUM_PARALLEL=$np"
-        env_line+=" HYPERLLAMA_KEEP_ALIVE=-1"
+        env_line+=" HYPERLLAMA_KEEP_ALIVE=-1 HYPERLLAMA_MAX_QUEUE=${MAX_QUEUE:-64}"
         # shellcheck disable=SC2086 # env_line is a list of NAME=VALUE words
         start "$out/$model-hyperllama.server.log" env $env_line "$hl" serve
         wait_ready "http://127.0.0.1:$port/" || die "hyperllama serve did not come up (see $out/$model-hyperllama.server.log)"
@@ -254,6 +255,13 @@ def metrics(doc):
             m["decoder_itl_p50"] = extras.get("stall_itl_p50_ms")
             m["decoder_itl_p99"] = extras.get("stall_itl_p99_ms")
             m["long_ttft"] = extras.get("long_ttft_ms")
+        if name == "burst":
+            m["served"] = extras.get("served")
+            m["refused"] = extras.get("refused_503")
+            m["alive_after"] = extras.get("alive_after")
+        if name == "disconnect":
+            m["kv_before"] = extras.get("kv_cells_before_drop")
+            m["kv_freed_ms"] = extras.get("kv_freed_after_ms")
         found[name] = m
     return found
 # -----------------------------------------------------------------------------------------------
@@ -375,6 +383,17 @@ for m in models:
     line("long prompt: decoders' p99 ITL / median ITL (target ≤ 3)",
          ratio(get("hyperllama", "long-prompt", "decoder_itl_p99"), get("hyperllama", "long-prompt", "decoder_itl_p50")),
          lambda v: v <= 3)
+    served, refused = get("hyperllama", "burst", "served"), get("hyperllama", "burst", "refused")
+    if served is not None:
+        alive = get("hyperllama", "burst", "alive_after") == 1
+        p(f"- burst of {int(served + (refused or 0) + (get('hyperllama', 'burst', 'errors') or 0) - (refused or 0))} requests: "
+          f"{int(served)} served, {int(refused or 0)} refused with 503 (queue limit), server "
+          f"{'answering' if alive else 'NOT answering'} afterwards — **{'pass' if alive and refused else 'FAIL'}**")
+    freed, before = get("hyperllama", "disconnect", "kv_freed_ms"), get("hyperllama", "disconnect", "kv_before")
+    if freed is not None:
+        ok = freed >= 0
+        p(f"- clients disconnecting mid-stream: {int(before or 0)} KV cells in use, free again "
+          f"{freed:.0f} ms after the clients left — **{'pass' if ok else 'FAIL'}**")
     v = ratio(get("llama-server-np16", "multi-turn", "turn2_ttft"), get("llama-server-np16", "multi-turn", "turn1_ttft"))
     if v is not None:
         p(f"- (for reference, llama-server -np 16 -kvu: multi-turn turn-2 / turn-1 TTFT {v:.2f})")
