@@ -1,7 +1,7 @@
 //! Talking to a running server, as Ollama's CLI does.
 //!
 //! When something listens on `HYPERLLAMA_HOST`, the model commands (`list`, `show`, `ps`,
-//! `stop`, `rm`, `cp`, `pull`, `run NAME`) go through its HTTP API, so that a loaded model is
+//! `stop`, `rm`, `cp`, `pull`, `create`, `run NAME`) go through its HTTP API, so that a loaded model is
 //! shared instead of loaded a second time beside the server (two llama.cpp contexts busy at
 //! once slow each other down badly) and the server's view of the store stays the only one.
 //! Without a server, `list`, `show`, `rm`, `cp`, `pull` and `run` work on the store directly;
@@ -122,6 +122,45 @@ impl Client {
                 }
             }
             handle_line(&buf, &mut on_line)
+        })
+    }
+
+    /// Uploads the file at `path` as blob `digest` (`sha256:<hex>`) unless the server has it
+    /// already; the file is streamed, never read into memory whole.
+    pub fn upload_blob(&self, digest: &str, path: &std::path::Path) -> anyhow::Result<()> {
+        let url = format!("/api/blobs/{digest}");
+        self.rt.block_on(async {
+            let head = self
+                .request(reqwest::Method::HEAD, &url)
+                .send()
+                .await
+                .with_context(|| self.unreachable())?;
+            if head.status().is_success() {
+                return Ok(());
+            }
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+                let mut file = file?;
+                let mut buf = vec![0u8; 1 << 20];
+                match std::io::Read::read(&mut file, &mut buf) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok::<_, std::io::Error>(buf), Some(file)))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            });
+            let resp = self
+                .request(reqwest::Method::POST, &url)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(reqwest::Body::wrap_stream(chunks))
+                .send()
+                .await
+                .with_context(|| self.unreachable())?;
+            check_status(resp).await.map(drop)
         })
     }
 

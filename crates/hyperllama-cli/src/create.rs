@@ -11,6 +11,7 @@ use clap::Args;
 use hyperllama_models::create::{create_model, CreateEvent};
 use hyperllama_models::modelfile::{Command, Modelfile};
 
+use crate::client::Client;
 use crate::models::{modelfile_dir, parse_name, Models};
 
 /// Arguments of `hyperllama create`.
@@ -37,6 +38,13 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
     }
     for (line, parameter) in &modelfile.dropped_parameters {
         eprintln!("warning: line {line}: parameter {parameter} is deprecated and ignored");
+    }
+    if let Some(client) = Client::detect()? {
+        if let Some(body) =
+            remote_body(&client, &args.model, &modelfile, modelfile_dir(&args.file))?
+        {
+            return create_remote(&client, &body);
+        }
     }
     let models = Models::open()?;
     let tty = std::io::stderr().is_terminal();
@@ -68,4 +76,105 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
     )?;
     models.index(&stored.name)?;
     Ok(())
+}
+
+/// The `/api/create` body for `modelfile`, after uploading the `FROM` file's blob to the
+/// server (as Ollama's CLI does). `None` when the Modelfile needs what the API cannot carry
+/// (a `FROM` directory, `ADAPTER`, `DRAFT`, `RENDERER`, `PARSER`): then the model is created
+/// in the store directly, which the server shares.
+fn remote_body(
+    client: &Client,
+    model: &str,
+    modelfile: &Modelfile,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    use serde_json::{json, Map, Value};
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+    let mut parameters: Map<String, Value> = Map::new();
+    let mut messages = Vec::new();
+    let mut licenses = Vec::new();
+    let mut files = Map::new();
+    for command in &modelfile.commands {
+        match command {
+            Command::From(from) => {
+                let path = dir.join(from);
+                if path.is_dir() {
+                    return Ok(None);
+                }
+                if path.is_file() {
+                    eprintln!("gathering model components");
+                    let digest = file_digest(&path)?;
+                    client.upload_blob(&digest.to_string(), &path)?;
+                    eprintln!("copying file {digest} 100%");
+                    let file_name = path
+                        .file_name()
+                        .map_or_else(|| "model.gguf".into(), |n| n.to_string_lossy().into_owned());
+                    files.insert(file_name, json!(digest.to_string()));
+                } else {
+                    body.insert("from".into(), json!(from));
+                }
+            }
+            Command::Parameter { name, value } => match parameters.get_mut(name) {
+                Some(Value::Array(list)) => list.push(json!(value)),
+                Some(first) => *first = json!([first.clone(), value]),
+                None => {
+                    parameters.insert(name.clone(), json!(value));
+                }
+            },
+            Command::Template(t) => {
+                body.insert("template".into(), json!(t));
+            }
+            Command::System(t) => {
+                body.insert("system".into(), json!(t));
+            }
+            Command::License(t) => licenses.push(json!(t)),
+            Command::Message { role, content } => {
+                messages.push(json!({ "role": role.as_str(), "content": content }));
+            }
+            _ => return Ok(None),
+        }
+    }
+    if !files.is_empty() {
+        body.insert("files".into(), Value::Object(files));
+    }
+    if !parameters.is_empty() {
+        body.insert("parameters".into(), Value::Object(parameters));
+    }
+    if !messages.is_empty() {
+        body.insert("messages".into(), json!(messages));
+    }
+    if !licenses.is_empty() {
+        body.insert("license".into(), json!(licenses));
+    }
+    body.insert("stream".into(), json!(true));
+    Ok(Some(Value::Object(body)))
+}
+
+/// `POST /api/create`, printing its progress lines on stderr.
+fn create_remote(client: &Client, body: &serde_json::Value) -> anyhow::Result<()> {
+    client.stream("/api/create", body, |line| {
+        if let Some(status) = line.get("status").and_then(serde_json::Value::as_str) {
+            eprintln!("{status}");
+        }
+        Ok(())
+    })
+}
+
+/// The sha256 digest of a file, read in 1 MiB pieces.
+fn file_digest(path: &std::path::Path) -> anyhow::Result<hyperllama_models::digest::BlobDigest> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = hyperllama_models::digest::DigestWriter::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buf[..n]);
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! Model management (`create`, `list`, `show`, `rm`, `cp`, `pull`) works on the store at
 //! `HYPERLLAMA_MODELS`; the logic is in `hyperllama_models`, these modules parse and print.
-//! When a server runs on `HYPERLLAMA_HOST`, `list`, `show`, `ps`, `stop`, `rm`, `cp`, `pull`
-//! and `run NAME` go through its API instead ([`client`]).
+//! When a server runs on `HYPERLLAMA_HOST`, `list`, `show`, `ps`, `stop`, `rm`, `cp`, `pull`,
+//! `create` and `run NAME` go through its API instead ([`client`]).
 //!
 //! `bench` measures a running server (ours or any other with the same APIs) over HTTP.
 //!

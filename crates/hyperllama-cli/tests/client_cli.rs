@@ -1,5 +1,5 @@
-//! The model commands with a running server: `list`, `show`, `ps`, `stop`, `cp`, `rm` and
-//! `run NAME` go through its API, as Ollama's CLI does; `ps` and `stop` without a server fail
+//! The model commands with a running server: `list`, `show`, `ps`, `stop`, `cp`, `rm`,
+//! `create` and `run NAME` go through its API, as Ollama's CLI does; `ps` and `stop` without a server fail
 //! with one line.
 
 mod common;
@@ -165,6 +165,56 @@ fn model_commands_talk_to_a_running_server() {
         "{}",
         stderr(&o)
     );
+
+    // `create` through the server: a GGUF file (its blob is uploaded unless the server has
+    // it), and a model derived from a stored one.
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).expect("dir");
+    std::fs::copy(model_path(SMOLLM2), other.join("weights.gguf")).expect("copied");
+    std::fs::write(
+        other.join("Modelfile"),
+        "FROM ./weights.gguf\nSYSTEM Be brief.\n",
+    )
+    .expect("Modelfile");
+    let made = run(
+        d,
+        host,
+        &[
+            "create",
+            "fromfile",
+            "-f",
+            &other.join("Modelfile").to_string_lossy(),
+        ],
+    );
+    ok(&made);
+    assert!(stderr(&made).contains("success"), "{}", stderr(&made));
+    std::fs::write(
+        d.join("Derived"),
+        "FROM smollm2\nPARAMETER stop <end>\nPARAMETER stop <stop>\nPARAMETER num_ctx 512\n",
+    )
+    .expect("Modelfile");
+    ok(&run(
+        d,
+        host,
+        &[
+            "create",
+            "derived",
+            "-f",
+            &d.join("Derived").to_string_lossy(),
+        ],
+    ));
+    let list = ok(&run(d, host, &["list"]));
+    assert!(
+        list.contains("fromfile:latest") && list.contains("derived:latest"),
+        "{list}"
+    );
+    let params = ok(&run(d, host, &["show", "derived", "--parameters"]));
+    assert!(
+        params.contains("<end>") && params.contains("<stop>") && params.contains("512"),
+        "{params}"
+    );
+    let system = ok(&run(d, host, &["show", "fromfile", "--system"]));
+    assert_eq!(system.trim(), "Be brief.");
 
     ok(&run(d, host, &["cp", "smollm2", "copy"]));
     assert!(ok(&run(d, host, &["list"])).contains("copy:latest"));

@@ -298,6 +298,14 @@ impl Scheduler {
         } else {
             usize::MAX
         };
+        // While prompts wait or are being computed, decode steps carry no drafts: verifying
+        // drafts costs compute that the prompts need (on a CPU nearly as much per token), and
+        // a long prompt would otherwise crawl behind everyone's speculation.
+        let prefill_pending = !self.waiting.is_empty()
+            || self.running.iter().any(|id| {
+                let s = &self.seqs[id];
+                s.tokens.len() - s.n_computed > 1
+            });
 
         // 1. Running sequences, oldest first: decode tokens and unfinished prompt chunks.
         let mut idx = 0;
@@ -329,7 +337,7 @@ impl Scheduler {
             if self_preempted {
                 continue;
             }
-            let n_draft = if is_prefill {
+            let n_draft = if is_prefill || prefill_pending {
                 0
             } else {
                 // Later running sequences keep room for one token each.
