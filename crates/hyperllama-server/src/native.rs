@@ -29,6 +29,7 @@ use futures_util::{Stream, StreamExt};
 use hyperllama_core::constraint::ConstraintSpec;
 use hyperllama_core::sampling::SamplingParams;
 use hyperllama_core::TokenId;
+use hyperllama_engine::chat::ChatFormatter;
 use hyperllama_engine::{Completion, Event, FinishReason, GenerateRequest, TokenLogprob};
 use hyperllama_models::name::ModelName;
 use hyperllama_models::resolve::ModelOptions;
@@ -77,6 +78,8 @@ pub struct NativeRequest {
     pub think: Option<bool>,
     /// Whether a tool must be called (with `tools`): forced by a grammar.
     pub tool_choice: ToolChoice,
+    /// A chat template (Jinja) for this request instead of the model's (Ollama's `template`).
+    pub template: Option<String>,
     /// What the output must match (JSON, a schema, a grammar); an invalid one is a 400.
     pub constraint: Option<ConstraintSpec>,
     /// Report each token's log-probability with this many alternatives; `None`: none.
@@ -564,8 +567,24 @@ fn prompt_tokens(
         .engine()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
     let model = engine.model();
-    let caps = loaded
-        .formatter
+    // The request's own template, else the model's.
+    let own = match req.template.as_deref().filter(|t| !t.trim().is_empty()) {
+        None => None,
+        Some(t) if is_go_template(t) => {
+            return Err(ApiError::bad_request(
+                "template: Ollama's Go templates cannot run here; give the chat template in Jinja (as in the model's GGUF)",
+            ))
+        }
+        Some(t) => Some(
+            ChatFormatter::with_template(model, t)
+                .map_err(|e| ApiError::bad_request(format!("template: {e}")))?,
+        ),
+    };
+    let formatter = match &own {
+        Some(f) => Ok(f),
+        None => loaded.formatter.as_ref(),
+    };
+    let caps = formatter
         .as_ref()
         .map(|f| f.capabilities())
         .unwrap_or_default();
@@ -609,7 +628,7 @@ fn prompt_tokens(
             .map(|m| ChatMessage::new(m.role.clone(), m.content.clone())),
     );
     messages.extend(user_messages);
-    let formatter = loaded.formatter.as_ref().map_err(|e| {
+    let formatter = formatter.map_err(|e| {
         ApiError::bad_request(format!("the model's chat template is unusable: {e}"))
     })?;
     let tools_json = tools.map(|t| Value::Array(t.clone()));
@@ -643,6 +662,21 @@ fn prompt_tokens(
         forced = crate::tools::forced_call_grammar(tools, &req.tool_choice, &text)?;
     }
     Ok((tokens, parser, forced))
+}
+
+/// Whether a template is written in Go's template language (Ollama's `{{ .Prompt }}`).
+fn is_go_template(t: &str) -> bool {
+    [
+        "{{ .",
+        "{{- .",
+        "{{.",
+        "{{ if .",
+        "{{- if .",
+        "{{ range .",
+        "{{- range .",
+    ]
+    .iter()
+    .any(|m| t.contains(m))
 }
 
 /// Sampling parameters: Ollama's defaults, then the model's params layer, then the request.

@@ -461,3 +461,39 @@ async fn model_speculative_statistics_are_in_the_final_chunk_and_metrics() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn model_a_request_template_replaces_the_models_and_go_templates_are_refused() {
+    let server = start_server(|_| {}).await;
+    let ask = |template: Option<&str>| {
+        let mut body = json!({ "model": MODEL, "prompt": "Name a color.", "stream": false,
+                               "options": { "temperature": 0, "num_predict": 4 } });
+        if let Some(t) = template {
+            body["template"] = json!(t);
+        }
+        body
+    };
+    let (status, plain) = server.post("/api/generate", ask(None)).await;
+    assert_eq!(status, 200, "{plain}");
+    let jinja = "{% for m in messages %}Question: {{ m.content }}\nAnswer:{% endfor %}";
+    let (status, own) = server.post("/api/generate", ask(Some(jinja))).await;
+    assert_eq!(status, 200, "{own}");
+    // "Question: Name a color.\nAnswer:" is far shorter than the ChatML prompt with its system turn.
+    assert!(
+        own["prompt_eval_count"].as_u64() < plain["prompt_eval_count"].as_u64(),
+        "{own} vs {plain}"
+    );
+    let (status, v) = server
+        .post("/api/generate", ask(Some("{{ .System }} {{ .Prompt }}")))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("Jinja")),
+        "{v}"
+    );
+    let (status, v) = server
+        .post("/api/generate", ask(Some("{% for m in messages %}")))
+        .await;
+    assert_eq!(status, 400, "a broken Jinja template: {v}");
+    server.stop().await;
+}

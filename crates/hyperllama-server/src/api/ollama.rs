@@ -80,6 +80,8 @@ pub struct GenerateBody {
     #[serde(default)]
     think: Option<Value>,
     #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
     format: Option<Value>,
     #[serde(default)]
     grammar: Option<String>,
@@ -125,6 +127,8 @@ pub struct ChatBody {
     tools: Option<Value>,
     #[serde(default)]
     think: Option<Value>,
+    #[serde(default)]
+    template: Option<String>,
     #[serde(default)]
     format: Option<Value>,
     #[serde(default)]
@@ -442,6 +446,7 @@ pub async fn generate(
         tools: None,
         think,
         tool_choice: ToolChoice::Auto,
+        template: body.template,
         constraint,
         logprobs,
     };
@@ -518,6 +523,7 @@ pub async fn chat(
         tools,
         think,
         tool_choice: ToolChoice::Auto,
+        template: body.template,
         constraint,
         logprobs,
     };

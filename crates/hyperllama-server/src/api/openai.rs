@@ -743,6 +743,7 @@ pub async fn chat_completions(
             tools,
             think: None,
             tool_choice,
+            template: None,
             constraint: c.constraint()?,
             logprobs: c.logprobs(Kind::Chat)?,
         };
@@ -785,6 +786,7 @@ pub async fn completions(
             tools: None,
             think: None,
             tool_choice: ToolChoice::Auto,
+            template: None,
             constraint: c.constraint()?,
             logprobs: c.logprobs(Kind::Completion)?,
         };
