@@ -68,6 +68,15 @@ pub struct GenerateBody {
     #[serde(default)]
     raw: Option<bool>,
     #[serde(default)]
+    images: Option<Vec<Value>>,
+    #[serde(flatten)]
+    common: CommonBody,
+}
+
+/// The fields `/api/generate` and `/api/chat` share.
+#[derive(Debug, Deserialize)]
+pub struct CommonBody {
+    #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     keep_alive: Option<Value>,
@@ -75,8 +84,6 @@ pub struct GenerateBody {
     options: Option<Map<String, Value>>,
     #[serde(default)]
     ignore_eos: Option<bool>,
-    #[serde(default)]
-    images: Option<Vec<Value>>,
     #[serde(default)]
     think: Option<Value>,
     #[serde(default)]
@@ -89,6 +96,40 @@ pub struct GenerateBody {
     logprobs: Option<bool>,
     #[serde(default)]
     top_logprobs: Option<i64>,
+}
+
+/// What the shared fields say about how to generate.
+struct OutputControls {
+    think: Option<bool>,
+    template: Option<String>,
+    constraint: Option<ConstraintSpec>,
+    logprobs: Option<usize>,
+}
+
+impl CommonBody {
+    /// `options`, `ignore_eos` and `keep_alive`: all a load-only request needs.
+    fn load_controls(&self) -> Result<(GenerateOptions, Option<KeepAlive>), ApiError> {
+        request_controls(
+            self.options.as_ref(),
+            self.ignore_eos,
+            self.keep_alive.as_ref(),
+        )
+    }
+
+    /// `think`, `template`, `format` (or `grammar`) and `logprobs`.
+    fn output_controls(&self) -> Result<OutputControls, ApiError> {
+        let think = parse_think(self.think.as_ref())?;
+        let constraint = structured::one_constraint([
+            structured::ollama_format(self.format.as_ref())?,
+            structured::grammar(self.grammar.as_deref()),
+        ])?;
+        Ok(OutputControls {
+            think,
+            template: self.template.clone(),
+            constraint,
+            logprobs: structured::logprobs(self.logprobs.unwrap_or(false), self.top_logprobs)?,
+        })
+    }
 }
 
 /// One message of `POST /api/chat`.
@@ -116,42 +157,9 @@ pub struct ChatBody {
     #[serde(default)]
     messages: Vec<MessageBody>,
     #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    keep_alive: Option<Value>,
-    #[serde(default)]
-    options: Option<Map<String, Value>>,
-    #[serde(default)]
-    ignore_eos: Option<bool>,
-    #[serde(default)]
     tools: Option<Value>,
-    #[serde(default)]
-    think: Option<Value>,
-    #[serde(default)]
-    template: Option<String>,
-    #[serde(default)]
-    format: Option<Value>,
-    #[serde(default)]
-    grammar: Option<String>,
-    #[serde(default)]
-    logprobs: Option<bool>,
-    #[serde(default)]
-    top_logprobs: Option<i64>,
-}
-
-/// `format` (or our `grammar`) and `logprobs`/`top_logprobs`.
-fn output_controls(
-    format: Option<&Value>,
-    grammar: Option<&str>,
-    logprobs: Option<bool>,
-    top_logprobs: Option<i64>,
-) -> Result<(Option<ConstraintSpec>, Option<usize>), ApiError> {
-    let constraint = structured::one_constraint([
-        structured::ollama_format(format)?,
-        structured::grammar(grammar),
-    ])?;
-    let logprobs = structured::logprobs(logprobs.unwrap_or(false), top_logprobs)?;
-    Ok((constraint, logprobs))
+    #[serde(flatten)]
+    common: CommonBody,
 }
 
 /// Ollama's `think`: a bool, or a level (`"high"`, `"medium"`, `"low"`, `"max"`) that turns
@@ -404,29 +412,14 @@ pub async fn generate(
     State(state): State<AppState>,
     OllamaJson(body): OllamaJson<GenerateBody>,
 ) -> Response {
-    let controls = request_controls(
-        body.options.as_ref(),
-        body.ignore_eos,
-        body.keep_alive.as_ref(),
-    );
-    let (options, keep_alive) = match controls {
+    let (options, keep_alive) = match body.common.load_controls() {
         Ok(c) => c,
         Err(e) => return e.into_ollama(),
     };
     if let Err(e) = no_images(&body.model, body.images.as_ref()) {
         return e.into_ollama();
     }
-    let think = match parse_think(body.think.as_ref()) {
-        Ok(t) => t,
-        Err(e) => return e.into_ollama(),
-    };
-    let outputs = output_controls(
-        body.format.as_ref(),
-        body.grammar.as_deref(),
-        body.logprobs,
-        body.top_logprobs,
-    );
-    let (constraint, logprobs) = match outputs {
+    let out = match body.common.output_controls() {
         Ok(o) => o,
         Err(e) => return e.into_ollama(),
     };
@@ -444,13 +437,19 @@ pub async fn generate(
         options,
         keep_alive,
         tools: None,
-        think,
+        think: out.think,
         tool_choice: ToolChoice::Auto,
-        template: body.template,
-        constraint,
-        logprobs,
+        template: out.template,
+        constraint: out.constraint,
+        logprobs: out.logprobs,
     };
-    respond(&state, req, body.stream.unwrap_or(true), Shape::Generate).await
+    respond(
+        &state,
+        req,
+        body.common.stream.unwrap_or(true),
+        Shape::Generate,
+    )
+    .await
 }
 
 /// `POST /api/chat`.
@@ -458,12 +457,7 @@ pub async fn chat(
     State(state): State<AppState>,
     OllamaJson(body): OllamaJson<ChatBody>,
 ) -> Response {
-    let controls = request_controls(
-        body.options.as_ref(),
-        body.ignore_eos,
-        body.keep_alive.as_ref(),
-    );
-    let (options, keep_alive) = match controls {
+    let (options, keep_alive) = match body.common.load_controls() {
         Ok(c) => c,
         Err(e) => return e.into_ollama(),
     };
@@ -475,17 +469,7 @@ pub async fn chat(
             return e.into_ollama();
         }
     }
-    let think = match parse_think(body.think.as_ref()) {
-        Ok(t) => t,
-        Err(e) => return e.into_ollama(),
-    };
-    let outputs = output_controls(
-        body.format.as_ref(),
-        body.grammar.as_deref(),
-        body.logprobs,
-        body.top_logprobs,
-    );
-    let (constraint, logprobs) = match outputs {
+    let out = match body.common.output_controls() {
         Ok(o) => o,
         Err(e) => return e.into_ollama(),
     };
@@ -521,13 +505,13 @@ pub async fn chat(
         options,
         keep_alive,
         tools,
-        think,
+        think: out.think,
         tool_choice: ToolChoice::Auto,
-        template: body.template,
-        constraint,
-        logprobs,
+        template: out.template,
+        constraint: out.constraint,
+        logprobs: out.logprobs,
     };
-    respond(&state, req, body.stream.unwrap_or(true), Shape::Chat).await
+    respond(&state, req, body.common.stream.unwrap_or(true), Shape::Chat).await
 }
 
 /// Ollama's `details` object.
