@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -60,13 +60,9 @@ fn serve(home: &Path) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .expect("serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().expect("piped"))
-        .read_line(&mut line)
-        .expect("a line");
-    let addr = line.trim().rsplit("http://").next().unwrap_or_default();
+    let addr = common::listening_address(&mut BufReader::new(child.stderr.take().expect("piped")));
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     let url = format!("http://{addr}");
-    assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
     Server { child, url }
 }
 

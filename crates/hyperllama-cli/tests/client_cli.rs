@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -52,15 +52,7 @@ impl Server {
             .spawn()
             .expect("serve starts");
         let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-        let mut line = String::new();
-        stderr.read_line(&mut line).expect("a line");
-        let host = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .expect("an address")
-            .to_owned();
-        assert!(line.contains("listening on"), "{line}");
+        let host = common::listening_address(&mut stderr);
         // Keep draining the server's log so that it never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         Server { child, host }

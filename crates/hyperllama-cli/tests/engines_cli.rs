@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -217,10 +217,8 @@ fn model_serve_routes_a_gguf_model_to_llama_server_and_sigterm_leaves_no_orphan(
         .stderr(Stdio::piped())
         .spawn()
         .expect("serve starts");
-    let mut line = String::new();
     let mut err = BufReader::new(child.stderr.take().expect("piped"));
-    err.read_line(&mut line).expect("a line");
-    let addr = line.trim().rsplit("http://").next().unwrap_or_default();
+    let addr = common::listening_address(&mut err);
     let server = Server {
         url: format!("http://{addr}"),
         child,
@@ -379,15 +377,8 @@ fn model_sigkill_of_serve_takes_the_engine_with_it() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("serve starts");
-    let mut line = String::new();
     let mut err = BufReader::new(child.stderr.take().expect("piped"));
-    err.read_line(&mut line).expect("a line");
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let addr = common::listening_address(&mut err);
     let mut server = Server {
         url: format!("http://{addr}"),
         child,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -24,15 +24,8 @@ fn serve_listens_on_hyperllama_host_and_stops_on_sigterm() {
         .spawn()
         .expect("starts");
     let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("a line");
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .expect("an address")
-        .to_owned();
-    assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
+    let addr = common::listening_address(&mut stderr);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
 
     let mut stream = TcpStream::connect(&addr).expect("connects");
     stream
@@ -106,14 +99,7 @@ fn serve_requires_hyperllama_api_key_and_env_hides_it() {
         .spawn()
         .expect("starts");
     let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("a line");
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .expect("an address")
-        .to_owned();
+    let addr = common::listening_address(&mut stderr);
 
     let plain = "GET /api/tags HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let response = http(&addr, plain);

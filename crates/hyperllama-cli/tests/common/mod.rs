@@ -18,3 +18,17 @@ pub fn stderr(o: &std::process::Output) -> String {
 /// even when a developer's own server runs on the default port.
 #[allow(dead_code)]
 pub const NO_SERVER: &str = "127.0.0.1:1";
+
+/// Reads the first line `hyperllama serve` writes on stderr ("... listening on http://ADDR")
+/// and returns ADDR (`host:port`).
+#[allow(dead_code)]
+pub fn listening_address(stderr: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("a line");
+    assert!(line.contains("listening on http://"), "{line}");
+    line.trim()
+        .rsplit("http://")
+        .next()
+        .expect("an address")
+        .to_owned()
+}
