@@ -800,17 +800,21 @@ impl LoopState {
         self.n_steps += 1;
         let started = Instant::now();
         let executed = backend.execute(&plan);
-        // A speculating item is a decode token plus its drafts (costed like prompt tokens).
+        // A speculating item is a decode token plus its drafts.
         let (n_decode, n_prefill) = plan.items.iter().fold((0, 0), |(d, p), i| {
             if i.tokens.len() == i.n_draft + 1 {
-                (d + 1, p + i.n_draft)
+                (d + 1, p)
             } else {
                 (d, p + i.tokens.len())
             }
         });
         if executed.is_ok() {
-            self.pacer
-                .observe(n_decode, n_prefill, started.elapsed().as_secs_f64());
+            self.pacer.observe(
+                n_decode,
+                n_prefill,
+                plan.n_draft(),
+                started.elapsed().as_secs_f64(),
+            );
             self.sched.set_prefill_cap(self.pacer.prefill_cap());
         }
         if let Err(e) = executed {
@@ -929,22 +933,40 @@ impl LoopState {
     }
 
     /// Gives every decoding sequence a prompt-lookup draft of its current length, cut where
-    /// its constraint rejects it.
+    /// its constraint rejects it, where drafting pays: a draft token costs about what a
+    /// whole sequence's decode token costs in a large batch on a CPU, so there only a
+    /// sequence alone (or nearly) drafts (see [`Pacer::draft_cost_ratio`]).
     fn draft(&mut self) {
-        // A draft token pays when accepted more often than it costs relative to a step.
-        let min_acceptance = self.pacer.token_cost_ratio().map(|r| r as f32);
-        for (&id, l) in &mut self.live {
+        let decoding: Vec<SeqId> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|&id| self.sched.draft_room(id) > 0)
+            .collect();
+        if decoding.is_empty() {
+            return;
+        }
+        // Every so often a plain step re-measures what decoding alone costs.
+        let plain = self.pacer.wants_plain_step();
+        // A draft token pays when accepted more often than this.
+        let min_acceptance = self.pacer.draft_cost_ratio(decoding.len());
+        for id in decoding {
+            let Some(l) = self.live.get_mut(&id) else {
+                continue;
+            };
             // A seeded sampled request drafts independently of timing, so that its draws,
             // and so its text, are reproducible.
             let p = l.sampler.params();
             let reproducible = p.seed.is_some() && p.temperature > 0.0;
-            if let (Some(r), false) = (min_acceptance, reproducible) {
-                l.draft.set_min_acceptance(r);
+            if !reproducible {
+                if plain || min_acceptance.is_some_and(|r| r >= 1.0) {
+                    continue;
+                }
+                if let Some(r) = min_acceptance {
+                    l.draft.set_min_acceptance(r as f32);
+                }
             }
             let room = self.sched.draft_room(id);
-            if room == 0 {
-                continue;
-            }
             let k = l.draft.next_len().min(room);
             let Some(tokens) = self.sched.tokens(id) else {
                 continue;

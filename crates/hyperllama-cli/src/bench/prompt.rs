@@ -247,6 +247,46 @@ pub fn text(seed: u64, stream: u64, n_tokens: usize) -> String {
     out
 }
 
+/// Paragraphs of plain English prose (written for this benchmark), the material of
+/// [`document`]: a model copies or quotes real sentences faithfully, where a list of random
+/// words makes small models wander off.
+const PARAGRAPHS: &[&str] = &[
+    "The old lighthouse stood at the edge of the cliff for more than a hundred years. Every night its keeper climbed the narrow stairs, lit the great lamp and watched the ships pass safely through the dark water below. When the storms came in winter, he stayed awake until morning, writing in his journal about the wind, the waves and the sailors he would never meet.",
+    "Our team moved the billing service to a new database last spring. We copied the data in small batches during the night, compared every table with the old one, and kept both systems running side by side for two weeks. Only when the reports matched to the last cent did we switch the traffic over and turn the old machines off.",
+    "To make bread at home you need flour, water, salt and a little yeast. Mix them in a large bowl, knead the dough for ten minutes until it feels smooth, then cover it and let it rest in a warm place. After an hour, shape the loaf, let it rise again and bake it in a hot oven until the crust turns deep brown.",
+    "The river that runs through the valley was once full of fish. Farmers along its banks drew water for their fields, children learned to swim in its quiet bends, and in autumn the whole village gathered on the bridge to watch the salmon jump. Today a small group of volunteers cleans the banks every month to bring those days back.",
+    "When you report a bug, describe what you did, what you expected to happen and what happened instead. Include the version of the program, the operating system and the exact error message. A short example that shows the problem is worth more than a long story, because it lets the people who fix it see the failure for themselves.",
+    "The museum opened a new hall for its collection of clocks. Some of them are tiny and fit in the palm of a hand, others are taller than a grown man and ring so loudly that visitors cover their ears. A guide explains how each one keeps time, from simple water clocks to the first watches that sailors carried across the ocean.",
+    "Good sleep is one of the simplest ways to stay healthy. Going to bed at the same time each night, keeping the bedroom dark and cool, and putting screens away an hour before sleep all help. Adults need seven to nine hours, and most people feel the difference after only a few days of regular rest.",
+    "The city council voted to turn the empty lot behind the station into a public garden. Neighbors will plant vegetables and flowers in raised beds, the school will use one corner for science lessons, and a local bakery has offered to build a small stone oven where families can bake pizza together on summer evenings.",
+];
+
+/// A document of at least `n_tokens` tokens (about three words to four tokens): whole
+/// paragraphs of [`PARAGRAPHS`] in an order drawn from `(seed, stream)`, separated by blank
+/// lines, repeating the list if it runs out.
+pub fn document(seed: u64, stream: u64, n_tokens: usize) -> String {
+    let mut g = SplitMix64::new(seed, stream ^ 0x444F_4355);
+    let mut order: Vec<usize> = (0..PARAGRAPHS.len()).collect();
+    // Fisher-Yates.
+    for i in (1..order.len()).rev() {
+        let j = g.below(i + 1);
+        order.swap(i, j);
+    }
+    let mut out = String::new();
+    let mut words = 0;
+    for &i in order.iter().cycle() {
+        if words * 4 >= n_tokens * 3 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        }
+        out.push_str(PARAGRAPHS[i]);
+        words += PARAGRAPHS[i].split_whitespace().count();
+    }
+    out
+}
+
 /// A short question (about 12 tokens), different for each stream.
 pub fn question(seed: u64, stream: u64) -> String {
     let mut g = SplitMix64::new(seed, stream ^ 0x5155_4553);
@@ -268,6 +308,19 @@ mod tests {
         assert_ne!(text(42, 7, 300), text(42, 8, 300));
         assert_ne!(text(42, 7, 300), text(43, 7, 300));
         assert_ne!(question(42, 1), question(42, 2));
+        assert_eq!(document(42, 1, 300), document(42, 1, 300));
+        assert_ne!(document(42, 1, 300), document(42, 2, 300));
+    }
+
+    #[test]
+    fn a_document_has_at_least_the_asked_size_in_whole_paragraphs() {
+        for n in [1, 100, 300, 2000] {
+            let d = document(7, 3, n);
+            assert!(d.split_whitespace().count() * 4 >= n * 3, "{n}");
+            for p in d.split("\n\n") {
+                assert!(PARAGRAPHS.contains(&p), "{p}");
+            }
+        }
     }
 
     #[test]

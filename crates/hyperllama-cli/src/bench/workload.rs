@@ -36,6 +36,10 @@ pub enum Workload {
     /// `--users` streams dropped by their clients after the first token: how long until the
     /// server's KV cache is free again (read from its `/metrics`). Not part of `all`.
     Disconnect,
+    /// One client asking, request after request, to copy a given document word for word: an
+    /// input-grounded task, where speculative decoding with prompt lookup pays. Not part of
+    /// `all`.
+    Grounded,
     /// The five load workloads above (`single` to `long-prompt`).
     All,
 }
@@ -60,6 +64,7 @@ impl Workload {
             Workload::LongPrompt => "long-prompt",
             Workload::Burst => "burst",
             Workload::Disconnect => "disconnect",
+            Workload::Grounded => "grounded",
             Workload::All => "all",
         }
     }
@@ -69,6 +74,7 @@ impl Workload {
         let tag = match self {
             Workload::Burst => 6,
             Workload::Disconnect => 7,
+            Workload::Grounded => 9,
             w => Workload::ORDER.iter().position(|o| *o == w).unwrap_or(8) as u64 + 1,
         };
         (tag << 40) | idx
@@ -82,7 +88,7 @@ pub fn expand(asked: &[Workload]) -> Vec<Workload> {
         .into_iter()
         .filter(|w| all || asked.contains(w))
         .chain(
-            [Workload::Burst, Workload::Disconnect]
+            [Workload::Burst, Workload::Disconnect, Workload::Grounded]
                 .into_iter()
                 .filter(|w| asked.contains(w)),
         )
@@ -109,6 +115,7 @@ pub async fn run(w: Workload, target: &Arc<Target>, p: &Params) -> Vec<Metrics> 
         Workload::LongPrompt => vec![long_prompt(target, p).await],
         Workload::Burst => vec![burst(target, p).await],
         Workload::Disconnect => vec![disconnect(target, p).await],
+        Workload::Grounded => vec![grounded(target, p).await],
         Workload::All => Vec::new(),
     }
 }
@@ -171,6 +178,60 @@ async fn single(target: &Arc<Target>, p: &Params) -> Metrics {
         results.push(target.chat(&user(q), p.max_tokens, None).await);
     }
     summarize(w, None, &results, start)
+}
+
+/// Sequential requests to copy a document (prose, [`prompt::document`]) of twice the answer length (at least 200 tokens),
+/// so that the whole answer can be copied. `copied_fraction` is the share of the answers'
+/// words that quote the document ([`copied_words`]): how grounded the answers really were.
+async fn grounded(target: &Arc<Target>, p: &Params) -> Metrics {
+    let w = Workload::Grounded;
+    let n_doc = (2 * p.max_tokens as usize).max(200);
+    let start = Instant::now();
+    let mut results = Vec::new();
+    let (mut copied, mut words) = (0, 0);
+    for i in 0..p.requests {
+        let doc = prompt::document(p.seed, w.stream(i as u64), n_doc);
+        let ask = format!("Copy the following text exactly, word for word.\n\n{doc}");
+        let r = target.chat(&user(ask), p.max_tokens, None).await;
+        if let Ok(o) = &r {
+            let (c, n) = copied_words(&doc, &o.text);
+            copied += c;
+            words += n;
+        }
+        results.push(r);
+    }
+    let mut m = summarize(w, None, &results, start);
+    if words > 0 {
+        m.extras
+            .insert("copied_fraction".into(), copied as f64 / words as f64);
+    }
+    m
+}
+
+/// How many of `answer`'s words quote `doc` (they start or continue a run of four words
+/// found in `doc`; case and punctuation aside), and how many words `answer` has.
+fn copied_words(doc: &str, answer: &str) -> (usize, usize) {
+    const N: usize = 4;
+    let norm = |t: &str| -> Vec<String> {
+        t.split_whitespace()
+            .map(|w| {
+                w.chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .flat_map(char::to_lowercase)
+                    .collect::<String>()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    let (d, a) = (norm(doc), norm(answer));
+    let grams: std::collections::HashSet<&[String]> = d.windows(N).collect();
+    let mut quoted = vec![false; a.len()];
+    for (i, g) in a.windows(N).enumerate() {
+        if grams.contains(g) {
+            quoted[i..i + N].iter_mut().for_each(|q| *q = true);
+        }
+    }
+    (quoted.iter().filter(|q| **q).count(), a.len())
 }
 
 /// `c` clients sending requests back to back, `max(c, requests)` in all.
@@ -499,6 +560,16 @@ mod tests {
     use super::*;
     use crate::bench::client::tests::{canned_server, BUSY};
     use crate::bench::client::Api;
+
+    #[test]
+    fn copied_words_count_the_answer_words_that_quote_the_document() {
+        let doc = "Time year people. Way day man. Thing woman life child.";
+        assert_eq!(copied_words(doc, "time Year people, way dog man"), (4, 6));
+        assert_eq!(copied_words(doc, "Sure! man thing woman life, and"), (4, 6));
+        assert_eq!(copied_words(doc, "Sure! Time year"), (0, 3));
+        assert_eq!(copied_words(doc, ""), (0, 0));
+        assert_eq!(copied_words(doc, doc), (10, 10));
+    }
 
     #[tokio::test]
     async fn refused_requests_are_counted_not_fatal() {

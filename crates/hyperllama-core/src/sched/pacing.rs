@@ -9,9 +9,19 @@
 //! the default ratio of 1, a step that carries a chunk takes about twice a plain decode step,
 //! on a 2-core CPU (prompt tokens expensive) as on a GPU (prompt tokens almost free).
 //!
+//! The same measurements price speculative decoding. A decode step with `n` sequences costs
+//! `d(n)` (learned as `a + b·n` by least squares over recent plain decode steps, so a small
+//! batch and a large one are priced apart); a draft token costs `c` (learned from steps that
+//! verify drafts). A step that gives its decoders drafts accepted at rate `r` produces more
+//! tokens per second exactly when `r > c·n / d(n)`: [`Pacer::draft_cost_ratio`]. On a 2-core
+//! CPU a token costs about the same in any position, so the ratio nears 1 as the batch grows
+//! and drafting stops paying; on a GPU it stays small.
+//!
 //! # Invariants
 //! - [`Pacer::prefill_cap`] is within `[min_chunk, max_chunk]`, and `max_chunk` until both
 //!   costs have been measured.
+//! - [`Pacer::draft_cost_ratio`] is `None` until a plain decode step and a step with prompt
+//!   or draft tokens have been measured, then finite and positive.
 //! - Durations are handed in by the caller (seconds); nothing here reads a clock.
 
 /// Learns step costs and derives the prefill cap.
@@ -19,6 +29,10 @@
 pub struct Pacer {
     decode_step: Option<f64>,
     prefill_token: Option<f64>,
+    draft_token: Option<f64>,
+    decode_fit: DecodeFit,
+    /// Steps since the last plain decode step.
+    since_plain: u32,
     ratio: f64,
     min_chunk: usize,
     max_chunk: usize,
@@ -26,6 +40,54 @@ pub struct Pacer {
 
 /// Weight of a new measurement in the moving averages.
 const ALPHA: f64 = 0.25;
+/// Forgetting factor of the decode-step fit (about the last 20 plain steps count).
+const FIT_DECAY: f64 = 0.95;
+/// Steps with drafts or prompt tokens after which a plain decode step is asked for.
+pub const PLAIN_EVERY: u32 = 32;
+
+/// Least-squares fit `secs = a + b·n` of plain decode steps, exponentially forgetting.
+#[derive(Clone, Debug, Default)]
+struct DecodeFit {
+    w: f64,
+    n: f64,
+    nn: f64,
+    t: f64,
+    nt: f64,
+}
+
+impl DecodeFit {
+    fn add(&mut self, n: f64, secs: f64) {
+        self.w = FIT_DECAY * self.w + 1.0;
+        self.n = FIT_DECAY * self.n + n;
+        self.nn = FIT_DECAY * self.nn + n * n;
+        self.t = FIT_DECAY * self.t + secs;
+        self.nt = FIT_DECAY * self.nt + n * secs;
+    }
+
+    /// The predicted duration of a plain decode step with `n` sequences.
+    fn predict(&self, n: f64) -> Option<f64> {
+        if self.w <= 0.0 {
+            return None;
+        }
+        let (mn, mt) = (self.n / self.w, self.t / self.w);
+        let var = self.nn / self.w - mn * mn;
+        if var > 0.25 {
+            let b = (self.nt / self.w - mn * mt) / var;
+            let a = mt - b * mn;
+            if b >= 0.0 && a >= 0.0 {
+                return Some(a + b * n);
+            }
+            if b < 0.0 {
+                return Some(mt);
+            }
+            // A negative intercept: proportional through the mean.
+            return Some(mt * n / mn);
+        }
+        // Only one batch size seen: half fixed cost, half per sequence, a guess between
+        // a memory-bound step (flat) and a compute-bound one (proportional).
+        Some(mt * (0.5 + 0.5 * n / mn))
+    }
+}
 
 impl Pacer {
     /// A pacer whose cap ranges over `[min_chunk, max_chunk]` (the step budget), aiming at
@@ -35,43 +97,69 @@ impl Pacer {
         Self {
             decode_step: None,
             prefill_token: None,
+            draft_token: None,
+            decode_fit: DecodeFit::default(),
+            since_plain: 0,
             ratio,
             min_chunk,
             max_chunk: max_chunk.max(min_chunk),
         }
     }
 
-    /// Records one step: `n_decode` single tokens, `n_prefill` tokens in prompt chunks,
-    /// `secs` of wall time.
-    pub fn observe(&mut self, n_decode: usize, n_prefill: usize, secs: f64) {
+    /// Records one step: `n_decode` sequences decoding (each its last token, plus `n_draft`
+    /// draft tokens in all), `n_prefill` tokens in prompt chunks, `secs` of wall time.
+    pub fn observe(&mut self, n_decode: usize, n_prefill: usize, n_draft: usize, secs: f64) {
         if !(secs.is_finite() && secs > 0.0) {
             return;
         }
         let ewma = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + ALPHA * (new - o)));
-        if n_prefill == 0 {
+        if n_prefill == 0 && n_draft == 0 {
             if n_decode > 0 {
                 self.decode_step = ewma(self.decode_step, secs);
+                self.decode_fit.add(n_decode as f64, secs);
+                self.since_plain = 0;
             }
             return;
         }
+        self.since_plain = self.since_plain.saturating_add(1);
         let decode_part = if n_decode > 0 {
-            self.decode_step.unwrap_or(0.0)
+            self.decode_fit
+                .predict(n_decode as f64)
+                .or(self.decode_step)
+                .unwrap_or(0.0)
         } else {
             0.0
         };
-        // At least a tenth of the step is put on the prompt, so a noisy decode estimate
-        // cannot make prompt tokens look free.
-        let prompt_secs = (secs - decode_part).max(secs * 0.1);
-        self.prefill_token = ewma(self.prefill_token, prompt_secs / n_prefill as f64);
+        // At least a tenth of the step is put on the extra tokens, so a noisy decode estimate
+        // cannot make them look free.
+        let extra_secs = (secs - decode_part).max(secs * 0.1);
+        if n_prefill == 0 {
+            self.draft_token = ewma(self.draft_token, extra_secs / n_draft as f64);
+        } else {
+            // Drafts beside a prompt chunk (rare: no drafts while prompts wait) are priced
+            // like its tokens.
+            self.prefill_token = ewma(
+                self.prefill_token,
+                extra_secs / (n_prefill + n_draft) as f64,
+            );
+        }
     }
 
-    /// What one more token in a step costs relative to a decode step (measured), once both
-    /// are known: a speculative draft token pays when it is accepted more often than this.
-    pub fn token_cost_ratio(&self) -> Option<f64> {
-        match (self.decode_step, self.prefill_token) {
-            (Some(d), Some(p)) if d > 0.0 => Some(p / d),
-            _ => None,
-        }
+    /// The draft acceptance rate above which drafting pays in a step where `n_decode`
+    /// sequences decode: `c·n / d(n)` (see the module docs). At 1 or more, no acceptance
+    /// rate pays. `None` until the costs are measured.
+    pub fn draft_cost_ratio(&self, n_decode: usize) -> Option<f64> {
+        let n = n_decode.max(1) as f64;
+        let d = self.decode_fit.predict(n)?;
+        let c = self.draft_token.or(self.prefill_token)?;
+        (d > 0.0).then(|| c * n / d)
+    }
+
+    /// Whether the next step should carry no drafts, so that a plain decode step is measured
+    /// again: drafting prices itself against plain steps, and a sequence that always drafts
+    /// would never see one. At most one step in [`PLAIN_EVERY`].
+    pub fn wants_plain_step(&self) -> bool {
+        self.since_plain >= PLAIN_EVERY
     }
 
     /// The most prompt tokens for a step in which some sequence decodes.
@@ -98,7 +186,7 @@ mod tests {
     fn unmeasured_costs_leave_the_whole_budget() {
         let mut p = Pacer::new(16, 512, 1.0);
         assert_eq!(p.prefill_cap(), 512);
-        p.observe(8, 0, 0.06);
+        p.observe(8, 0, 0, 0.06);
         assert_eq!(p.prefill_cap(), 512, "prompt cost unknown yet");
     }
 
@@ -107,14 +195,14 @@ mod tests {
         // CPU-like: a decode step 60 ms, a prompt token 5 ms.
         let mut cpu = Pacer::new(16, 512, 1.0);
         for _ in 0..20 {
-            cpu.observe(8, 0, 0.060);
-            cpu.observe(8, 32, 0.060 + 32.0 * 0.005);
+            cpu.observe(8, 0, 0, 0.060);
+            cpu.observe(8, 32, 0, 0.060 + 32.0 * 0.005);
         }
         assert_eq!(cpu.prefill_cap(), 16, "12 tokens, raised to the minimum");
         let mut cpu2 = Pacer::new(4, 512, 1.0);
         for _ in 0..40 {
-            cpu2.observe(8, 0, 0.060);
-            cpu2.observe(8, 12, 0.060 + 12.0 * 0.005);
+            cpu2.observe(8, 0, 0, 0.060);
+            cpu2.observe(8, 12, 0, 0.060 + 12.0 * 0.005);
         }
         assert!(
             (11..=12).contains(&cpu2.prefill_cap()),
@@ -124,8 +212,8 @@ mod tests {
         // GPU-like: a decode step 15 ms, a prompt token 0.02 ms.
         let mut gpu = Pacer::new(16, 512, 1.0);
         for _ in 0..20 {
-            gpu.observe(64, 0, 0.015);
-            gpu.observe(64, 256, 0.015 + 256.0 * 0.000_02);
+            gpu.observe(64, 0, 0, 0.015);
+            gpu.observe(64, 256, 0, 0.015 + 256.0 * 0.000_02);
         }
         assert_eq!(gpu.prefill_cap(), 512);
     }
@@ -133,9 +221,45 @@ mod tests {
     #[test]
     fn nonsense_durations_are_ignored() {
         let mut p = Pacer::new(16, 512, 1.0);
-        p.observe(8, 0, f64::NAN);
-        p.observe(8, 10, -1.0);
-        p.observe(8, 10, 0.0);
+        p.observe(8, 0, 0, f64::NAN);
+        p.observe(8, 10, 0, -1.0);
+        p.observe(8, 10, 0, 0.0);
         assert_eq!(p.prefill_cap(), 512);
+    }
+
+    #[test]
+    fn drafts_pay_alone_on_a_cpu_but_not_in_a_large_batch() {
+        // CPU-like: a step costs 5 ms plus 4.6 ms per token, wherever the token is.
+        let mut cpu = Pacer::new(16, 512, 1.0);
+        for n in [1usize, 2, 4, 8, 16, 1, 16] {
+            cpu.observe(n, 0, 0, 0.005 + 0.0046 * n as f64);
+        }
+        cpu.observe(1, 0, 4, 0.005 + 0.0046 * 5.0);
+        let alone = cpu.draft_cost_ratio(1).expect("measured");
+        assert!((alone - 0.48).abs() < 0.02, "{alone}");
+        let batch = cpu.draft_cost_ratio(16).expect("measured");
+        assert!(batch > 0.9, "a 16-sequence batch: {batch}");
+        // GPU-like: a step costs 15 ms plus 0.02 ms per token.
+        let mut gpu = Pacer::new(16, 512, 1.0);
+        for n in [1usize, 8, 64, 32] {
+            gpu.observe(n, 0, 0, 0.015 + 0.000_02 * n as f64);
+        }
+        gpu.observe(64, 0, 128, 0.015 + 0.000_02 * 192.0);
+        assert!(gpu.draft_cost_ratio(64).expect("measured") < 0.2);
+    }
+
+    #[test]
+    fn a_plain_step_is_asked_for_after_a_run_of_drafting_steps() {
+        let mut p = Pacer::new(16, 512, 1.0);
+        assert_eq!(p.draft_cost_ratio(1), None);
+        p.observe(1, 0, 0, 0.01);
+        assert_eq!(p.draft_cost_ratio(1), None, "no draft cost yet");
+        for _ in 0..PLAIN_EVERY {
+            assert!(!p.wants_plain_step());
+            p.observe(1, 0, 4, 0.02);
+        }
+        assert!(p.wants_plain_step());
+        p.observe(1, 0, 0, 0.01);
+        assert!(!p.wants_plain_step());
     }
 }
