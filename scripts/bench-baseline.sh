@@ -12,6 +12,8 @@
 # share cores), each started on a free 127.0.0.1 port and stopped after its workloads:
 #   hyperllama         `hyperllama serve`, NUM_PARALLEL sequences, NUM_CTX tokens each (one
 #                      unified KV cache of NUM_CTX x NUM_PARALLEL cells)
+#   hyperllama-nospec  the same with speculative decoding off (HYPERLLAMA_SPECULATIVE=off): no
+#                      workload may be more than 3% slower with it on
 #   llama-server-np1   llama-server as Ollama starts it: one slot, -c NUM_CTX
 #   llama-server-np16  llama-server tuned: NUM_PARALLEL slots, unified KV, -c NUM_CTX x NUM_PARALLEL
 #
@@ -23,7 +25,8 @@
 #   THREADS              llama.cpp threads for every server (2)
 #   NUM_CTX              context per sequence / slot (4096: Ollama's default below 23 GiB VRAM)
 #   NUM_PARALLEL         sequences of hyperllama and slots of the tuned llama-server (16)
-#   WORKLOADS_HYPERLLAMA, WORKLOADS_NP1, WORKLOADS_NP16   comma lists of bench workloads
+#   WORKLOADS_HYPERLLAMA, WORKLOADS_NOSPEC, WORKLOADS_NP1, WORKLOADS_NP16
+#                        comma lists of bench workloads
 #   CONCURRENCY          the sweep's concurrency levels (1,4,16)
 #   REQUESTS MAX_TOKENS SEED SYSTEM_TOKENS USERS HISTORY_TOKENS DECODERS LONG_TOKENS TIMEOUT
 #                        passed to `hyperllama bench` as --requests, --max-tokens, ...
@@ -52,8 +55,9 @@ threads="${THREADS:-2}"
 num_ctx="${NUM_CTX:-4096}"
 np="${NUM_PARALLEL:-16}"
 models_wanted="${BENCH_MODELS:-smollm2 gemma3}"
-wl_hl="${WORKLOADS_HYPERLLAMA:-single,shared-prefix,multi-turn,long-prompt,sweep,burst,disconnect}"
-wl_np1="${WORKLOADS_NP1:-single,shared-prefix}"
+wl_hl="${WORKLOADS_HYPERLLAMA:-single,shared-prefix,multi-turn,long-prompt,sweep,grounded,burst,disconnect}"
+wl_nospec="${WORKLOADS_NOSPEC:-single,shared-prefix,multi-turn,long-prompt,sweep,grounded}"
+wl_np1="${WORKLOADS_NP1:-single,shared-prefix,grounded}"
 wl_np16="${WORKLOADS_NP16:-single,shared-prefix,multi-turn,long-prompt,sweep}"
 health_timeout="${HEALTH_TIMEOUT:-180}"
 docs="${BENCH_DOCS:-1}"
@@ -154,26 +158,34 @@ for model in $models_wanted; do
         *) die "unknown model $model (smollm2 or gemma3)" ;;
     esac
 
-    # (a) HyperLlama, on a throw-away store that holds only this model.
-    if [ -n "$wl_hl" ]; then
-        store="$work/$model-store"
+    # (a) HyperLlama, on a throw-away store that holds only this model; with speculative
+    # decoding (the default) and without.
+    for label in hyperllama hyperllama-nospec; do
+        if [ "$label" = hyperllama ]; then
+            workloads="$wl_hl" spec=on
+        else
+            workloads="$wl_nospec" spec=off
+        fi
+        [ -n "$workloads" ] || continue
+        store="$work/$model-$label-store"
         mkdir -p "$store"
         printf 'FROM %s\n' "$gguf" >"$work/Modelfile"
-        export HYPERLLAMA_MODELS="$store" HYPERLLAMA_DB="$work/$model-index.db"
+        export HYPERLLAMA_MODELS="$store" HYPERLLAMA_DB="$work/$model-$label-index.db"
         "$hl" create "$model" -f "$work/Modelfile" >"$out/$model-create.log" 2>&1 ||
             die "hyperllama create failed (see $out/$model-create.log)"
         port="$(free_port)"
         env_line="HYPERLLAMA_HOST=127.0.0.1:$port HYPERLLAMA_NUM_THREADS=$threads"
         env_line+=" HYPERLLAMA_CONTEXT_LENGTH=$num_ctx HYPERLLAMA_NUM_PARALLEL=$np"
         env_line+=" HYPERLLAMA_KEEP_ALIVE=-1 HYPERLLAMA_MAX_QUEUE=${MAX_QUEUE:-64}"
+        env_line+=" HYPERLLAMA_SPECULATIVE=$spec"
         # shellcheck disable=SC2086 # env_line is a list of NAME=VALUE words
-        start "$out/$model-hyperllama.server.log" env $env_line "$hl" serve
-        wait_ready "http://127.0.0.1:$port/" || die "hyperllama serve did not come up (see $out/$model-hyperllama.server.log)"
-        run_bench "$model" hyperllama "$wl_hl" "http://127.0.0.1:$port" \
+        start "$out/$model-$label.server.log" env $env_line "$hl" serve
+        wait_ready "http://127.0.0.1:$port/" || die "hyperllama serve did not come up (see $out/$model-$label.server.log)"
+        run_bench "$model" "$label" "$workloads" "http://127.0.0.1:$port" \
             "${env_line/127.0.0.1:$port/127.0.0.1:<free>} HYPERLLAMA_MODELS=<store with \`create $model\` FROM $(basename "$gguf")> hyperllama serve"
         stop_server
         unset HYPERLLAMA_MODELS HYPERLLAMA_DB
-    fi
+    done
 
     # (b) llama-server as Ollama runs it, (c) llama-server tuned for concurrency. Ollama passes
     # --no-webui --offline -c <num_ctx x num_parallel> -np <num_parallel> --flash-attn auto
@@ -203,7 +215,7 @@ for model in $models_wanted; do
 
     # The comparison table of this model, llama-server as Ollama runs it as the baseline.
     jsons=()
-    for label in hyperllama llama-server-np1 llama-server-np16; do
+    for label in hyperllama hyperllama-nospec llama-server-np1 llama-server-np16; do
         [ -f "$out/$model-$label.json" ] && jsons+=("$out/$model-$label.json")
     done
     if [ "${#jsons[@]}" -ge 2 ]; then
@@ -215,7 +227,7 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # The generated section: machine, models, commands, provenance, tables, targets.
-python3 - "$out" "$runs" "$provenance" "$models_dir" "$quick" "$num_ctx" "$np" "$threads" \
+USERS="${USERS:-16}" python3 - "$out" "$runs" "$provenance" "$models_dir" "$quick" "$num_ctx" "$np" "$threads" \
     >"$out/report.md" <<'PY'
 import hashlib, json, os, re, subprocess, sys, time
 
@@ -255,6 +267,10 @@ def metrics(doc):
             m["decoder_itl_p50"] = extras.get("stall_itl_p50_ms")
             m["decoder_itl_p99"] = extras.get("stall_itl_p99_ms")
             m["long_ttft"] = extras.get("long_ttft_ms")
+        if name in ("single", "grounded", "shared-prefix"):
+            # A stream's decoding speed: tokens after the first per second.
+            m["decode"] = extras.get("decode_tok_s")
+            m["copied"] = extras.get("copied_fraction")
         if name == "burst":
             m["served"] = extras.get("served")
             m["refused"] = extras.get("refused_503")
@@ -351,7 +367,7 @@ for m in models:
     else:
         p("(no `hyperllama bench compare` table)")
     p()
-    for label in ("hyperllama", "llama-server-np1", "llama-server-np16"):
+    for label in ("hyperllama", "hyperllama-nospec", "llama-server-np1", "llama-server-np16"):
         if os.path.exists(os.path.join(out, f"{m}-{label}.svg")):
             p(f"Plot: `{shown_out}/{m}-{label}.svg`  ")
     p()
@@ -372,6 +388,13 @@ for m in models:
     hl_sp = get("hyperllama", "shared-prefix", "throughput")
     line("shared 500-token system prompt, 16 users: throughput / llama-server -np 1 (target ≥ 4)",
          ratio(hl_sp, get("llama-server-np1", "shared-prefix", "throughput")), lambda v: v >= 4)
+    per_stream = get("hyperllama", "shared-prefix", "decode")
+    np1_sp = get("llama-server-np1", "shared-prefix", "throughput")
+    if per_stream is not None and np1_sp:
+        users = int(os.environ.get("USERS") or 16)
+        p(f"  - (the ceiling on this machine: were every prompt free, {users} streams decoding at the "
+          f"measured {per_stream:.1f} tokens/s each would give {users * per_stream:.0f} tokens/s, "
+          f"{users * per_stream / np1_sp:.2f}× llama-server -np 1)")
     line("shared 500-token system prompt, 16 users: throughput / llama-server -np 16 -kvu (target ≥ 1.3)",
          ratio(hl_sp, get("llama-server-np16", "shared-prefix", "throughput")), lambda v: v >= 1.3)
     line("single stream: tokens/s / llama-server -np 1 (target ≥ 0.97)",
@@ -383,6 +406,22 @@ for m in models:
     line("long prompt: decoders' p99 ITL / median ITL (target ≤ 3)",
          ratio(get("hyperllama", "long-prompt", "decoder_itl_p99"), get("hyperllama", "long-prompt", "decoder_itl_p50")),
          lambda v: v <= 3)
+    copied = get("hyperllama", "grounded", "copied")
+    line("input-grounded (copy a given text, one stream): decoding tokens/s / llama-server -np 1 "
+         f"(target ≥ 2; {copied * 100:.0f}% of the answers' words quote the text)" if copied is not None
+         else "input-grounded (copy a given text, one stream): decoding tokens/s / llama-server -np 1 (target ≥ 2)",
+         ratio(get("hyperllama", "grounded", "decode"), get("llama-server-np1", "grounded", "decode")),
+         lambda v: v >= 2)
+    # Speculation may not cost: every workload's throughput with it on / with it off.
+    keys = sorted(set(data.get((m, "hyperllama"), {})) & set(data.get((m, "hyperllama-nospec"), {})))
+    worst = None
+    for k in keys:
+        v = ratio(get("hyperllama", k, "throughput"), get("hyperllama-nospec", k, "throughput"))
+        if v is not None and (worst is None or v < worst[1]):
+            worst = (k, v)
+    if worst is not None:
+        line(f"speculation on / off, the worst workload ({worst[0]}; of {', '.join(keys)}): throughput "
+             "(target ≥ 0.97)", worst[1], lambda v: v >= 0.97)
     served, refused = get("hyperllama", "burst", "served"), get("hyperllama", "burst", "refused")
     if served is not None:
         alive = get("hyperllama", "burst", "alive_after") == 1

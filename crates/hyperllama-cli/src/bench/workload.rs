@@ -135,9 +135,17 @@ fn summarize(
     };
     let mut ttft = Vec::new();
     let mut itl = Vec::new();
+    // Per-stream decoding: tokens after the first, over the time from first to last chunk.
+    let (mut decoded, mut decode_s) = (0u64, 0.0);
     for r in results {
         match r {
             Ok(o) => {
+                if let (Some(first), Some(last)) = (o.chunks.first(), o.chunks.last()) {
+                    if last.at_ms > first.at_ms && o.output_tokens > 1 {
+                        decoded += o.output_tokens - 1;
+                        decode_s += (last.at_ms - first.at_ms) / 1000.0;
+                    }
+                }
                 m.output_tokens += o.output_tokens;
                 m.prompt_tokens += o.prompt_tokens.unwrap_or(0);
                 ttft.extend(o.ttft_ms);
@@ -155,6 +163,10 @@ fn summarize(
     }
     m.ttft_ms = Percentiles::of(&ttft);
     m.itl_ms = Percentiles::of(&itl);
+    if decode_s > 0.0 {
+        m.extras
+            .insert("decode_tok_s".into(), decoded as f64 / decode_s);
+    }
     let ok = results.iter().filter(|r| r.is_ok()).count();
     if ok > 0 && m.prompt_tokens > 0 {
         m.extras.insert(
