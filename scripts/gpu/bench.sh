@@ -5,9 +5,11 @@
 #      the raw engine's numbers, same libraries;
 #   2. HyperLlama (`hyperllama serve` on those CUDA libraries: all layers offloaded, flash
 #      attention auto, KV sized from free memory), then
-#   3. llama-server (same build) with -np 128 -kvu -fa on -ngl 999,
-#   each under one `hyperllama bench` run: single (3 requests), sweep at 1,8,32,64,128 clients,
-#   shared-prefix (64 users, 1,000-token system prompt), long-prompt (8 decoders, 2,000-token prompt).
+#   3. llama-server (same build) with -np LS_NP (64) -kvu -fa on -ngl 999,
+#   each under one `hyperllama bench` run: single (3 requests), sweep at 1,8,32,64,128 clients
+#   whose prompts are PROMPT_TOKENS (256) of text plus a question (like llama-batched-bench's
+#   -npp 256), shared-prefix (64 users, 1,000-token system prompt), long-prompt (8 decoders,
+#   2,000-token prompt).
 # Writes $OUT/<model>-<server>.{json,svg,bench.log,server.log}, $OUT/<model>-ref.txt and
 # $OUT/<model>-compare.md. SMOKE=1: HyperLlama only, one generation and /api/ps.
 set -uo pipefail
@@ -25,9 +27,10 @@ threads="${THREADS:-8}"
 bench_limit="${BENCH_LIMIT:-180}" # seconds one `hyperllama bench` run may take
 mkdir -p "$OUT" "$W/store"
 say() { echo "[$(date -u +%T)] bench: $*" | tee -a "${DEVICE_LOG:-$OUT/device.log}" >&2; }
+ls_np="${LS_NP:-64}"
 bench_opts=(--workload "${WORKLOADS:-single,sweep,shared-prefix,long-prompt}" --concurrency "$conc"
     --requests 3 --max-tokens 128 --system-tokens 1000 --users 64 --decoders 8 --long-tokens 2000
-    --timeout 120)
+    --prompt-tokens "${PROMPT_TOKENS:-256}" --timeout 120)
 
 server_pid=""
 stop_server() {
@@ -80,7 +83,7 @@ run_hyperllama() { # model gguf
 run_llama_server() { # model gguf
     local m="$1" gguf="$2" port=18435
     LD_LIBRARY_PATH="$bin" "$bin/llama-server" --model "$gguf" --alias "$m" --host 127.0.0.1 --port "$port" \
-        --no-webui --offline -c "$((num_ctx * np / 2))" -np "$np" -kvu -fa on -ngl 999 -t "$threads" \
+        --no-webui --offline -c "$((num_ctx * ls_np))" -np "$ls_np" -kvu -fa on -ngl 999 -t "$threads" \
         >"$OUT/$m-llama-server.server.log" 2>&1 &
     server_pid=$!
     wait_ready "http://127.0.0.1:$port/health" "$server_pid" || { say "llama-server did not come up"; tail -30 "$OUT/$m-llama-server.server.log"; return 1; }

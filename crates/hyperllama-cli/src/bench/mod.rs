@@ -101,6 +101,10 @@ struct RunArgs {
     /// long-prompt: tokens of the long prompt.
     #[arg(long, default_value_t = 2000, value_parser = positive)]
     long_tokens: usize,
+    /// sweep: tokens of text before each question (0: the question alone, about 12 tokens),
+    /// e.g. 256 for a like-for-like check against `llama-batched-bench -npp 256`.
+    #[arg(long, default_value_t = 0)]
+    prompt_tokens: usize,
     /// A name for this run in results and comparisons (default: the URL's host and port).
     #[arg(long)]
     label: Option<String>,
@@ -171,6 +175,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         history_tokens: a.history_tokens,
         decoders: a.decoders,
         long_tokens: a.long_tokens,
+        prompt_tokens: a.prompt_tokens,
         timeout_s: a.timeout,
         burst: a.burst,
     };

@@ -252,6 +252,7 @@ mod tests {
                 history_tokens: 1,
                 decoders: 1,
                 long_tokens: 1,
+                prompt_tokens: 0,
                 timeout_s: 1,
                 burst: 500,
             },

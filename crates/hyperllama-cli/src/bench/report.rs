@@ -46,6 +46,9 @@ pub struct Params {
     pub long_tokens: usize,
     /// `--timeout`, seconds.
     pub timeout_s: u64,
+    /// `--prompt-tokens` (the sweep's text before each question).
+    #[serde(default)]
+    pub prompt_tokens: usize,
     /// `--burst`.
     #[serde(default)]
     pub burst: usize,
@@ -340,6 +343,7 @@ mod tests {
                 history_tokens: 2000,
                 decoders: 8,
                 long_tokens: 2000,
+                prompt_tokens: 0,
                 timeout_s: 300,
                 burst: 500,
             },

@@ -255,7 +255,7 @@ async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize) -> Metrics {
     let mut tasks = Vec::new();
     for _ in 0..c {
         let (target, next) = (Arc::clone(target), Arc::clone(&next));
-        let (seed, max_tokens) = (p.seed, p.max_tokens);
+        let (seed, max_tokens, n_text) = (p.seed, p.max_tokens, p.prompt_tokens);
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
@@ -263,7 +263,12 @@ async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize) -> Metrics {
                 if i >= total {
                     break out;
                 }
-                let q = prompt::question(seed, w.stream(((c as u64) << 20) | i as u64));
+                let stream = w.stream(((c as u64) << 20) | i as u64);
+                let mut q = prompt::question(seed, stream);
+                if n_text > 0 {
+                    // Each request its own text: nothing for a prefix cache to share.
+                    q = format!("{}\n\n{q}", prompt::text(seed, stream, n_text));
+                }
                 out.push(target.chat(&user(q), max_tokens, None).await);
             }
         }));
@@ -600,6 +605,7 @@ mod tests {
             history_tokens: 10,
             decoders: 2,
             long_tokens: 10,
+            prompt_tokens: 0,
             timeout_s: 10,
             burst: 500,
         };
