@@ -695,7 +695,12 @@ fn prompt_tokens(loaded: &LoadedModel, req: &NativeRequest) -> Result<Rendered, 
         } else {
             ToolCallParser::new()
         });
-        forced = crate::tools::forced_call_grammar(tools, &req.tool_choice, &text)?;
+        // Whether the vocabulary has a tag as one control token (its text then renders empty).
+        let special_token = |tag: &str| match model.tokenize(tag, false, true).as_slice() {
+            [t] => model.token_bytes(*t).is_empty(),
+            _ => false,
+        };
+        forced = crate::tools::forced_call_grammar(tools, &req.tool_choice, &text, &special_token)?;
     }
     Ok(Rendered {
         tokens,
