@@ -11,9 +11,28 @@
 //! token. When the grammar is complete only end-of-generation tokens stay allowed, so the
 //! sequence ends normally.
 //!
+//! Reasoning models: [`ConstraintSpec::AfterThinking`] leaves the thinking free and
+//! constrains the answer after it. It compiles into one llguidance grammar (so drafts are cut
+//! by [`Constraint::valid_prefix`] as for any other constraint): `start: think GAP? answer`,
+//! where `think` is any text up to and including the first [`THINK_CLOSE`] (a lazy lexeme,
+//! or the vocabulary's special close token), `GAP` is a little whitespace and `answer` is the
+//! answer's own grammar (JSON schema, Lark, GBNF, regex) as a sub-grammar, or any text. When
+//! the prompt did not open the thinking, the model may write [`THINK_OPEN`] first or answer
+//! at once: `start: (THINK_OPEN think GAP?)? answer`. A thinking budget (tokens) is kept
+//! beside the grammar: once the thinking has used it, only tokens that write the rest of the
+//! close marker are allowed, so a constrained answer always gets its turn.
+//!
 //! # Invariants
 //! - A token that `restrict` left allowed is always accepted by `commit`; after `restrict`
 //!   returned `Ok`, at least one token is allowed.
+//! - With [`ConstraintSpec::AfterThinking`]: every text up to the first close marker is
+//!   allowed (braces, text the answer's grammar would reject, a partial marker), but no
+//!   end-of-generation or other special token (the answer must come); the thinking opens only
+//!   with [`THINK_OPEN`] at the very start of the output; after the close marker exactly the
+//!   answer's grammar applies (after at most 8 whitespace characters).
+//! - The thinking budget counts the tokens generated inside the thinking; at the budget the
+//!   close marker is forced (finishing one the model already began) and drafts are cut there.
+//!   A budget of 0 with an unopened thinking means the answer comes at once.
 //! - Where the grammar allows end of generation, every end-of-generation token of the model is
 //!   allowed (models end turns with different tokens).
 //! - Numbers a JSON schema leaves unbounded are bounded before compiling (integers within
@@ -26,8 +45,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{ApproximateTokEnv, TokRxInfo, TokTrie};
+use llguidance::api::{GrammarWithLexer, TopLevelGrammar};
+use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{json, Value};
 
@@ -61,6 +80,31 @@ pub enum ConstraintSpec {
     Gbnf(String),
     /// A regular expression.
     Regex(String),
+    /// A reasoning model's answer: free thinking up to [`THINK_CLOSE`], then the answer
+    /// constraint (see the module docs).
+    AfterThinking(ThinkingSpec),
+}
+
+/// The text that opens a reasoning model's thinking.
+pub const THINK_OPEN: &str = "<think>";
+/// The text that closes a reasoning model's thinking.
+pub const THINK_CLOSE: &str = "</think>";
+
+/// Whitespace allowed between the thinking and the answer (models write a blank line).
+const THINK_GAP: &str = r"/[ \t\r\n]{1,8}/";
+
+/// How a reasoning model's output is constrained: free thinking, then a constrained answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThinkingSpec {
+    /// Whether the prompt already opened the thinking (its generation prompt ends with
+    /// [`THINK_OPEN`]): the output starts inside it. Otherwise the model may open it first
+    /// or answer directly.
+    pub opened: bool,
+    /// The most tokens the thinking may take: at this count the close marker is forced.
+    /// `None`: unbounded.
+    pub budget: Option<usize>,
+    /// What the answer must match; `None`: any text.
+    pub answer: Option<Box<ConstraintSpec>>,
 }
 
 /// Why a constraint cannot be built or cannot go on.
@@ -78,8 +122,12 @@ pub enum ConstraintError {
 #[derive(Clone)]
 pub struct ConstraintCompiler {
     factory: Arc<ParserFactory>,
+    env: TokEnv,
     eog: Arc<[TokenId]>,
     eos: TokenId,
+    /// The vocabulary's special (control) tokens spelling [`THINK_OPEN`] and
+    /// [`THINK_CLOSE`], where it has them.
+    think_tokens: (Option<TokenId>, Option<TokenId>),
 }
 
 impl fmt::Debug for ConstraintCompiler {
@@ -110,34 +158,36 @@ impl ConstraintCompiler {
                 .filter(|&t| t != vocab.eos && t < n),
         );
         let trie = TokTrie::from(&info, &vocab.tokens).with_eos_tokens(&eog);
-        let env: llguidance::toktrie::TokEnv = Arc::new(ApproximateTokEnv::new(trie));
+        let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie));
         let mut factory =
             ParserFactory::new_simple(&env).map_err(|e| ConstraintError::Invalid(e.to_string()))?;
         factory.quiet();
+        let special = |text: &str| {
+            let mut marked = vec![SPECIAL_TOKEN_MARKER];
+            marked.extend_from_slice(text.as_bytes());
+            vocab
+                .tokens
+                .iter()
+                .position(|t| *t == marked)
+                .and_then(|i| TokenId::try_from(i).ok())
+        };
         Ok(Self {
             factory: Arc::new(factory),
+            env,
             eog: eog.into(),
             eos: vocab.eos,
+            think_tokens: (special(THINK_OPEN), special(THINK_CLOSE)),
         })
     }
 
     /// Compiles `spec` into a fresh constraint for one sequence.
     pub fn compile(&self, spec: &ConstraintSpec) -> Result<Constraint, ConstraintError> {
-        let grammar = match spec {
-            ConstraintSpec::Json => {
-                TopLevelGrammar::from_json_schema(compact(json!({ "type": "object" })))
-            }
-            ConstraintSpec::JsonSchema(schema) => {
-                if !schema.is_object() && !schema.is_boolean() {
-                    return Err(ConstraintError::Invalid(
-                        "a JSON schema must be an object".into(),
-                    ));
-                }
-                TopLevelGrammar::from_json_schema(compact(schema.clone()))
-            }
-            ConstraintSpec::Lark(text) => TopLevelGrammar::from_lark(text.clone()),
-            ConstraintSpec::Gbnf(text) => TopLevelGrammar::from_lark(gbnf_to_lark(text)?),
-            ConstraintSpec::Regex(rx) => TopLevelGrammar::from_regex(rx),
+        let (grammar, thinking) = match spec {
+            ConstraintSpec::AfterThinking(t) => (
+                self.thinking_grammar(t)?,
+                Some(ThinkTracker::new(t, self.think_tokens)),
+            ),
+            other => (TopLevelGrammar::from_grammar(grammar_of(other)?), None),
         };
         let parser = self
             .factory
@@ -149,11 +199,106 @@ impl ConstraintCompiler {
         }
         Ok(Constraint {
             matcher,
+            env: Arc::clone(&self.env),
             eog: Arc::clone(&self.eog),
             eos: self.eos,
             done: false,
+            thinking,
         })
     }
+
+    /// The grammar of free thinking followed by the answer (see the module docs): one Lark
+    /// grammar whose `answer` rule is the answer's own grammar, as a sub-grammar.
+    fn thinking_grammar(&self, spec: &ThinkingSpec) -> Result<TopLevelGrammar, ConstraintError> {
+        let (open_token, close_token) = self.think_tokens;
+        let lit = |text: &str, special: Option<TokenId>| match special {
+            Some(_) => format!("(\"{text}\" | {text})"),
+            None => format!("\"{text}\""),
+        };
+        let mut lark = String::new();
+        let think = if spec.opened {
+            Some("think GAP?".to_owned())
+        } else if spec.budget == Some(0) {
+            // No room to think: the answer comes at once.
+            None
+        } else {
+            Some(format!("({} think GAP?)?", lit(THINK_OPEN, open_token)))
+        };
+        let answer = if spec.answer.is_some() {
+            "@answer"
+        } else {
+            "FREE"
+        };
+        match think {
+            Some(t) => lark.push_str(&format!("start: {t} answer\n")),
+            None => lark.push_str("start: answer\n"),
+        }
+        lark.push_str(&format!("answer: {answer}\n"));
+        lark.push_str(&format!("GAP: {THINK_GAP}\n"));
+        lark.push_str("FREE: /(?s:.*)/\n");
+        // The thinking ends at the first close marker: lazily matched text, or (where the
+        // vocabulary has it) the special close token after text that holds no close marker.
+        let close_rx = regex_literal(THINK_CLOSE);
+        match close_token {
+            Some(_) => lark.push_str(&format!(
+                "think: think_text | THINK_FREE {THINK_CLOSE}\n\
+                 THINK_FREE: /(?s:.*)/ & ~/(?s:.*){close_rx}(?s:.*)/\n"
+            )),
+            None => lark.push_str("think: think_text\n"),
+        }
+        lark.push_str(&format!("think_text[lazy]: /(?s:.*){close_rx}/\n"));
+        let mut grammars = vec![GrammarWithLexer::from_lark(lark)];
+        if let Some(answer) = &spec.answer {
+            let mut g = grammar_of(answer)?;
+            g.name = Some("answer".into());
+            grammars.push(g);
+        }
+        Ok(TopLevelGrammar {
+            grammars,
+            max_tokens: None,
+        })
+    }
+}
+
+/// The grammar of a constraint that is not [`ConstraintSpec::AfterThinking`].
+fn grammar_of(spec: &ConstraintSpec) -> Result<GrammarWithLexer, ConstraintError> {
+    Ok(match spec {
+        ConstraintSpec::Json => {
+            GrammarWithLexer::from_json_schema(compact(json!({ "type": "object" })))
+        }
+        ConstraintSpec::JsonSchema(schema) => {
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(ConstraintError::Invalid(
+                    "a JSON schema must be an object".into(),
+                ));
+            }
+            GrammarWithLexer::from_json_schema(compact(schema.clone()))
+        }
+        ConstraintSpec::Lark(text) => GrammarWithLexer::from_lark(text.clone()),
+        ConstraintSpec::Gbnf(text) => GrammarWithLexer::from_lark(gbnf_to_lark(text)?),
+        ConstraintSpec::Regex(rx) => GrammarWithLexer::from_regex(rx),
+        ConstraintSpec::AfterThinking(_) => {
+            return Err(ConstraintError::Invalid(
+                "a thinking constraint cannot be nested".into(),
+            ))
+        }
+    })
+}
+
+/// `text` as a regular expression (inside `/.../`) that matches it literally.
+fn regex_literal(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '<' || c == '>' || c == '_' || c == ' ' {
+            out.push(c);
+        } else if c == '/' {
+            out.push_str("\\/");
+        } else {
+            out.push('\\');
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The largest integer a JSON number carries exactly (2^53 - 1), the bound given to integers
@@ -276,31 +421,43 @@ fn compact(mut schema: Value) -> Value {
 /// One sequence's constraint state.
 pub struct Constraint {
     matcher: Matcher,
+    env: TokEnv,
     eog: Arc<[TokenId]>,
     eos: TokenId,
     done: bool,
+    /// Where a reasoning model's output is relative to its thinking.
+    thinking: Option<ThinkTracker>,
 }
 
 impl fmt::Debug for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Constraint")
             .field("done", &self.done)
+            .field("thinking", &self.thinking)
             .finish_non_exhaustive()
     }
 }
 
 impl Constraint {
-    /// Sets the logits of every token the grammar does not allow now to `-inf`.
+    /// Sets the logits of every token the grammar does not allow now to `-inf`; once the
+    /// thinking budget is spent, also of every token that does not continue the close marker.
     pub fn restrict(&mut self, logits: &mut [f32]) -> Result<(), ConstraintError> {
         let mask = self
             .matcher
             .compute_mask_or_eos()
             .map_err(|e| ConstraintError::Dead(e.to_string()))?;
         let eos_ok = mask.is_allowed(self.eos);
+        let forced = self.thinking.as_ref().and_then(ThinkTracker::forced_close);
+        let trie = self.env.tok_trie();
         let mut any = false;
         for (i, l) in logits.iter_mut().enumerate() {
             let t = i as TokenId;
-            if mask.is_allowed(t) || (eos_ok && self.eog.contains(&t)) {
+            let grammar_ok = mask.is_allowed(t) || (eos_ok && self.eog.contains(&t));
+            let budget_ok = match &forced {
+                None => true,
+                Some(need) => need.allows(t, trie.token(t)),
+            };
+            if grammar_ok && budget_ok {
                 any |= !l.is_nan();
             } else {
                 *l = f32::NEG_INFINITY;
@@ -308,6 +465,10 @@ impl Constraint {
         }
         if any {
             Ok(())
+        } else if forced.is_some() {
+            Err(ConstraintError::Dead(format!(
+                "the thinking budget is spent and no token of the vocabulary writes {THINK_CLOSE}"
+            )))
         } else {
             Err(ConstraintError::Dead(
                 "no token of the vocabulary continues the output".into(),
@@ -327,25 +488,179 @@ impl Constraint {
         }
         self.matcher
             .consume_token(token)
-            .map_err(|e| ConstraintError::Dead(e.to_string()))
+            .map_err(|e| ConstraintError::Dead(e.to_string()))?;
+        if let Some(t) = self.thinking.as_mut() {
+            t.advance(token, self.env.tok_trie().token(token));
+        }
+        Ok(())
     }
 
     /// How many leading tokens of `draft` the grammar accepts from its current state,
-    /// without advancing it: draft tokens past these are cut before verification.
+    /// without advancing it: draft tokens past these are cut before verification. A draft
+    /// is also cut where the thinking budget would force the close marker.
     pub fn valid_prefix(&mut self, draft: &[TokenId]) -> usize {
         if self.done || self.matcher.is_stopped() {
             return 0;
         }
-        let end = draft
+        let mut end = draft
             .iter()
             .position(|t| self.eog.contains(t))
             .unwrap_or(draft.len());
+        if let Some(tracker) = &self.thinking {
+            let trie = self.env.tok_trie();
+            let mut t = tracker.clone();
+            end = draft[..end]
+                .iter()
+                .position(|&tok| {
+                    let bytes = trie.token(tok);
+                    let stop = t
+                        .forced_close()
+                        .is_some_and(|need| !need.allows(tok, bytes));
+                    t.advance(tok, bytes);
+                    stop
+                })
+                .unwrap_or(end);
+        }
         self.matcher.validate_tokens(&draft[..end]).unwrap_or(0)
     }
 
     /// Whether the output so far is a complete match.
     pub fn is_complete(&mut self) -> bool {
         self.done || self.matcher.is_stopped() || self.matcher.is_accepting().unwrap_or(false)
+    }
+
+    /// Whether the output is still inside (or before) a reasoning model's thinking.
+    pub fn is_thinking(&self) -> bool {
+        self.thinking
+            .as_ref()
+            .is_some_and(|t| t.phase != ThinkPhase::Answer)
+    }
+}
+
+/// Where the output is relative to the thinking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ThinkPhase {
+    /// Nothing yet, or a proper prefix of [`THINK_OPEN`]: the model may still open it.
+    Before,
+    /// Inside the thinking.
+    Inside,
+    /// After the close marker (or the model answered without thinking).
+    Answer,
+}
+
+/// Follows the output through the thinking, counting its tokens against the budget. It
+/// reads the output as the grammar does: the thinking opens only with [`THINK_OPEN`] at the
+/// very start, and ends at the first [`THINK_CLOSE`].
+#[derive(Clone, Debug)]
+struct ThinkTracker {
+    phase: ThinkPhase,
+    /// Before: the output so far; Inside: its last bytes (less than a close marker).
+    text: Vec<u8>,
+    /// Tokens generated inside the thinking.
+    used: usize,
+    budget: Option<usize>,
+    /// The special tokens for the markers, where the vocabulary has them.
+    open_token: Option<TokenId>,
+    close_token: Option<TokenId>,
+}
+
+/// What the close marker still needs once the budget is spent.
+struct ForcedClose {
+    /// The rest of the close marker's text.
+    need: &'static [u8],
+    /// The special close token, allowed when nothing of the marker was written yet.
+    special: Option<TokenId>,
+}
+
+impl ForcedClose {
+    /// Whether `token` (spelled `bytes`) writes the next part of the close marker.
+    fn allows(&self, token: TokenId, bytes: &[u8]) -> bool {
+        (!bytes.is_empty() && bytes[0] != SPECIAL_TOKEN_MARKER && self.need.starts_with(bytes))
+            || self.special == Some(token)
+    }
+}
+
+impl ThinkTracker {
+    fn new(
+        spec: &ThinkingSpec,
+        (open_token, close_token): (Option<TokenId>, Option<TokenId>),
+    ) -> Self {
+        let phase = if spec.opened {
+            ThinkPhase::Inside
+        } else if spec.budget == Some(0) {
+            ThinkPhase::Answer
+        } else {
+            ThinkPhase::Before
+        };
+        Self {
+            phase,
+            text: Vec::new(),
+            used: 0,
+            budget: spec.budget,
+            open_token,
+            close_token,
+        }
+    }
+
+    /// Follows one generated token.
+    fn advance(&mut self, token: TokenId, bytes: &[u8]) {
+        match self.phase {
+            ThinkPhase::Answer => {}
+            ThinkPhase::Before => {
+                if Some(token) == self.open_token {
+                    self.phase = ThinkPhase::Inside;
+                    return;
+                }
+                self.text.extend_from_slice(bytes);
+                let open = THINK_OPEN.as_bytes();
+                if self.text.starts_with(open) {
+                    let rest = self.text.split_off(open.len());
+                    self.text.clear();
+                    self.phase = ThinkPhase::Inside;
+                    self.inside(&rest);
+                } else if !open.starts_with(&self.text) {
+                    self.phase = ThinkPhase::Answer;
+                }
+            }
+            ThinkPhase::Inside => {
+                self.used += 1;
+                if Some(token) == self.close_token {
+                    self.phase = ThinkPhase::Answer;
+                } else {
+                    self.inside(bytes);
+                }
+            }
+        }
+    }
+
+    /// Reads thinking text, looking for the close marker.
+    fn inside(&mut self, bytes: &[u8]) {
+        let close = THINK_CLOSE.as_bytes();
+        self.text.extend_from_slice(bytes);
+        if self.text.windows(close.len()).any(|w| w == close) {
+            self.phase = ThinkPhase::Answer;
+            self.text.clear();
+        } else {
+            let keep = self.text.len().min(close.len() - 1);
+            self.text.drain(..self.text.len() - keep);
+        }
+    }
+
+    /// The close marker's rest, when the budget is spent inside the thinking.
+    fn forced_close(&self) -> Option<ForcedClose> {
+        if self.phase != ThinkPhase::Inside || self.budget.is_none_or(|b| self.used < b) {
+            return None;
+        }
+        let close = THINK_CLOSE.as_bytes();
+        // The longest end of the thinking that already starts the marker.
+        let written = (1..close.len())
+            .rev()
+            .find(|&n| self.text.ends_with(&close[..n]))
+            .unwrap_or(0);
+        Some(ForcedClose {
+            need: &close[written..],
+            special: self.close_token.filter(|_| written == 0),
+        })
     }
 }
 
@@ -680,5 +995,269 @@ mod tests {
         }
         assert_eq!(logits[b'a' as usize], f32::NEG_INFINITY);
         assert!(c.is_complete());
+    }
+
+    /// A byte-level vocabulary with a few multi-byte tokens around the think markers; with
+    /// `special`, `<think>` and `</think>` are also special tokens.
+    fn think_vocab(special: bool) -> Vocabulary {
+        let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for w in ["</think>", ">\n\n", "\n\n{\"", "think", "{\"name\": "] {
+            tokens.push(w.as_bytes().to_vec());
+        }
+        let mut marked = |text: &str| {
+            let mut t = vec![SPECIAL_TOKEN_MARKER];
+            t.extend_from_slice(text.as_bytes());
+            tokens.push(t);
+        };
+        if special {
+            marked("<think>");
+            marked("</think>");
+        }
+        marked("<|end|>");
+        let n = tokens.len() as TokenId;
+        Vocabulary {
+            tokens,
+            eos: n - 1,
+            eog: vec![n - 1],
+        }
+    }
+
+    fn bytes(text: &str) -> Vec<TokenId> {
+        text.bytes().map(TokenId::from).collect()
+    }
+
+    fn name_schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": { "name": { "type": "string", "maxLength": 8 } },
+            "required": ["name"],
+            "additionalProperties": false
+        })
+    }
+
+    fn after_thinking(
+        opened: bool,
+        budget: Option<usize>,
+        answer: Option<ConstraintSpec>,
+    ) -> ConstraintSpec {
+        ConstraintSpec::AfterThinking(ThinkingSpec {
+            opened,
+            budget,
+            answer: answer.map(Box::new),
+        })
+    }
+
+    /// Greedy decoding on `v` under `spec`; returns the text (special tokens as `[id]`) and
+    /// whether it ended.
+    fn generate_on(
+        v: &Vocabulary,
+        spec: &ConstraintSpec,
+        prefer: &dyn Fn(&[u8]) -> f32,
+    ) -> (String, bool) {
+        let compiler = ConstraintCompiler::new(v).expect("vocabulary");
+        let mut c = compiler.compile(spec).expect("compiles");
+        let mut out = Vec::new();
+        for _ in 0..300 {
+            let mut logits: Vec<f32> = v.tokens.iter().map(|t| prefer(t)).collect();
+            c.restrict(&mut logits).expect("a token is allowed");
+            let t = crate::sampling::argmax(&logits);
+            c.commit(t).expect("an allowed token is accepted");
+            if v.eog.contains(&t) {
+                return (String::from_utf8_lossy(&out).into_owned(), true);
+            }
+            match v.tokens[t as usize].first() {
+                Some(&SPECIAL_TOKEN_MARKER) => out.extend_from_slice(&v.tokens[t as usize][1..]),
+                _ => out.extend_from_slice(&v.tokens[t as usize]),
+            }
+        }
+        (String::from_utf8_lossy(&out).into_owned(), false)
+    }
+
+    #[test]
+    fn thinking_is_free_and_the_answer_after_it_is_constrained() {
+        for special in [false, true] {
+            let v = think_vocab(special);
+            let compiler = ConstraintCompiler::new(&v).expect("vocabulary");
+            let spec = after_thinking(true, None, Some(ConstraintSpec::JsonSchema(name_schema())));
+            let mut c = compiler.compile(&spec).expect("compiles");
+            // Braces, JSON that breaks the schema, a partial marker: all free in the thinking.
+            let thinking = "Hmm, {\"nope\": [1, 2} is not it; </thin nor <think> x\n";
+            let tokens = bytes(thinking);
+            assert_eq!(c.valid_prefix(&tokens), tokens.len(), "special {special}");
+            for &t in &tokens {
+                c.commit(t).expect("free thinking");
+            }
+            assert!(c.is_thinking());
+            // The model may not end inside the thinking.
+            let mut logits = vec![0.0f32; v.tokens.len()];
+            c.restrict(&mut logits).expect("allowed");
+            assert_eq!(logits[v.eos as usize], f32::NEG_INFINITY);
+            let close = (v
+                .tokens
+                .iter()
+                .position(|t| t == b"</think>")
+                .expect("token")) as TokenId;
+            c.commit(close).expect("closes");
+            assert!(!c.is_thinking());
+            // After the marker (and a blank line) only the schema.
+            let mut after = c.valid_prefix(&bytes("\n\n{\"name\": \"Al\"}"));
+            assert_eq!(after, 16, "special {special}");
+            after = c.valid_prefix(&bytes("\n\nI think {\"name\": 1}"));
+            assert_eq!(after, 2, "text after the marker is rejected");
+            assert_eq!(c.valid_prefix(&bytes("\n\n{\"x\": 1}")), 4);
+            for t in bytes("\n\n{\"name\": \"Al\"}") {
+                c.commit(t).expect("the answer");
+            }
+            assert!(c.is_complete());
+        }
+    }
+
+    #[test]
+    fn tokens_that_span_the_marker_the_gap_and_the_answer_are_accepted() {
+        let v = think_vocab(false);
+        let compiler = ConstraintCompiler::new(&v).expect("vocabulary");
+        let spec = after_thinking(true, None, Some(ConstraintSpec::JsonSchema(name_schema())));
+        let mut c = compiler.compile(&spec).expect("compiles");
+        let tok = |w: &[u8]| v.tokens.iter().position(|t| t == w).expect("token") as TokenId;
+        for t in bytes("abc</think") {
+            c.commit(t).expect("free");
+        }
+        let draft = [
+            tok(b">\n\n"),
+            tok(b"{\"name\": "),
+            tok(b"\""),
+            tok(b"A"),
+            tok(b"\""),
+            tok(b"}"),
+        ];
+        assert_eq!(c.valid_prefix(&draft), draft.len());
+        let mut c = compiler.compile(&spec).expect("compiles");
+        let draft = [tok(b"</think>"), tok(b"\n\n{\""), tok(b"n")];
+        assert_eq!(c.valid_prefix(&draft), draft.len());
+    }
+
+    #[test]
+    fn the_special_close_token_ends_the_thinking() {
+        let v = think_vocab(true);
+        let compiler = ConstraintCompiler::new(&v).expect("vocabulary");
+        let special_close = (v.tokens.len() - 2) as TokenId;
+        let spec = after_thinking(true, None, Some(ConstraintSpec::Json));
+        let mut c = compiler.compile(&spec).expect("compiles");
+        for t in bytes("a {b} c") {
+            c.commit(t).expect("free");
+        }
+        c.commit(special_close).expect("the special marker closes");
+        assert!(!c.is_thinking());
+        assert_eq!(c.valid_prefix(&bytes("x")), 0);
+        assert_eq!(c.valid_prefix(&bytes("{}")), 2);
+        // Text that spells the marker closes it too: no way back to free text.
+        let mut c = compiler.compile(&spec).expect("compiles");
+        assert_eq!(c.valid_prefix(&bytes("a </think> oops")), 11);
+    }
+
+    #[test]
+    fn a_model_may_open_the_thinking_itself_or_answer_at_once() {
+        let v = think_vocab(false);
+        let compiler = ConstraintCompiler::new(&v).expect("vocabulary");
+        let spec = after_thinking(false, None, Some(ConstraintSpec::JsonSchema(name_schema())));
+        let mut c = compiler.compile(&spec).expect("compiles");
+        let think = bytes("<think>free {text}</think>\n{\"name\": \"Bo\"}");
+        assert_eq!(c.valid_prefix(&think), think.len());
+        let direct = bytes("{\"name\": \"Bo\"}");
+        assert_eq!(c.valid_prefix(&direct), direct.len());
+        assert_eq!(
+            c.valid_prefix(&bytes("Sure! {")),
+            0,
+            "no free text without thinking"
+        );
+        assert_eq!(c.valid_prefix(&bytes(" <think>")), 0);
+        for t in direct {
+            c.commit(t).expect("answer");
+        }
+        assert!(!c.is_thinking());
+        assert!(c.is_complete());
+    }
+
+    #[test]
+    fn the_budget_forces_the_close_marker_then_the_answer() {
+        // This "model" would think about x forever and never close.
+        let loves_x = |t: &[u8]| match t {
+            b"x" => 5.0,
+            b"<think>" => 4.0,
+            [SPECIAL_TOKEN_MARKER, ..] => -10.0,
+            _ => -(t.len() as f32),
+        };
+        for (special, opened) in [(false, true), (false, false), (true, true), (true, false)] {
+            let v = think_vocab(special);
+            let spec = after_thinking(
+                opened,
+                Some(12),
+                Some(ConstraintSpec::JsonSchema(name_schema())),
+            );
+            let (text, ended) = generate_on(&v, &spec, &loves_x);
+            assert!(ended, "special {special} opened {opened}: {text}");
+            let (thinking, answer) = text.split_once(THINK_CLOSE).expect("closed");
+            let thinking = thinking.strip_prefix(THINK_OPEN).unwrap_or(thinking);
+            assert!(thinking.starts_with("xxxxxxxxx"), "{text}");
+            assert!(thinking.len() <= 12, "{text}");
+            let v: Value = serde_json::from_str(answer.trim_start()).expect("JSON answer");
+            assert!(v["name"].is_string(), "{text}");
+        }
+        // A close marker the model started itself is finished, not restarted.
+        let v = think_vocab(false);
+        let spec = after_thinking(true, Some(3), None);
+        let compiler = ConstraintCompiler::new(&v).expect("vocabulary");
+        let mut c = compiler.compile(&spec).expect("compiles");
+        for t in bytes("a</") {
+            c.commit(t).expect("free");
+        }
+        assert_eq!(c.valid_prefix(&bytes("think>")), 6);
+        assert_eq!(c.valid_prefix(&bytes("x")), 0, "the budget is spent");
+        let think = v.tokens.iter().position(|t| t == b"think").expect("token") as TokenId;
+        assert_eq!(
+            c.valid_prefix(&[think, u32::from(b'>'), u32::from(b'{')]),
+            3
+        );
+        // With no budget at all, the answer comes at once.
+        let spec = after_thinking(
+            false,
+            Some(0),
+            Some(ConstraintSpec::JsonSchema(name_schema())),
+        );
+        let (text, ended) = generate_on(&v, &spec, &loves_x);
+        assert!(ended, "{text}");
+        assert_eq!(text, "{\"name\": \"xxxxxxxx\"}");
+    }
+
+    #[test]
+    fn grammars_and_regexes_compose_after_thinking_and_no_answer_is_free() {
+        let v = think_vocab(false);
+        let compiler = ConstraintCompiler::new(&v).expect("vocabulary");
+        for (answer, good, bad) in [
+            (ConstraintSpec::Regex("(yes|no)".into()), "yes", "maybe"),
+            (
+                ConstraintSpec::Lark("start: \"a\" /[0-9]+/".into()),
+                "a12",
+                "b",
+            ),
+            (ConstraintSpec::Gbnf("root ::= [xy]+".into()), "xyx", "z"),
+        ] {
+            let spec = after_thinking(true, None, Some(answer.clone()));
+            let mut c = compiler.compile(&spec).expect("compiles");
+            let head = "no? {yes} </think>";
+            let ok = bytes(&format!("{head}\n{good}"));
+            assert_eq!(c.valid_prefix(&ok), ok.len(), "{answer:?}");
+            let ko = bytes(&format!("{head}{bad}"));
+            assert_eq!(c.valid_prefix(&ko), head.len(), "{answer:?}");
+        }
+        let spec = after_thinking(true, Some(50), None);
+        let mut c = compiler.compile(&spec).expect("compiles");
+        let any = bytes("hmm</think>\n\nAnything {at all");
+        assert_eq!(c.valid_prefix(&any), any.len());
+        let nested = after_thinking(true, None, Some(spec));
+        assert!(matches!(
+            compiler.compile(&nested),
+            Err(ConstraintError::Invalid(_))
+        ));
     }
 }

@@ -10,7 +10,11 @@
 //! whose template does not use tools refuses them, as Ollama does), and the answer is then
 //! parsed for tool calls ([`crate::tools`]). A model whose template supports thinking gets
 //! `enable_thinking` from the request's `think`, and its answer is split into thinking and
-//! content ([`crate::think`]); `think: true` for any other model is refused.
+//! content ([`crate::think`]); `think: true` for any other model is refused. When such a
+//! model thinks (its template supports it, `think` is not false and the prompt did not close
+//! the thinking), an output constraint (format, grammar, forced tool call) applies only to
+//! the answer after the thinking, within a thinking budget
+//! ([`crate::structured::after_thinking`]).
 //!
 //! # Invariants
 //! - Handlers never touch the engine: they see only [`Generation`] and [`NativeEvent`].
@@ -245,8 +249,13 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
     let engine = loaded
         .engine()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
-    let (prompt, mut parser, forced) = prompt_tokens(loaded, &req)?;
-    let constraint = match (forced, &req.constraint) {
+    let Rendered {
+        tokens: prompt,
+        mut parser,
+        forced,
+        thinking,
+    } = prompt_tokens(loaded, &req)?;
+    let answer = match (forced, &req.constraint) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "a forced tool call (tool_choice) cannot be combined with format or a grammar",
@@ -263,13 +272,20 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
         )));
     }
     let model_opts = loaded.resolved.options();
+    let num_predict = match req.options.num_predict.or(model_opts.num_predict) {
+        Some(n) if n >= 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => None,
+    };
+    // Room for new tokens: the answer limit, else what the context has left.
+    let room = num_predict
+        .unwrap_or(usize::MAX)
+        .min(loaded.n_ctx - n_prompt_tokens);
+    let constraint =
+        crate::structured::after_thinking(answer, thinking, req.options.think_budget, room);
     let engine_req = GenerateRequest {
         prompt,
         sampling: sampling_params(&model_opts, &req.options),
-        num_predict: match req.options.num_predict.or(model_opts.num_predict) {
-            Some(n) if n >= 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-            _ => None,
-        },
+        num_predict,
         stop: req.options.stop.clone().unwrap_or(model_opts.stop),
         ignore_eos: req.options.ignore_eos.unwrap_or(false),
         logprobs: req.logprobs,
@@ -557,12 +573,22 @@ async fn next_event(state: Option<StreamState>) -> Option<(NativeEvent, Option<S
     }
 }
 
+/// A rendered prompt and what the answer to it needs.
+struct Rendered {
+    /// The prompt's tokens.
+    tokens: Vec<TokenId>,
+    /// Parses the answer.
+    parser: OutputParser,
+    /// The grammar of a forced tool call.
+    forced: Option<String>,
+    /// Whether the model thinks before its answer (`Some`), and whether the prompt already
+    /// opened the thinking (`Some(true)`).
+    thinking: Option<bool>,
+}
+
 /// Renders and tokenizes the request's prompt, and sets up the parsing of the answer; when a
 /// tool call is forced, also returns its grammar.
-fn prompt_tokens(
-    loaded: &LoadedModel,
-    req: &NativeRequest,
-) -> Result<(Vec<TokenId>, OutputParser, Option<String>), ApiError> {
+fn prompt_tokens(loaded: &LoadedModel, req: &NativeRequest) -> Result<Rendered, ApiError> {
     let engine = loaded
         .engine()
         .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the model's engine is gone"))?;
@@ -608,7 +634,12 @@ fn prompt_tokens(
     };
     let user_messages = match &req.input {
         PromptInput::Text { prompt, raw: true } => {
-            return Ok((model.tokenize(prompt, true, true), parser, None));
+            return Ok(Rendered {
+                tokens: model.tokenize(prompt, true, true),
+                parser,
+                forced: None,
+                thinking: None,
+            });
         }
         PromptInput::Text { prompt, raw: false } => vec![ChatMessage::new("user", prompt.clone())],
         PromptInput::Chat(messages) => messages.clone(),
@@ -643,15 +674,20 @@ fn prompt_tokens(
     if tokens.is_empty() {
         return Err(ApiError::bad_request("the prompt is empty"));
     }
-    // A generation prompt may already open the thinking or a tool call.
+    // A generation prompt may already open the thinking (or close it: thinking off) or a
+    // tool call.
     let tail = text.trim_end();
+    let opened = tail.ends_with(crate::think::OPEN);
     if caps.thinking {
-        parser.think = Some(if tail.ends_with(crate::think::OPEN) {
+        parser.think = Some(if opened {
             ThinkSplitter::inside_thinking()
         } else {
             ThinkSplitter::new()
         });
     }
+    let thinking =
+        (caps.thinking && req.think != Some(false) && !tail.ends_with(crate::think::CLOSE))
+            .then_some(opened);
     let mut forced = None;
     if let Some(tools) = tools {
         parser.tools = Some(if tail.ends_with(crate::tools::OPEN) {
@@ -659,9 +695,19 @@ fn prompt_tokens(
         } else {
             ToolCallParser::new()
         });
-        forced = crate::tools::forced_call_grammar(tools, &req.tool_choice, &text)?;
+        // Whether the vocabulary has a tag as one control token (its text then renders empty).
+        let special_token = |tag: &str| match model.tokenize(tag, false, true).as_slice() {
+            [t] => model.token_bytes(*t).is_empty(),
+            _ => false,
+        };
+        forced = crate::tools::forced_call_grammar(tools, &req.tool_choice, &text, &special_token)?;
     }
-    Ok((tokens, parser, forced))
+    Ok(Rendered {
+        tokens,
+        parser,
+        forced,
+        thinking,
+    })
 }
 
 /// Whether a template is written in Go's template language (Ollama's `{{ .Prompt }}`).

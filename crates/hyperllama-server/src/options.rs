@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 /// Per-request generation options (Ollama's runtime and load-time options, and our
-/// `ignore_eos` extension).
+/// `ignore_eos` and `think_budget` extensions).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GenerateOptions {
     /// `temperature`.
@@ -46,6 +46,9 @@ pub struct GenerateOptions {
     pub num_ctx: Option<usize>,
     /// Keep generating past end-of-generation tokens.
     pub ignore_eos: Option<bool>,
+    /// The most tokens a thinking model may think before its answer (`think_budget`):
+    /// then the end of the thinking is forced. `None`: see docs/tools-and-thinking.md.
+    pub think_budget: Option<usize>,
 }
 
 /// Option keys Ollama knows but HyperLlama ignores for now (checked to be numbers or
@@ -119,6 +122,10 @@ impl GenerateOptions {
                     o.num_ctx = Some(usize::try_from(n).unwrap_or(usize::MAX));
                 }
                 "stop" => o.stop = Some(stop_list(k, v)?),
+                "think_budget" => {
+                    let n = non_negative(k, v)?;
+                    o.think_budget = Some(usize::try_from(n).unwrap_or(usize::MAX));
+                }
                 "ignore_eos" => {
                     o.ignore_eos = Some(v.as_bool().ok_or_else(|| {
                         ApiError::bad_request(format!(

@@ -3,11 +3,17 @@
 //! log-probabilities (`logprobs`, `top_logprobs`), and the log-probability objects both APIs
 //! answer with.
 //!
+//! Thinking models: [`after_thinking`] wraps a request's constraint so that the reasoning is
+//! free and the constraint applies to the answer after `</think>`, with a thinking budget.
+//!
 //! # Invariants
 //! - Every malformed field is a 400 naming the field; a constraint that parses here can still
 //!   be refused by the compiler (a 400 with its message) when the generation starts.
+//! - When the model thinks and the answer is constrained, the thinking always has a budget
+//!   (the request's `think_budget`, else [`default_think_budget`]), so that the constrained
+//!   answer gets its turn; an unconstrained answer is limited only by an explicit budget.
 
-use hyperllama_core::constraint::ConstraintSpec;
+use hyperllama_core::constraint::{ConstraintSpec, ThinkingSpec};
 use hyperllama_core::logprobs::MAX_TOP_LOGPROBS;
 use hyperllama_engine::TokenLogprob;
 use serde_json::{json, Value};
@@ -76,6 +82,38 @@ pub fn one_constraint(
             "give only one of format/response_format and grammar",
         )),
     }
+}
+
+/// The constraint a request's output gets. `thinking` is `Some` when the model thinks before
+/// its answer (`Some(true)` when the prompt already opened the thinking): then the thinking
+/// is free and `answer` (if any) applies after it, within `budget` tokens of thinking (by
+/// default [`default_think_budget`] of `room`, the tokens left for the output, when the
+/// answer is constrained; unbounded otherwise). Without thinking, `answer` as it is.
+pub fn after_thinking(
+    answer: Option<ConstraintSpec>,
+    thinking: Option<bool>,
+    budget: Option<usize>,
+    room: usize,
+) -> Option<ConstraintSpec> {
+    let Some(opened) = thinking else {
+        return answer;
+    };
+    let budget = match (&answer, budget) {
+        (_, Some(b)) => b,
+        (None, None) => return None,
+        (Some(_), None) => default_think_budget(room),
+    };
+    Some(ConstraintSpec::AfterThinking(ThinkingSpec {
+        opened,
+        budget: Some(budget),
+        answer: answer.map(Box::new),
+    }))
+}
+
+/// The thinking budget of a constrained answer when the request sets none: half the tokens
+/// left for the output, so that the other half is the answer's.
+pub fn default_think_budget(room: usize) -> usize {
+    room / 2
 }
 
 /// `logprobs` (on/off) and `top_logprobs` (0 to 20) as the alternatives to report.
@@ -212,6 +250,32 @@ mod tests {
         assert!(one_constraint([Some(ConstraintSpec::Json), None]).is_ok());
         assert!(
             one_constraint([Some(ConstraintSpec::Json), grammar(Some("start: \"a\""))]).is_err()
+        );
+    }
+
+    #[test]
+    fn a_thinking_model_gets_its_constraint_after_the_thinking() {
+        let json = Some(ConstraintSpec::Json);
+        assert_eq!(after_thinking(json.clone(), None, Some(5), 100), json);
+        assert_eq!(after_thinking(None, Some(true), None, 100), None);
+        let wrapped = |opened, budget, answer: Option<ConstraintSpec>| {
+            Some(ConstraintSpec::AfterThinking(ThinkingSpec {
+                opened,
+                budget: Some(budget),
+                answer: answer.map(Box::new),
+            }))
+        };
+        assert_eq!(
+            after_thinking(json.clone(), Some(true), None, 100),
+            wrapped(true, 50, json.clone())
+        );
+        assert_eq!(
+            after_thinking(json.clone(), Some(false), Some(7), 100),
+            wrapped(false, 7, json)
+        );
+        assert_eq!(
+            after_thinking(None, Some(true), Some(0), 100),
+            wrapped(true, 0, None)
         );
     }
 

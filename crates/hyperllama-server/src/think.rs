@@ -16,10 +16,10 @@
 //! - Text is held back only while it may be the start of `<think>` (at the very start) or
 //!   of `</think>`.
 
-/// The tag that opens the thinking.
-pub const OPEN: &str = "<think>";
+/// The tag that opens the thinking (the same the output constraints know).
+pub const OPEN: &str = hyperllama_core::constraint::THINK_OPEN;
 /// The tag that closes the thinking.
-pub const CLOSE: &str = "</think>";
+pub const CLOSE: &str = hyperllama_core::constraint::THINK_CLOSE;
 
 /// A piece of a split answer (never empty).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,8 @@
 //! `tool_choice: "required"` or a named function forces a call: [`forced_call_grammar`]
 //! builds a grammar (llguidance's Lark with embedded JSON schemas) that admits exactly one
 //! call, in the template's format, of an allowed tool with arguments that validate against
-//! its `parameters`; the engine enforces it token by token.
+//! its `parameters`; the engine enforces it token by token. Where the vocabulary has the call
+//! tags as special tokens, the grammar accepts those tokens for the tags too.
 //!
 //! # Invariants
 //! - Parsing never fails and never panics: a block whose JSON is not a tool call is returned
@@ -141,10 +142,15 @@ pub enum ToolChoice {
 /// prompt shows: tagged (`<tool_call>` JSON `</tool_call>`, the opening tag left out when the
 /// prompt already opened it) when the prompt mentions the tag, else Llama 3's JSON form
 /// (`{"name": ..., "parameters": {...}}`). `None` for [`ToolChoice::Auto`].
+///
+/// `special_token(tag)` says whether the model's vocabulary has `tag` as one special
+/// (control) token, as Qwen's may: the grammar then accepts that token for the tag, as well
+/// as the tag written as text.
 pub fn forced_call_grammar(
     tools: &[Value],
     choice: &ToolChoice,
     prompt: &str,
+    special_token: &dyn Fn(&str) -> bool,
 ) -> Result<Option<String>, ApiError> {
     let allowed: Vec<&Value> = match choice {
         ToolChoice::Auto => return Ok(None),
@@ -180,12 +186,20 @@ pub fn forced_call_grammar(
         "x-guidance": { "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " },
     });
     let call = format!("call: %json {schema}");
+    // A tag as text, or also as the vocabulary's special token (`<tag>` in Lark).
+    let tag = |t: &str| {
+        if special_token(t) {
+            format!(r#"("{t}" | {t})"#)
+        } else {
+            format!(r#""{t}""#)
+        }
+    };
     let grammar = if !tagged {
         "start: call".to_owned()
     } else if prompt.trim_end().ends_with(OPEN) {
-        format!(r#"start: /\n?/ call /\n?/ "{CLOSE}""#)
+        format!(r#"start: /\n?/ call /\n?/ {}"#, tag(CLOSE))
     } else {
-        format!(r#"start: "{OPEN}" /\n?/ call /\n?/ "{CLOSE}""#)
+        format!(r#"start: {} /\n?/ call /\n?/ {}"#, tag(OPEN), tag(CLOSE))
     };
     let grammar = format!("{grammar}\n{call}\n");
     Ok(Some(grammar))
@@ -496,6 +510,10 @@ fn call_from_value(v: &Value) -> Option<ParsedToolCall> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyperllama_core::constraint::{
+        ConstraintCompiler, ConstraintSpec, Vocabulary, SPECIAL_TOKEN_MARKER,
+    };
+    use hyperllama_core::TokenId;
     use serde_json::json;
 
     /// The text (concatenated) and the calls of an answer fed in `pieces`.
@@ -743,6 +761,66 @@ mod tests {
                 message_tool_calls(std::slice::from_ref(&bad)).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    /// A byte-level vocabulary; with `special`, `<tool_call>` and `</tool_call>` are also
+    /// special (control) tokens, as in some Qwen conversions.
+    fn vocabulary(special: bool) -> Vocabulary {
+        let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        let marked = |text: &str| {
+            let mut t = vec![SPECIAL_TOKEN_MARKER];
+            t.extend_from_slice(text.as_bytes());
+            t
+        };
+        if special {
+            tokens.push(marked(OPEN));
+            tokens.push(marked(CLOSE));
+        }
+        tokens.push(marked("<|im_end|>"));
+        let n = tokens.len() as TokenId;
+        Vocabulary {
+            tokens,
+            eos: n - 1,
+            eog: vec![n - 1],
+        }
+    }
+
+    #[test]
+    fn a_forced_call_accepts_special_call_tokens_where_the_vocabulary_has_them() {
+        let tools = json!([{"function": {"name": "f", "parameters": {"type": "object",
+            "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]);
+        let tools = validate_tools(&tools).expect("valid");
+        let prompt = "Call tools in <tool_call></tool_call> tags.";
+        let call = r#"{"name": "f", "arguments": {"x": 1}}"#;
+        let bytes = |t: &str| t.bytes().map(TokenId::from).collect::<Vec<_>>();
+        for special in [false, true] {
+            let is_special = |t: &str| special && (t == OPEN || t == CLOSE);
+            let grammar = forced_call_grammar(&tools, &ToolChoice::Required, prompt, &is_special)
+                .expect("builds")
+                .expect("forced");
+            let compiler = ConstraintCompiler::new(&vocabulary(special)).expect("vocabulary");
+            let spec = ConstraintSpec::Lark(grammar);
+            // The tags as text always work.
+            let mut c = compiler.compile(&spec).expect("compiles");
+            let text = bytes(&format!("{OPEN}\n{call}\n{CLOSE}"));
+            assert_eq!(c.valid_prefix(&text), text.len(), "special {special}");
+            for t in text {
+                c.commit(t).expect("accepted");
+            }
+            assert!(c.is_complete());
+            if special {
+                // And so do the special tokens.
+                let mut c = compiler.compile(&spec).expect("compiles");
+                let mut tokens = vec![256];
+                tokens.extend(bytes(call));
+                tokens.push(257);
+                assert_eq!(c.valid_prefix(&tokens), tokens.len());
+                for t in tokens {
+                    c.commit(t).expect("accepted");
+                }
+                assert!(c.is_complete());
+            }
         }
     }
 

@@ -3,9 +3,10 @@
 //!
 //! Requests become native requests as Ollama's `openai` middleware does: `max_tokens` (or
 //! `max_completion_tokens`) is `num_predict`, `stop` a string or a list, `seed`,
-//! `temperature`, `top_p`, `frequency_penalty`, `presence_penalty` as they are. Two
-//! extensions: `ignore_eos`, and `num_ctx` (Ollama offers no way to set the context length
-//! through this API).
+//! `temperature`, `top_p`, `frequency_penalty`, `presence_penalty` as they are. Three
+//! extensions: `ignore_eos`, `num_ctx` (Ollama offers no way to set the context length
+//! through this API), and `think_budget` (the most tokens a thinking model thinks before its
+//! answer; see docs/tools-and-thinking.md).
 //!
 //! Tools: `tools` and `tool_choice` (`"none"` drops the tools; `"auto"` renders and parses
 //! them; `"required"` and a named function also force one call whose arguments validate
@@ -102,6 +103,8 @@ pub struct CommonBody {
     #[serde(default)]
     num_ctx: Option<usize>,
     #[serde(default)]
+    think_budget: Option<usize>,
+    #[serde(default)]
     n: Option<u32>,
     #[serde(default)]
     response_format: Option<Value>,
@@ -167,6 +170,7 @@ impl CommonBody {
                 .transpose()?,
             ignore_eos: self.ignore_eos,
             num_ctx: self.num_ctx,
+            think_budget: self.think_budget,
             ..GenerateOptions::default()
         })
     }
