@@ -699,7 +699,10 @@ fn load(
         let draft_opts = LoadOptions::auto(path, num_gpu);
         let draft = Model::load(path, &draft_opts).map_err(|e| {
             ApiError::internal(
-                &format!("cannot load the draft model of {}", resolved.name),
+                &format!(
+                    "cannot load the draft model of {}",
+                    resolved.name.display_shortest()
+                ),
                 &e,
             )
         })?;
@@ -707,7 +710,10 @@ fn load(
     }
     let engine = Engine::start(model, ecfg).map_err(|e| match e {
         e @ hyperllama_engine::Error::DraftMismatch { .. } => ApiError::internal(
-            &format!("cannot use the draft model of {}", resolved.name),
+            &format!(
+                "cannot use the draft model of {}",
+                resolved.name.display_shortest()
+            ),
             &e,
         ),
         e => ApiError::internal("cannot start the engine", &e),
