@@ -8,7 +8,9 @@
 //! `n_ctx` cells (no fixed per-slot split), and sequence ids are the scheduler's slots.
 //!
 //! Embeddings use a second context of the same model ([`EmbedContext`]) with embeddings on
-//! and a pooling type; see `crate::embed` for who owns it and when it runs.
+//! and a pooling type; see `crate::embed` for who owns it and when it runs. A draft model for
+//! speculative decoding gets its own context ([`DraftContext`]), owned by `crate::drafter`,
+//! after [`Model::check_draft`] found its vocabulary identical to the target's.
 //!
 //! # Invariants
 //! - llama.cpp's global backend is initialised exactly once per process ([`llama_backend`]).
