@@ -32,9 +32,12 @@
 //!   prefix of its tokens) until another sequence needs a slot and it is the least recently
 //!   used one not drafting in this call. There are as many slots as sequences the engine
 //!   runs at once, so every drafting sequence gets one.
-//! - A failed draft decode (no KV room: the draft context has as many cells as the target's
-//!   but does not share prefixes) empties the whole draft context and yields no drafts for
-//!   that step; nothing else changes, and the next call recomputes what it needs.
+//! - KV room: the draft context has as many cells as the target's but shares no prefixes.
+//!   Before computing, idle slots (sequences not drafting in this call) are emptied, least
+//!   recently used first, until what the drafting sequences will hold fits; when it cannot
+//!   fit, nobody drafts in this call. A draft decode that fails anyway empties the whole
+//!   draft context and yields no drafts for [`BACKOFF`] calls; nothing else changes, and the
+//!   next drafting call recomputes what it needs.
 //! - Drafts never change what a request receives, only how many tokens a step verifies.
 
 use std::collections::HashSet;
@@ -45,6 +48,9 @@ use hyperllama_core::{SeqId, TokenId};
 
 use crate::llama::{ContextOptions, DraftContext, DraftToken, Model};
 use crate::Error;
+
+/// `propose` calls without drafts after a failed draft decode.
+pub const BACKOFF: u32 = 32;
 
 /// One sequence's request for a draft.
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +107,8 @@ pub struct ModelDrafter<'m> {
     /// `propose` calls so far.
     clock: u64,
     n_decodes: u64,
+    /// Calls left without drafts after a failed decode.
+    backoff: u32,
 }
 
 impl<'m> ModelDrafter<'m> {
@@ -114,12 +122,18 @@ impl<'m> ModelDrafter<'m> {
             eog: draft.eog_tokens().to_vec(),
             clock: 0,
             n_decodes: 0,
+            backoff: 0,
         })
     }
 
     /// `llama_decode` calls of the draft context so far.
     pub fn n_decodes(&self) -> u64 {
         self.n_decodes
+    }
+
+    /// KV cells of the draft context (shared by all slots).
+    pub fn n_cells(&self) -> usize {
+        self.ctx.n_cells()
     }
 
     /// Tokens whose draft KV is held for `seq`, if it holds a slot.
@@ -144,6 +158,10 @@ impl<'m> ModelDrafter<'m> {
     pub fn propose(&mut self, wants: &[DraftWant<'_>]) -> Vec<Vec<TokenId>> {
         self.clock += 1;
         let mut drafts = vec![Vec::new(); wants.len()];
+        if self.backoff > 0 {
+            self.backoff -= 1;
+            return drafts;
+        }
         let asking: HashSet<SeqId> = wants.iter().map(|w| w.seq).collect();
         // (want index, slot) of each sequence that drafts in this call.
         let mut active = Vec::new();
@@ -155,7 +173,7 @@ impl<'m> ModelDrafter<'m> {
                 active.push((i, s));
             }
         }
-        if active.is_empty() {
+        if active.is_empty() || !self.make_room(wants, &active) {
             return drafts;
         }
         match self.run(wants, &active, &mut drafts) {
@@ -166,6 +184,7 @@ impl<'m> ModelDrafter<'m> {
                 for i in 0..self.slots.len() {
                     self.slots[i] = Slot::default();
                 }
+                self.backoff = BACKOFF;
                 vec![Vec::new(); wants.len()]
             }
         }
@@ -240,6 +259,42 @@ impl<'m> ModelDrafter<'m> {
             going.retain(|&i| self.continues(&drafts[i], wants[i].k));
         }
         Ok(())
+    }
+
+    /// Empties idle slots, least recently used first, until the active sequences' tokens and
+    /// drafts fit the KV cells with the rest; false when they cannot fit at all.
+    fn make_room(&mut self, wants: &[DraftWant<'_>], active: &[(usize, usize)]) -> bool {
+        let capacity = self.ctx.n_cells();
+        let need: usize = active
+            .iter()
+            .map(|&(i, _)| wants[i].tokens.len() + wants[i].k)
+            .sum();
+        if need > capacity {
+            return false;
+        }
+        let clock = self.clock;
+        loop {
+            let idle: usize = self
+                .slots
+                .iter()
+                .filter(|s| s.last_used != clock)
+                .map(|s| s.held.len())
+                .sum();
+            if need + idle <= capacity {
+                return true;
+            }
+            let victim = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.last_used != clock && !s.held.is_empty())
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(i, _)| i);
+            match victim {
+                Some(i) => self.free(i),
+                None => return true,
+            }
+        }
     }
 
     /// Whether a sequence drafts another token after `draft`.

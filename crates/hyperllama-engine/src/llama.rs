@@ -558,6 +558,11 @@ impl<'m> DraftContext<'m> {
         self.n_seqs
     }
 
+    /// KV cells, shared by all sequences.
+    pub fn n_cells(&self) -> usize {
+        self.ctx.n_ctx() as usize
+    }
+
     /// Removes sequence `seq`'s positions from `from` on (all of them with 0).
     pub fn trim(&mut self, seq: usize, from: usize) {
         // Removing a sequence's tail always succeeds.

@@ -247,3 +247,35 @@ fn model_a_draft_model_with_another_vocabulary_is_refused() {
     assert!(msg.contains(GEMMA3) && msg.contains(SMOLLM2), "{msg}");
     assert!(msg.contains("vocabulary has 262144 tokens"), "{msg}");
 }
+
+/// The drafter's KV cells are not shared between sequences: an idle sequence's draft KV is
+/// dropped to make room for a drafting one, and a sequence that cannot fit gets no draft
+/// (and costs no decode).
+#[test]
+fn model_the_drafter_makes_room_in_its_kv_cells() {
+    let model = load(SMOLLM2);
+    let opts = ContextOptions {
+        n_kv_cells: 256,
+        n_slots: 2,
+        n_batch: 512,
+        n_threads: test_threads(),
+        swa_full: true,
+    };
+    let mut d = ModelDrafter::new(&model, &opts).expect("drafter");
+    let cells = d.n_cells();
+    let base = prompt(&model, PROMPTS[1]);
+    let long = |n: usize| base.iter().copied().cycle().take(n).collect::<Vec<_>>();
+    let (a, b, huge) = (long(cells * 3 / 5), long(cells * 3 / 5), long(cells + 1));
+    let want = |seq: u64, tokens| DraftWant {
+        seq: SeqId(seq),
+        tokens,
+        k: 2,
+    };
+    assert_eq!(d.propose(&[want(1, &a)])[0].len(), 2);
+    assert_eq!(d.propose(&[want(2, &b)])[0].len(), 2);
+    assert_eq!(d.n_held(SeqId(1)), None, "the idle sequence made room");
+    assert_eq!(d.n_held(SeqId(2)), Some(b.len() + 1));
+    let before = d.n_decodes();
+    assert!(d.propose(&[want(3, &huge)])[0].is_empty());
+    assert_eq!(d.n_decodes(), before, "nothing computed");
+}
