@@ -86,6 +86,8 @@ struct ModelDefaults {
     system: Option<String>,
     messages: Vec<ChatMessage>,
     template: Option<String>,
+    /// The Modelfile's `DRAFT` weights (speculative decoding with a draft model).
+    draft: Option<PathBuf>,
 }
 
 struct Session {
@@ -186,6 +188,7 @@ fn locate(model: &str) -> anyhow::Result<(PathBuf, ModelDefaults)> {
             .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
             .collect(),
         template,
+        draft: resolved.draft.clone(),
     };
     Ok((resolved.model_path, defaults))
 }
@@ -209,6 +212,11 @@ impl Session {
         }
         if let Some(on) = crate::env::settings()?.bool("server.speculative") {
             cfg.speculative = on;
+        }
+        if let (Some(path), true) = (&defaults.draft, cfg.speculative) {
+            let draft = Model::load(path, &LoadOptions::default())
+                .context("cannot load the draft model")?;
+            cfg.draft_model = Some(draft);
         }
         let load_duration = info.load_duration;
         let formatter = match (&defaults.template, args.raw) {

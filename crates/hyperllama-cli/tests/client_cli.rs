@@ -220,3 +220,75 @@ fn model_commands_talk_to_a_running_server() {
     assert!(err.contains("not found"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// POSTs `body` to `path` on `host` (one HTTP/1.1 exchange) and returns the status and the
+/// body as JSON.
+fn post_json(host: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(host).expect("connects");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    let (head, payload) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let json = serde_json::from_str(payload).unwrap_or_else(|e| panic!("{e}: {payload}"));
+    (status, json)
+}
+
+/// `DRAFT` in a Modelfile: a draft model with another vocabulary is refused by `create` with
+/// one line; SmolLM2 as its own draft model is created, and the server's answer at
+/// temperature 0 carries the draft statistics with nearly every draft accepted.
+#[test]
+fn model_create_with_a_draft_model_then_generate_through_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let smol = model_path(SMOLLM2);
+    let bad = d.join("Modelfile.bad");
+    let gemma = model_path(common::GEMMA3);
+    std::fs::write(
+        &bad,
+        format!("FROM {}\nDRAFT {}\n", smol.display(), gemma.display()),
+    )
+    .expect("written");
+    let o = run(
+        d,
+        NO_SERVER,
+        &["create", "bad", "-f", &bad.to_string_lossy()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("Error: DRAFT "), "{err}");
+    assert!(last.contains("cannot draft for FROM"), "{err}");
+    assert!(last.contains("262144 tokens, the model's 49152"), "{err}");
+
+    let good = d.join("Modelfile");
+    std::fs::write(&good, format!("FROM {0}\nDRAFT {0}\n", smol.display())).expect("written");
+    ok(&run(
+        d,
+        NO_SERVER,
+        &["create", "drafted", "-f", &good.to_string_lossy()],
+    ));
+    let server = Server::start(d);
+    let (status, v) = post_json(
+        &server.host,
+        "/api/generate",
+        &serde_json::json!({ "model": "drafted", "stream": false,
+            "prompt": "Write a short poem about the sea.",
+            "options": { "temperature": 0, "num_predict": 32 } }),
+    );
+    assert_eq!(status, 200, "{v}");
+    let n = v["draft_n"].as_u64().expect("drafts were verified");
+    let accepted = v["draft_n_accepted"].as_u64().expect("accepted count");
+    assert!(accepted > 0 && accepted * 10 >= n * 9, "{v}");
+}

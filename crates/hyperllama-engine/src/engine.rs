@@ -18,8 +18,9 @@
 //!   counts it and is released when the request is dropped, however it ends.
 //! - Embedding decodes run on the engine thread between steps (see [`crate::embed`]).
 //! - Speculative decoding (on unless [`EngineConfig::speculative`] is off): before each step,
-//!   every decoding sequence whose [`DraftControl`] allows it gets a prompt-lookup draft
-//!   ([`hyperllama_core::spec::propose`]), cut where its output constraint rejects it; the
+//!   every decoding sequence whose [`DraftControl`] allows it gets a draft from the engine's
+//!   [`DraftSource`] (prompt lookup, or a draft model when [`EngineConfig::draft_model`] is
+//!   set; all drafting sequences at once), cut where its output constraint rejects it; the
 //!   scheduler verifies the drafts inside the normal batched step, and each verified position
 //!   is sampled with [`Sampler::verify`] (greedy: accepted while the argmax equals the draft;
 //!   sampling: the distribution-preserving rule), under the constraint's mask. The tokens a
@@ -42,13 +43,14 @@ use hyperllama_core::sampling::{Sampler, SamplingParams};
 use hyperllama_core::sched::{
     FinishReason, Pacer, PlanItem, Scheduler, SchedulerConfig, SeqEvent, SeqSpec,
 };
-use hyperllama_core::spec::{propose, DraftControl};
+use hyperllama_core::spec::DraftControl;
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
 use hyperllama_core::utf8::Utf8Stream;
 use hyperllama_core::{SeqId, TokenId};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::backend::StepBackend;
+use crate::drafter::{DraftSource, DraftWant, ModelDrafter};
 use crate::embed::{EmbedQueue, EmbedRequest, Embeddings, Job};
 use crate::llama::{ContextOptions, LlamaStepBackend, Model};
 use crate::Error;
@@ -82,6 +84,10 @@ pub struct EngineConfig {
     /// Speculative decoding with prompt-lookup drafts (adaptive per sequence; see the module
     /// docs). On by default.
     pub speculative: bool,
+    /// A draft model for speculative decoding, replacing prompt lookup (see
+    /// [`crate::drafter`]); it must have the model's vocabulary ([`Model::check_draft`],
+    /// checked by [`Engine::start`]). Unused while `speculative` is off.
+    pub draft_model: Option<Arc<Model>>,
 }
 
 impl EngineConfig {
@@ -97,6 +103,7 @@ impl EngineConfig {
             n_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_capacity: 256,
             speculative: true,
+            draft_model: None,
         }
     }
 }
@@ -275,7 +282,8 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Starts the engine thread for `model` and waits until its context exists.
+    /// Starts the engine thread for `model` and waits until its context exists. A draft model
+    /// whose vocabulary differs from `model`'s is refused ([`Error::DraftMismatch`]).
     pub fn start(model: Arc<Model>, cfg: EngineConfig) -> Result<Self, Error> {
         if cfg.n_ctx < 2
             || cfg.max_seqs == 0
@@ -287,6 +295,9 @@ impl Engine {
                 "invalid engine settings: n_ctx {} (at least 2), max_seqs {} (at least 1), n_batch {} (at least max_seqs), n_slots {} (max_seqs to {MAX_SLOTS})",
                 cfg.n_ctx, cfg.max_seqs, cfg.n_batch, cfg.n_slots
             )));
+        }
+        if let Some(draft) = &cfg.draft_model {
+            model.check_draft(draft)?;
         }
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -603,6 +614,23 @@ fn engine_thread(
             return;
         }
     };
+    // One draft-context sequence per sequence computed at once (see `crate::drafter`).
+    let source = match cfg.draft_model.as_deref().filter(|_| cfg.speculative) {
+        None => DraftSource::Lookup,
+        Some(draft) => {
+            let draft_opts = ContextOptions {
+                n_slots: cfg.max_seqs,
+                ..opts.clone()
+            };
+            match ModelDrafter::new(draft, &draft_opts) {
+                Ok(d) => DraftSource::Model(Box::new(d)),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+        }
+    };
     let caps = backend.capabilities();
     let n_kv_cells = caps.n_kv_cells - caps.n_kv_cells % BLOCK_SIZE;
     let sched = Scheduler::new(SchedulerConfig {
@@ -623,6 +651,7 @@ fn engine_thread(
         pacer: Pacer::new(MIN_PREFILL_CHUNK, cfg.n_batch, PREFILL_RATIO),
         new_embeds: Vec::new(),
         speculative: cfg.speculative,
+        source,
         n_drafted: 0,
         n_accepted: 0,
     };
@@ -662,7 +691,7 @@ const MIN_PREFILL_CHUNK: usize = 16;
 /// chunk then takes about twice a plain decode step.
 const PREFILL_RATIO: f64 = 1.0;
 
-struct LoopState {
+struct LoopState<'m> {
     sched: Scheduler,
     live: HashMap<SeqId, Live>,
     n_steps: u64,
@@ -670,13 +699,15 @@ struct LoopState {
     pacer: Pacer,
     /// Embedding requests taken by the last intake, for the embedding queue.
     new_embeds: Vec<Job>,
-    /// Draft with prompt lookup (speculative decoding).
+    /// Draft (speculative decoding).
     speculative: bool,
+    /// Where drafts come from: prompt lookup or a draft model.
+    source: DraftSource<'m>,
     n_drafted: u64,
     n_accepted: u64,
 }
 
-impl LoopState {
+impl LoopState<'_> {
     fn stats(&self) -> EngineStats {
         EngineStats {
             n_running: self.sched.n_running(),
@@ -932,8 +963,9 @@ impl LoopState {
         }
     }
 
-    /// Gives every decoding sequence a prompt-lookup draft of its current length, cut where
-    /// its constraint rejects it, where drafting pays: a draft token costs about what a
+    /// Gives every decoding sequence a draft of its current length from the draft source
+    /// (prompt lookup or a draft model), cut where its constraint rejects it, where drafting
+    /// pays: a draft token costs about what a
     /// whole sequence's decode token costs in a large batch on a CPU, so there only a
     /// sequence alone (or nearly) drafts (see [`Pacer::draft_cost_ratio`]).
     fn draft(&mut self) {
@@ -950,6 +982,7 @@ impl LoopState {
         let plain = self.pacer.wants_plain_step();
         // A draft token pays when accepted more often than this.
         let min_acceptance = self.pacer.draft_cost_ratio(decoding.len());
+        let mut wants = Vec::new();
         for id in decoding {
             let Some(l) = self.live.get_mut(&id) else {
                 continue;
@@ -971,8 +1004,13 @@ impl LoopState {
             let Some(tokens) = self.sched.tokens(id) else {
                 continue;
             };
-            let mut draft = propose(tokens, k);
-            if let Some(c) = l.constraint.as_mut() {
+            wants.push(DraftWant { seq: id, tokens, k });
+        }
+        let live = &self.live;
+        let drafts = self.source.propose(&wants, &|id| live.contains_key(&id));
+        let ids: Vec<SeqId> = wants.iter().map(|w| w.seq).collect();
+        for (id, mut draft) in ids.into_iter().zip(drafts) {
+            if let Some(c) = self.live.get_mut(&id).and_then(|l| l.constraint.as_mut()) {
                 let n = c.valid_prefix(&draft);
                 draft.truncate(n);
             }

@@ -42,6 +42,16 @@ pub enum Error {
         /// What is known about the failure.
         reason: String,
     },
+    /// A draft model cannot draft for the model: their vocabularies differ.
+    #[error("the draft model {} cannot draft for {}: {reason}; a draft model needs the same vocabulary (token ids, token texts, BOS and EOS)", draft.display(), target.display())]
+    DraftMismatch {
+        /// The model's file.
+        target: PathBuf,
+        /// The draft model's file.
+        draft: PathBuf,
+        /// The first difference found.
+        reason: String,
+    },
     /// The request cannot be served (prompt too long, empty prompt, bad parameters).
     #[error("{0}")]
     InvalidRequest(String),

@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod chat;
+pub mod drafter;
 pub mod embed;
 pub mod engine;
 mod error;

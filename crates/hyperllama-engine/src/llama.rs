@@ -8,7 +8,9 @@
 //! `n_ctx` cells (no fixed per-slot split), and sequence ids are the scheduler's slots.
 //!
 //! Embeddings use a second context of the same model ([`EmbedContext`]) with embeddings on
-//! and a pooling type; see `crate::embed` for who owns it and when it runs.
+//! and a pooling type; see `crate::embed` for who owns it and when it runs. A draft model for
+//! speculative decoding gets its own context ([`DraftContext`]), owned by `crate::drafter`,
+//! after [`Model::check_draft`] found its vocabulary identical to the target's.
 //!
 //! # Invariants
 //! - llama.cpp's global backend is initialised exactly once per process ([`llama_backend`]).
@@ -302,6 +304,52 @@ impl Model {
         }
     }
 
+    /// Checks that `draft` can propose tokens for this model (speculative decoding with a
+    /// draft model): the same number of tokens, the same bytes for every token id (special
+    /// tokens included), and the same BOS and EOS tokens. Otherwise
+    /// [`Error::DraftMismatch`], naming both files and the first difference.
+    pub fn check_draft(&self, draft: &Model) -> Result<(), Error> {
+        let mismatch = |reason: String| {
+            Err(Error::DraftMismatch {
+                target: self.info.path.clone(),
+                draft: draft.info.path.clone(),
+                reason,
+            })
+        };
+        let (ours, theirs) = (self.inner.vocab(), draft.inner.vocab());
+        if ours.n_tokens() != theirs.n_tokens() {
+            return mismatch(format!(
+                "its vocabulary has {} tokens, the model's {}",
+                theirs.n_tokens(),
+                ours.n_tokens()
+            ));
+        }
+        if ours.bos() != theirs.bos() || ours.eos() != theirs.eos() {
+            return mismatch(format!(
+                "its BOS/EOS tokens are {}/{}, the model's {}/{}",
+                theirs.bos().0,
+                theirs.eos().0,
+                ours.bos().0,
+                ours.eos().0
+            ));
+        }
+        for t in 0..ours.n_tokens() {
+            let token = LlamaToken(t);
+            let (a, b) = (
+                ours.token_to_piece(token, true, None),
+                theirs.token_to_piece(token, true, None),
+            );
+            if a != b {
+                return mismatch(format!(
+                    "token {t} is {:?} in the draft model but {:?} in the model",
+                    String::from_utf8_lossy(&b),
+                    String::from_utf8_lossy(&a)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Detokenizes a whole sequence (lossy on invalid UTF-8).
     pub fn detokenize(&self, tokens: &[TokenId]) -> String {
         let mut bytes = Vec::new();
@@ -441,6 +489,130 @@ impl StepBackend for LlamaStepBackend<'_> {
 
     fn capabilities(&self) -> Capabilities {
         self.caps.clone()
+    }
+}
+
+/// One token of a [`DraftContext::decode`] batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DraftToken {
+    /// The draft context's sequence id.
+    pub seq: usize,
+    /// Its position in that sequence.
+    pub pos: usize,
+    /// The token.
+    pub token: TokenId,
+    /// Whether its logits are needed.
+    pub logits: bool,
+}
+
+/// A draft model's context (speculative decoding; see `crate::drafter`): a unified KV cache
+/// whose sequence ids are the drafter's slots, with every position kept in sliding-window
+/// layers (`swa_full`) so that trimming a sequence's tail leaves a complete prefix.
+pub struct DraftContext<'m> {
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    rows: Vec<i32>,
+    n_batch: usize,
+    n_seqs: usize,
+}
+
+impl<'m> DraftContext<'m> {
+    /// Creates the context for the draft `model`: `opts.n_slots` sequences sharing
+    /// `opts.n_kv_cells` cells, at most `opts.n_batch` tokens per decode.
+    pub fn new(model: &'m Model, opts: &ContextOptions) -> Result<Self, Error> {
+        let n_ctx = u32::try_from(opts.n_kv_cells).unwrap_or(u32::MAX);
+        let threads = i32::try_from(opts.n_threads.max(1)).unwrap_or(1);
+        let n_seqs = opts.n_slots.clamp(1, crate::engine::MAX_SLOTS);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(opts.n_batch as u32)
+            .with_n_ubatch(opts.n_batch.min(512) as u32)
+            .with_n_seq_max(n_seqs as u32)
+            .with_kv_unified(true)
+            .with_swa_full(true)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let ctx = model
+            .inner
+            .new_context(llama_backend(), params)
+            .map_err(|e| Error::ContextCreate {
+                n_ctx,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            ctx,
+            batch: LlamaBatch::new(opts.n_batch.max(1), 1),
+            rows: Vec::new(),
+            n_batch: opts.n_batch.max(1),
+            n_seqs,
+        })
+    }
+
+    /// Most tokens in one [`DraftContext::decode`].
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
+    }
+
+    /// Number of sequence ids (`0..n_seqs`).
+    pub fn n_seqs(&self) -> usize {
+        self.n_seqs
+    }
+
+    /// KV cells, shared by all sequences.
+    pub fn n_cells(&self) -> usize {
+        self.ctx.n_ctx() as usize
+    }
+
+    /// Removes sequence `seq`'s positions from `from` on (all of them with 0).
+    pub fn trim(&mut self, seq: usize, from: usize) {
+        // Removing a sequence's tail always succeeds.
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(seq as u32), Some(from as u32), None);
+    }
+
+    /// Empties the whole KV cache.
+    pub fn clear(&mut self) {
+        self.ctx.clear_kv_cache();
+    }
+
+    /// Computes `tokens` (at most [`DraftContext::n_batch`]) in one decode; the logits of
+    /// those with `logits` set are then [`DraftContext::logits`] `0, 1, ...` in order.
+    pub fn decode(&mut self, tokens: &[DraftToken]) -> Result<(), BackendError> {
+        self.rows.clear();
+        if tokens.is_empty() || tokens.len() > self.n_batch {
+            return Err(BackendError::InvalidBatch);
+        }
+        self.batch.clear();
+        for t in tokens {
+            if t.seq >= self.n_seqs {
+                return Err(BackendError::InvalidBatch);
+            }
+            self.batch
+                .add(
+                    LlamaToken(t.token as i32),
+                    t.pos as i32,
+                    &[t.seq as i32],
+                    t.logits,
+                )
+                .map_err(|_| BackendError::InvalidBatch)?;
+            if t.logits {
+                self.rows.push(self.batch.n_tokens() - 1);
+            }
+        }
+        self.ctx.decode(&mut self.batch).map_err(|e| {
+            self.rows.clear();
+            match e {
+                DecodeError::NoKvCacheSlot => BackendError::NoKvSlot,
+                DecodeError::NTokensZero => BackendError::InvalidBatch,
+                DecodeError::Unknown(code) => BackendError::from_decode_code(code),
+            }
+        })
+    }
+
+    /// The logits of the `row`-th token that asked for them in the last decode.
+    pub fn logits(&self, row: usize) -> &[f32] {
+        self.ctx.get_logits_ith(self.rows[row])
     }
 }
 

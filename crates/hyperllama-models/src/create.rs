@@ -9,7 +9,8 @@
 //!    blobs are deduplicated by digest) and parsed again from the blob. A model name
 //!    contributes all of that model's layers (their `from` set to its name) and its config.
 //! 2. `ADAPTER` files become adapter layers, `DRAFT` (a GGUF file or a model name, whose
-//!    weights are used) the draft layer.
+//!    weights are used) the draft layer. A draft whose token table or BOS/EOS ids differ from
+//!    the weights' is refused ([`CreateError::DraftVocabulary`]) before anything is copied.
 //! 3. `TEMPLATE`, `SYSTEM` and `MESSAGE` replace the base model's layers of the same kind;
 //!    `LICENSE` adds to them; `PARAMETER`s are merged into the base's params (the Modelfile
 //!    wins), as Ollama's `setParameters` does.
@@ -109,6 +110,16 @@ pub enum CreateError {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+    /// The `DRAFT` model's vocabulary differs from the `FROM` model's.
+    #[error("DRAFT {draft} cannot draft for FROM {from}: {reason}; a draft model needs the same vocabulary")]
+    DraftVocabulary {
+        /// `DRAFT` as written.
+        draft: String,
+        /// `FROM` as written.
+        from: String,
+        /// The first difference found.
+        reason: String,
     },
     /// The store refused an operation.
     #[error(transparent)]
@@ -214,6 +225,8 @@ pub fn create_model(
     progress(CreateEvent::GatheringComponents);
     let from = modelfile.from().unwrap_or_default();
     let mut layers: Vec<(Layer, bool)> = Vec::new();
+    // The weights' blob, for the draft model's vocabulary check.
+    let weights;
     let mut config;
     match locate(store, base_dir, "FROM", from)? {
         Source::File(path) => {
@@ -226,6 +239,7 @@ pub fn create_model(
                 source,
             })?;
             config = config_for(&file);
+            weights = Some(blob_path);
             layers.push((Layer::new(media_type::MODEL, digest, size), false));
         }
         Source::Model(base) => {
@@ -235,6 +249,10 @@ pub fn create_model(
                 });
             }
             let base_name = base.name.display_shortest();
+            weights = base
+                .manifest
+                .model_layer()
+                .map(|l| store.blob_path(&l.digest));
             config = read_config(store, &base.manifest).unwrap_or_default();
             for layer in &base.manifest.layers {
                 // Touched so that a prune running meanwhile keeps it.
@@ -270,17 +288,23 @@ pub fn create_model(
         let layer = match locate(store, base_dir, "DRAFT", value)? {
             Source::File(path) => {
                 check_gguf(&path)?;
+                if let Some(w) = &weights {
+                    check_draft_vocabulary(w, &path, value, from)?;
+                }
                 let (digest, size) = import(store, &path, progress)?;
                 Layer::new(media_type::DRAFT, digest, size)
             }
             Source::Model(draft) => {
-                let Some(weights) = draft.manifest.model_layer() else {
+                let Some(d) = draft.manifest.model_layer() else {
                     return Err(CreateError::NoModelLayer {
                         name: Box::new(draft.name),
                     });
                 };
-                store.touch_blob(&weights.digest)?;
-                Layer::new(media_type::DRAFT, weights.digest, weights.size)
+                if let Some(w) = &weights {
+                    check_draft_vocabulary(w, &store.blob_path(&d.digest), value, from)?;
+                }
+                store.touch_blob(&d.digest)?;
+                Layer::new(media_type::DRAFT, d.digest, d.size)
             }
         };
         replace(&mut layers, media_type::DRAFT, Some((layer, false)));
@@ -470,6 +494,58 @@ fn check_gguf(path: &Path) -> Result<(), CreateError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// Refuses a draft model whose token table (`tokenizer.ggml.tokens`) or BOS/EOS ids differ
+/// from the model's. A file without a token table passes: the engine checks the loaded
+/// vocabularies again.
+fn check_draft_vocabulary(
+    weights: &Path,
+    draft: &Path,
+    draft_value: &str,
+    from_value: &str,
+) -> Result<(), CreateError> {
+    let read = |path: &Path| {
+        gguf::read_file(path).map_err(|source| CreateError::InvalidGguf {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let (ours, theirs) = (read(weights)?, read(draft)?);
+    let mismatch = |reason: String| {
+        Err(CreateError::DraftVocabulary {
+            draft: draft_value.to_owned(),
+            from: from_value.to_owned(),
+            reason,
+        })
+    };
+    let tokens = |f: &GgufFile| match f.get("tokenizer.ggml.tokens") {
+        Some(gguf::Value::Array(gguf::Array::String(t))) => Some(t.clone()),
+        _ => None,
+    };
+    if let (Some(a), Some(b)) = (tokens(&ours), tokens(&theirs)) {
+        if a.len() != b.len() {
+            return mismatch(format!(
+                "its vocabulary has {} tokens, the model's {}",
+                b.len(),
+                a.len()
+            ));
+        }
+        if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+            return mismatch(format!(
+                "token {i} is {:?} in the draft model but {:?} in the model",
+                b[i], a[i]
+            ));
+        }
+    }
+    for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"] {
+        if let (Some(a), Some(b)) = (ours.get_u64(key), theirs.get_u64(key)) {
+            if a != b {
+                return mismatch(format!("its {key} is {b}, the model's {a}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies a file into the store (once per digest), reporting progress while it copies.

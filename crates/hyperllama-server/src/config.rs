@@ -36,7 +36,8 @@ pub struct ServerConfig {
     /// Sequences one model computes at once (Ollama's `OLLAMA_NUM_PARALLEL`). The KV cache
     /// holds `num_ctx × num_parallel` cells, shared by all of them.
     pub num_parallel: usize,
-    /// Speculative decoding (prompt-lookup drafts) in the engines this server starts.
+    /// Speculative decoding (prompt-lookup drafts, or a model's `DRAFT` model) in the engines
+    /// this server starts.
     pub speculative: bool,
     /// CPU threads for llama.cpp; `None` uses every core.
     pub n_threads: Option<usize>,

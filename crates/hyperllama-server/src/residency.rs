@@ -14,7 +14,7 @@
 //!
 //! Memory budget: before loading, a model's need is estimated (weights file size plus the
 //! KV cache from the GGUF header: layers × cells × KV heads × head size × 2 (K and V) × 2
-//! bytes). Least-recently-used idle models are unloaded until the resident needs fit the
+//! bytes; plus the same for its draft model, when speculative decoding uses one). Least-recently-used idle models are unloaded until the resident needs fit the
 //! budget ([`ServerConfig::max_memory`]); a model whose need alone exceeds the budget is
 //! refused with the numbers. Busy models are never evicted: when they alone fill the
 //! budget, the new model loads over it (with a warning) rather than waiting.
@@ -319,10 +319,14 @@ impl Residency {
         let key = resolved.name.case_folded().to_string();
         let need = {
             let path = resolved.model_path.clone();
+            let draft = resolved.draft.clone().filter(|_| cfg.speculative);
             let cells = n_ctx.saturating_mul(cfg.num_parallel.max(1));
-            tokio::task::spawn_blocking(move || estimate_need(&path, cells))
-                .await
-                .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?
+            tokio::task::spawn_blocking(move || {
+                let draft = draft.map_or(0, |d| estimate_need(&d, cells));
+                estimate_need(&path, cells).saturating_add(draft)
+            })
+            .await
+            .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?
         };
         let budget = self.inner.budget;
         if need > budget {
@@ -690,8 +694,30 @@ fn load(
     if let Some(n) = cfg.n_threads {
         ecfg.n_threads = n.max(1);
     }
-    let engine = Engine::start(model, ecfg)
-        .map_err(|e| ApiError::internal("cannot start the engine", &e))?;
+    // The Modelfile's `DRAFT`: drafts for speculative decoding instead of prompt lookup.
+    if let (Some(path), true) = (&resolved.draft, cfg.speculative) {
+        let draft_opts = LoadOptions::auto(path, num_gpu);
+        let draft = Model::load(path, &draft_opts).map_err(|e| {
+            ApiError::internal(
+                &format!(
+                    "cannot load the draft model of {}",
+                    resolved.name.display_shortest()
+                ),
+                &e,
+            )
+        })?;
+        ecfg.draft_model = Some(draft);
+    }
+    let engine = Engine::start(model, ecfg).map_err(|e| match e {
+        e @ hyperllama_engine::Error::DraftMismatch { .. } => ApiError::internal(
+            &format!(
+                "cannot use the draft model of {}",
+                resolved.name.display_shortest()
+            ),
+            &e,
+        ),
+        e => ApiError::internal("cannot start the engine", &e),
+    })?;
     // What this model holds on the GPU: the drop in free memory over load and engine start.
     let size_vram = match (gpu_before, gpu_memory()) {
         (Some(b), Some(a)) => b.free.saturating_sub(a.free),

@@ -188,7 +188,7 @@ pub const KEYS: &[Key] = &[
         "HYPERLLAMA_SPECULATIVE",
         Kind::Bool,
         "true",
-        "Speculative decoding with prompt-lookup drafts (switches itself off where it does not pay)",
+        "Speculative decoding with prompt-lookup drafts, or the model's DRAFT model (switches itself off where it does not pay)",
     ),
     key(
         "server.num_threads",

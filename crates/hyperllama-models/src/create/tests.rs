@@ -205,3 +205,49 @@ fn parameter_sizes_read_like_ollamas() {
     assert_eq!(parameter_size_label(2048), "2K");
     assert_eq!(parameter_size_label(999), "999");
 }
+
+/// A tiny GGUF with a token table.
+fn gguf_with_tokens(tokens: &[&str]) -> Vec<u8> {
+    GgufBuilder::new(3)
+        .kv("general.architecture", "llama")
+        .kv(
+            "tokenizer.ggml.tokens",
+            gguf::Value::Array(gguf::Array::String(
+                tokens.iter().map(|t| (*t).to_owned()).collect(),
+            )),
+        )
+        .kv("tokenizer.ggml.bos_token_id", 0u32)
+        .tensor("token_embd.weight", vec![4, 4], GgmlType::F32, vec![0; 64])
+        .to_bytes()
+}
+
+#[test]
+fn a_draft_with_another_vocabulary_is_refused_before_anything_is_copied() {
+    let f = fixture();
+    let write = |name: &str, tokens: &[&str]| {
+        std::fs::write(f.dir.path().join(name), gguf_with_tokens(tokens)).expect("written");
+    };
+    write("target.gguf", &["<s>", "a", "b"]);
+    write("same.gguf", &["<s>", "a", "b"]);
+    write("longer.gguf", &["<s>", "a", "b", "c"]);
+    write("other.gguf", &["<s>", "a", "x"]);
+
+    create(&f, "ok", "FROM target.gguf\nDRAFT same.gguf\n").expect("same vocabulary");
+    let before = blob_count(f.dir.path());
+    let err = create(&f, "bad", "FROM target.gguf\nDRAFT longer.gguf\n").expect_err("refused");
+    let msg = err.to_string();
+    assert!(matches!(err, CreateError::DraftVocabulary { .. }), "{msg}");
+    assert!(
+        msg.contains("longer.gguf") && msg.contains("target.gguf"),
+        "{msg}"
+    );
+    assert!(msg.contains("4 tokens, the model's 3"), "{msg}");
+    let err = create(&f, "bad", "FROM target.gguf\nDRAFT other.gguf\n").expect_err("refused");
+    assert!(err.to_string().contains("token 2"), "{err}");
+    assert_eq!(blob_count(f.dir.path()), before, "nothing copied");
+
+    // A draft named by model: its weights are checked the same way.
+    create(&f, "other", "FROM other.gguf\n").expect("created");
+    let err = create(&f, "bad", "FROM ok\nDRAFT other\n").expect_err("refused");
+    assert!(matches!(err, CreateError::DraftVocabulary { .. }), "{err}");
+}
