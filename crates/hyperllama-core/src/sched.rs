@@ -259,10 +259,13 @@ impl Scheduler {
     }
 
     /// Limits the prompt tokens (prefill chunks, admissions, recomputation) planned in a step
-    /// in which some sequence decodes, so that a long prompt arriving cannot stall everyone's
-    /// next token for long: its chunks interleave with their decode steps. Steps without a
-    /// decoding sequence still fill the whole budget. At least 1; the engine sets it from the
-    /// measured cost of a token of prompt against a decode step.
+    /// in which some sequence decodes, *per prompt that waits for its first token*, so that a
+    /// long prompt arriving cannot stall everyone's next token for long: its chunks interleave
+    /// with their decode steps. With `w` prompts pending the step may carry `w` times the cap:
+    /// each of them progresses as one alone would, so a burst of arrivals is not starved by
+    /// the decoders it joins. Steps without a decoding sequence still fill the whole budget.
+    /// At least 1; the engine sets it from the measured cost of a token of prompt against a
+    /// decode step.
     pub fn set_prefill_cap(&mut self, n: usize) {
         self.prefill_cap = n.max(1);
     }
@@ -294,7 +297,16 @@ impl Scheduler {
             s.tokens.len() - s.n_computed == 1
         });
         let mut prefill_left = if decoding {
-            self.prefill_cap
+            let pending = self.waiting.len()
+                + self
+                    .running
+                    .iter()
+                    .filter(|id| {
+                        let s = &self.seqs[*id];
+                        s.tokens.len() - s.n_computed > 1
+                    })
+                    .count();
+            self.prefill_cap.saturating_mul(pending.max(1))
         } else {
             usize::MAX
         };
@@ -353,7 +365,11 @@ impl Scheduler {
             idx += 1;
         }
 
-        // 2. Admit waiting sequences, first come first served, while their prompt fits.
+        // 2. Admit waiting sequences, first come first served, while their prompt fits. A
+        //    sequence whose prompt shares more with a prompt being computed right now than the
+        //    cache holds waits for it (the shared part is then computed once), and those behind
+        //    it keep their turn.
+        let mut deferred = Vec::new();
         while budget > 0 && prefill_left > 0 && self.running.len() < self.cfg.max_seqs {
             let Some(&id) = self.waiting.front() else {
                 break;
@@ -362,6 +378,11 @@ impl Scheduler {
                 Some((prefix, src)) => (prefix, Some(src)),
                 None => (Vec::new(), None),
             };
+            if self.shares_more_with_a_prefill(id, prefix.len()) {
+                self.waiting.pop_front();
+                deferred.push(id);
+                continue;
+            }
             if let Some(src) = src {
                 pinned.insert(src);
             }
@@ -408,6 +429,10 @@ impl Scheduler {
             items.push(self.plan_item(id, n, 0));
             budget -= n;
             prefill_left = prefill_left.saturating_sub(n);
+        }
+
+        for id in deferred.into_iter().rev() {
+            self.waiting.push_front(id);
         }
 
         // Drafts not planned now are stale by the next step.
@@ -566,6 +591,33 @@ impl Scheduler {
             prefix.pop();
         }
         None
+    }
+
+    /// Whether a running sequence that is still computing its prompt shares more full blocks
+    /// with `id`'s prompt than the `n_cached` blocks `id` could take from the cache now.
+    fn shares_more_with_a_prefill(&self, id: SeqId, n_cached: usize) -> bool {
+        if !self.cfg.prefix_cache {
+            return false;
+        }
+        let tokens = &self.seqs[&id].tokens;
+        let bs = self.cfg.block_size;
+        // Blocks `id` could share at most: all but its last token.
+        let most = (tokens.len() - 1) / bs;
+        if most <= n_cached {
+            return false;
+        }
+        self.running.iter().any(|r| {
+            let s = &self.seqs[r];
+            if s.tokens.len() - s.n_computed <= 1 {
+                return false;
+            }
+            let common = tokens
+                .iter()
+                .zip(&s.tokens[..s.n_prompt])
+                .take_while(|(a, b)| a == b)
+                .count();
+            (common / bs).min(most) > n_cached
+        })
     }
 
     fn prefix_hashes(&self, id: SeqId, n_blocks: usize) -> Vec<u64> {

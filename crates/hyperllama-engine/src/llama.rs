@@ -189,6 +189,9 @@ impl Model {
         drop(meta);
 
         let params = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
+        if opts.n_gpu_layers > 0 && gpu_memory().is_some() {
+            avoid_cuda_graphs_for_unquantized(path);
+        }
         let inner = LlamaModel::load_from_file(llama_backend(), path, &params).map_err(|e| {
             tracing::debug!(error = %e, "llama.cpp refused the model");
             Error::ModelLoad {
@@ -374,6 +377,35 @@ pub struct ContextOptions {
     pub n_threads: usize,
     /// Keep every position in sliding-window layers (needed to share prefixes).
     pub swa_full: bool,
+}
+
+/// Environment variable with which ggml's CUDA backend runs every graph without CUDA graphs.
+const CUDA_GRAPHS_OFF: &str = "GGML_CUDA_DISABLE_GRAPHS";
+
+/// Turns CUDA graphs off for this process when `path` holds unquantized (16- or 32-bit)
+/// weights and the user has not decided: llama.cpp's CUDA backend (the vendored version)
+/// fails with "an illegal instruction" inside a replayed CUDA graph once 32 or more sequences
+/// decode an F16 model together (measured on H100/H200; quantized models are unaffected, and
+/// without CUDA graphs F16 runs every concurrency). ggml reads the variable once, at its first
+/// graph on a GPU, so this must happen before the first step; a quantized model loaded first
+/// keeps CUDA graphs for the whole process. No-op without a GPU backend.
+fn avoid_cuda_graphs_for_unquantized(path: &Path) {
+    if std::env::var_os(CUDA_GRAPHS_OFF).is_some() {
+        return;
+    }
+    let Ok(meta) = gguf::read_file(path) else {
+        return;
+    };
+    // general.file_type: 0 all F32, 1 mostly F16, 32 mostly BF16 (llama.cpp's LLAMA_FTYPE_*).
+    let unquantized = matches!(meta.get_u64("general.file_type"), Some(0 | 1 | 32));
+    if unquantized {
+        tracing::warn!(
+            "unquantized weights on a GPU: CUDA graphs off ({CUDA_GRAPHS_OFF}=1), which llama.cpp needs to decode many sequences of such a model"
+        );
+        // Rust 2021's `set_var`: it runs on the loading thread before llama.cpp reads the
+        // variable, and no other code of ours reads it.
+        std::env::set_var(CUDA_GRAPHS_OFF, "1");
+    }
 }
 
 /// The llama.cpp step backend: one context, unified KV cache, one batch per step.

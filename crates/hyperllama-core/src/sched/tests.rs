@@ -238,6 +238,16 @@ fn run_all_spec(
             })
             .copied()
             .collect();
+        // Prompts waiting for their first token: each may take the cap.
+        let pending = sched.waiting.len()
+            + sched
+                .running
+                .iter()
+                .filter(|id| {
+                    let s = &sched.seqs[*id];
+                    s.tokens.len() - s.n_computed > 1
+                })
+                .count();
         let plan = sched.schedule();
         sched.check_invariants();
         let n_decoding = plan
@@ -255,8 +265,8 @@ fn run_all_spec(
             .sum();
         if n_decoding > 0 {
             assert!(
-                n_prefill <= cap,
-                "{n_prefill} prompt tokens beside decoding, cap {cap}: {plan:?}"
+                n_prefill <= cap.saturating_mul(pending.max(1)),
+                "{n_prefill} prompt tokens beside decoding, cap {cap} x {pending}: {plan:?}"
             );
         }
         let rows = backend.execute_rows(&plan, sched.config());
@@ -446,6 +456,61 @@ fn a_shared_prefix_is_copied_not_recomputed() {
         n_prompt: 20,
         n_cached: 16
     }));
+}
+
+#[test]
+fn prompts_arriving_together_compute_their_shared_prefix_once() {
+    // Budget 16: the first prompt's 20 tokens take two steps; the second waits for its
+    // first 16 instead of computing them again beside it.
+    let mut sched = Scheduler::new(test_config(16, 2, 256));
+    let mut backend = FakeBackend::new(256);
+    let system: Vec<TokenId> = (1..=17).collect();
+    let (mut a, mut b) = (system.clone(), system.clone());
+    a.extend([30, 31, 32]);
+    b.extend([40, 41, 42]);
+    sched.add(spec(1, a, 2)).expect("fits");
+    sched.add(spec(2, b, 2)).expect("fits");
+    let mut cached = None;
+    while sched.has_work() {
+        let (plan, events) = step(&mut sched, &mut backend);
+        assert!(plan.items.iter().all(|i| i.seq != SeqId(2) || i.pos >= 16));
+        for e in events {
+            if let SeqEvent::PromptDone { seq, n_cached, .. } = e {
+                if seq == SeqId(2) {
+                    cached = Some(n_cached);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        cached,
+        Some(16),
+        "the second prompt took the first one's blocks"
+    );
+}
+
+#[test]
+fn a_burst_of_prompts_gets_a_cap_each_beside_decoders() {
+    let mut sched = Scheduler::new(test_config(256, 8, 1024));
+    let mut backend = FakeBackend::new(1024);
+    sched.add(spec(1, vec![1, 2, 3], 50)).expect("fits");
+    step(&mut sched, &mut backend);
+    sched.set_prefill_cap(8);
+    for id in 2..=5u64 {
+        let prompt = (0..20).map(|t| (t * 7 + id as TokenId) % 50 + 60).collect();
+        sched.add(spec(id, prompt, 2)).expect("fits");
+    }
+    let (plan, _) = step(&mut sched, &mut backend);
+    let n_prefill: usize = plan
+        .items
+        .iter()
+        .filter(|i| i.seq != SeqId(1))
+        .map(|i| i.tokens.len())
+        .sum();
+    assert_eq!(
+        n_prefill, 32,
+        "four prompts waiting: four times the cap of 8"
+    );
 }
 
 #[test]
