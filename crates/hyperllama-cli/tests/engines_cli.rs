@@ -636,3 +636,64 @@ fn model_safetensors_folder_is_created_through_the_server_and_served_by_its_engi
     assert_eq!(show["engine"], "none", "{show}");
     assert_eq!(show["details"]["format"], "huggingface", "{show}");
 }
+
+/// Without a server, `create`, `list`, `show` and `run` work on the store: the folder is
+/// referenced, listed with its size, shown with its format and engine, and `run` says that it
+/// needs an engine under `hyperllama serve`.
+#[test]
+fn a_safetensors_folder_is_created_listed_and_shown_without_a_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path();
+    let folder = checkout(home, "checkout");
+    let modelfile = home.join("Modelfile");
+    std::fs::write(&modelfile, "FROM checkout\nSYSTEM Be brief.\n").expect("written");
+    let run = |args: &[&str]| {
+        hyperllama(home)
+            .args(args)
+            .env("HYPERLLAMA_HOST", common::NO_SERVER)
+            .output()
+            .expect("runs")
+    };
+    let o = run(&["create", "st", "-f", &modelfile.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["list"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("st:latest"))
+        .unwrap_or_else(|| panic!("st in {out}"));
+    assert!(line.contains(" KB") || line.contains(" MB"), "{line}");
+    let o = run(&["show", "st"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let canonical = std::fs::canonicalize(&folder).expect("canonical");
+    for needle in [
+        "safetensors".to_owned(),
+        canonical.display().to_string(),
+        "llama".to_owned(),
+        "8192".to_owned(),
+        "BF16".to_owned(),
+        "Be brief.".to_owned(),
+    ] {
+        assert!(out.contains(&needle), "{needle} in {out}");
+    }
+    // No engine for safetensors is installed here: show says so and what to configure.
+    assert!(
+        out.contains("none") && out.contains("formats = [\"safetensors\"]"),
+        "{out}"
+    );
+    let o = run(&["show", "st", "--modelfile"]);
+    assert!(
+        stdout(&o).contains(&format!("FROM {}\n", canonical.display())),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["run", "st", "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is a safetensors model, which runs in an external engine"),
+        "{}",
+        stderr(&o)
+    );
+}
