@@ -2,6 +2,10 @@
 //! (`hyperllama_models::create`), index it, and print Ollama's progress lines on stderr. A
 //! leading `~/` in `FROM`, `ADAPTER` and `DRAFT` is the home directory, as in Ollama; other
 //! relative paths are relative to the Modelfile's directory.
+//!
+//! `FROM` may name a safetensors folder (`config.json` + `*.safetensors`) or a Hugging Face
+//! id (`hf:ORG/NAME`): the model then references it for an external engine. With a server
+//! running, a folder goes to it as its absolute path (the server runs on this machine).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -79,9 +83,10 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
 }
 
 /// The `/api/create` body for `modelfile`, after uploading the `FROM` file's blob to the
-/// server (as Ollama's CLI does). `None` when the Modelfile needs what the API cannot carry
-/// (a `FROM` directory, `ADAPTER`, `DRAFT`, `RENDERER`, `PARSER`): then the model is created
-/// in the store directly, which the server shares.
+/// server (as Ollama's CLI does); a `FROM` folder is sent as its absolute path, `hf:` ids as
+/// they are. `None` when the Modelfile needs what the API cannot carry (`ADAPTER`, `DRAFT`,
+/// `RENDERER`, `PARSER`): then the model is created in the store directly, which the server
+/// shares.
 fn remote_body(
     client: &Client,
     model: &str,
@@ -99,10 +104,11 @@ fn remote_body(
         match command {
             Command::From(from) => {
                 let path = dir.join(from);
-                if path.is_dir() {
-                    return Ok(None);
-                }
-                if path.is_file() {
+                if path.is_dir() && !from.starts_with(hyperllama_models::reference::HF_PREFIX) {
+                    let abs = std::fs::canonicalize(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    body.insert("from".into(), json!(abs.display().to_string()));
+                } else if path.is_file() {
                     eprintln!("gathering model components");
                     let digest = file_digest(&path)?;
                     client.upload_blob(&digest.to_string(), &path)?;

@@ -171,6 +171,12 @@ fn locate(model: &str) -> anyhow::Result<(PathBuf, ModelDefaults)> {
             .registry
             .touch_last_used(&resolved.name, SystemTime::now()),
     )?;
+    if resolved.reference.is_some() {
+        bail!(
+            "model '{model}' is a {} model, which runs in an external engine: start `hyperllama serve` with an engine configured for it (see `hyperllama show {model}`) and run it again",
+            resolved.format()
+        );
+    }
     if !resolved.adapters.is_empty() {
         // Running without them would silently give another model's answers.
         bail!("model '{model}' has a LoRA adapter, which HyperLlama cannot apply yet");

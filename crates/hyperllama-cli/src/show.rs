@@ -1,5 +1,8 @@
 //! `hyperllama show NAME`: what `ollama show` prints — the model's facts, capabilities,
-//! parameters, system prompt and license — or, with a flag, one of them raw.
+//! parameters, system prompt and license — or, with a flag, one of them raw — and which
+//! engine serves it and why. A model whose weights stay outside the store (a safetensors
+//! folder, a Hugging Face id) shows its format and what its config recorded; it has no GGUF
+//! metadata.
 
 use clap::Args;
 use hyperllama_models::create::parameter_size_label;
@@ -60,6 +63,9 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
         println!("{}", model.licenses.join("\n"));
         return Ok(());
     }
+    if model.reference.is_some() {
+        return show_reference(&models, &model, args);
+    }
     let file = gguf::read_file(&model.model_path)?;
     if args.template {
         let template = model
@@ -96,10 +102,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
         "Capabilities",
         capabilities.iter().map(|c| (c.to_string(), String::new())),
     );
-    section(
-        "Engine",
-        engine_rows(&model.name.display_shortest()).into_iter(),
-    );
+    section("Engine", engine_rows(&model).into_iter());
     let params = parameter_rows(&model);
     if !params.is_empty() {
         section("Parameters", params.into_iter());
@@ -127,6 +130,56 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
                 (t.name.clone(), format!("{ty:<8} {:?}", t.dims))
             }),
         );
+    }
+    Ok(())
+}
+
+/// `show` of a model whose weights stay outside the store: its format, where the weights
+/// are, what the config recorded, the engine.
+fn show_reference(models: &Models, model: &ResolvedModel, args: &ShowArgs) -> anyhow::Result<()> {
+    if args.template {
+        println!("{}", model.template.as_deref().unwrap_or_default());
+        return Ok(());
+    }
+    let record = models.rt.block_on(models.registry.get(&model.name))?;
+    let capabilities = record.map(|r| r.capabilities.names()).unwrap_or_default();
+    let c = model.config.clone().unwrap_or_default();
+    let nonzero = |n: u64| if n > 0 { n.to_string() } else { String::new() };
+    let mut facts = vec![
+        ("format", model.format().to_owned()),
+        (
+            "weights",
+            model
+                .reference
+                .as_ref()
+                .map(|r| r.location())
+                .unwrap_or_default(),
+        ),
+        ("architecture", c.model_family.clone()),
+        ("parameters", c.model_type.clone()),
+        ("context length", nonzero(c.context_length)),
+        ("embedding length", nonzero(c.embedding_length)),
+        ("dtype", c.file_type.clone()),
+    ];
+    facts.retain(|(_, v)| !v.is_empty());
+    section(
+        "Model",
+        facts.iter().map(|(k, v)| (k.to_string(), v.clone())),
+    );
+    section(
+        "Capabilities",
+        capabilities.iter().map(|c| (c.to_string(), String::new())),
+    );
+    section("Engine", engine_rows(model).into_iter());
+    let params = parameter_rows(model);
+    if !params.is_empty() {
+        section("Parameters", params.into_iter());
+    }
+    if let Some(system) = &model.system {
+        text_section("System", system, args.verbose);
+    }
+    for license in &model.licenses {
+        text_section("License", license, args.verbose);
     }
     Ok(())
 }
@@ -189,7 +242,24 @@ fn show_remote(client: &crate::client::Client, args: &ShowArgs) -> anyhow::Resul
             .unwrap_or_default()
             .to_owned()
     };
+    let format = detail("format");
     let mut facts = vec![
+        (
+            "format",
+            if format == "gguf" {
+                String::new()
+            } else {
+                format
+            },
+        ),
+        (
+            "weights",
+            model_info
+                .get("hyperllama.reference")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        ),
         ("architecture", arch.clone()),
         ("parameters", detail("parameter_size")),
         ("context length", arch_key("context_length")),
@@ -215,7 +285,11 @@ fn show_remote(client: &crate::client::Client, args: &ShowArgs) -> anyhow::Resul
         "Capabilities",
         capabilities.into_iter().map(|c| (c, String::new())),
     );
-    section("Engine", engine_rows(&args.model).into_iter());
+    // The server's own choice (its configuration decides), shown as the local one.
+    let engine = text("engine");
+    if !engine.is_empty() {
+        section("Engine", std::iter::once((engine, text("engine_reason"))));
+    }
     let params = text("parameters");
     if !params.is_empty() {
         section(
@@ -252,23 +326,33 @@ fn show_remote(client: &crate::client::Client, args: &ShowArgs) -> anyhow::Resul
 }
 
 /// The params layer as rows: strings quoted, one row per list element, sorted by name.
-/// Which engine serves the model (a GGUF model in the store) and why, by this machine's
-/// configuration.
-fn engine_rows(name: &str) -> Vec<(String, String)> {
-    use hyperllama_server::settings::ModelFormat;
+/// Which engine serves the model and why, by this machine's configuration (a GGUF model
+/// without a route runs in-process).
+fn engine_rows(model: &ResolvedModel) -> Vec<(String, String)> {
+    use hyperllama_server::settings::{ModelFormat, LLAMA_CPP};
+    let format = ModelFormat::of(model);
     let choice = crate::env::settings()
         .map_err(|e| e.to_string())
         .and_then(|s| {
             s.choose_engine(
-                name,
-                ModelFormat::Gguf,
+                &model.name.display_shortest(),
+                format,
                 crate::config::installed,
                 crate::config::machine(),
             )
         });
     match choice {
         Ok(c) => vec![(c.engine, c.reason)],
-        Err(e) => vec![("none".into(), e)],
+        Err(_) if format == ModelFormat::Gguf => {
+            vec![(LLAMA_CPP.into(), "GGUF runs in-process on llama.cpp".into())]
+        }
+        Err(e) => vec![(
+            "none".into(),
+            format!(
+                "{e}; configure an engine with formats = [\"{}\"] in config.toml",
+                format.as_str()
+            ),
+        )],
     }
 }
 

@@ -411,3 +411,289 @@ fn model_sigkill_of_serve_takes_the_engine_with_it() {
         "llama-server {engines:?} outlived a SIGKILLed hyperllama serve"
     );
 }
+
+/// A Hugging Face style checkout in `dir/name`: `config.json`, a small but valid
+/// `model.safetensors`, and SmolLM2's GGUF linked in as `smol.gguf` for the stand-in engine.
+fn checkout(dir: &Path, name: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).expect("folder");
+    std::fs::write(
+        folder.join("config.json"),
+        r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":576,"max_position_embeddings":8192}"#,
+    )
+    .expect("config written");
+    let header = br#"{"model.norm.weight":{"dtype":"BF16","shape":[576],"data_offsets":[0,1152]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.resize(bytes.len() + 1152, 0);
+    std::fs::write(folder.join("model.safetensors"), bytes).expect("safetensors written");
+    std::os::unix::fs::symlink(model_path(SMOLLM2), folder.join("smol.gguf")).expect("linked");
+    folder
+}
+
+/// A safetensors folder and a Hugging Face id created through `hyperllama create` against a
+/// running `hyperllama serve`, the folder served by the engine its format is routed to, and
+/// the id refused with 400 because no configured engine serves `hf` here.
+///
+/// vLLM, SGLang and MAX cannot run on this machine (2 CPU cores, no GPU, offline), so the
+/// engine routed for `safetensors` is llama.cpp's own `llama-server` standing in for them: it
+/// is a real OpenAI-compatible server process under the same supervisor, started with the
+/// folder path substituted for `{model}` exactly as `vllm serve {model}` would be. It cannot
+/// read safetensors, so its command loads the GGUF placed inside the folder
+/// (`{model}/smol.gguf`); everything on HyperLlama's side (the reference layer, routing by
+/// format, substitution, health, forwarding, `/api/ps`) is what a vLLM-served model goes
+/// through.
+#[test]
+fn model_safetensors_folder_is_created_through_the_server_and_served_by_its_engine() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path();
+    let folder = checkout(home, "checkout");
+    std::fs::create_dir(home.join("broken")).expect("dir");
+    std::fs::write(home.join("broken/model.safetensors"), b"").expect("written");
+    let cfg = home.join("hl.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engines.stand-in]\ncommand = \"{} --model {{model}}/smol.gguf --host 127.0.0.1 --port {{port}} -t 1 -c 1024 -np 1\"\nformats = [\"safetensors\"]\nstartup_timeout_secs = 120\n\n[[routes]]\nformat = \"safetensors\"\nengine = \"stand-in\"\n",
+            llama_server().display()
+        ),
+    )
+    .expect("written");
+    let mut child = hyperllama(home)
+        .arg("serve")
+        .env("HYPERLLAMA_CONFIG", &cfg)
+        .env("HYPERLLAMA_HOST", "127.0.0.1:0")
+        .env("HYPERLLAMA_NUM_THREADS", test_threads().to_string())
+        .env("HYPERLLAMA_CONTEXT_LENGTH", "1024")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    let addr = common::listening_address(&mut err);
+    let server = Server {
+        url: format!("http://{addr}"),
+        child,
+    };
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+
+    // `create` posts to the server: the folder as its absolute path, the id as written.
+    let create = |model: &str, from: &str| {
+        let modelfile = home.join(format!("Modelfile.{model}"));
+        std::fs::write(&modelfile, format!("FROM {from}\n")).expect("Modelfile written");
+        hyperllama(home)
+            .args(["create", model, "-f"])
+            .arg(&modelfile)
+            .env("HYPERLLAMA_HOST", &addr)
+            .output()
+            .expect("create runs")
+    };
+    let o = create("st", "checkout");
+    assert!(o.status.success(), "create failed: {}", stderr(&o));
+    assert!(stderr(&o).contains("success"), "{}", stderr(&o));
+    let o = create("hfm", "hf:HuggingFaceTB/SmolLM2-135M-Instruct");
+    assert!(o.status.success(), "create failed: {}", stderr(&o));
+    let o = create("bad", "broken");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("has no config.json"), "{}", stderr(&o));
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let req = http.post(format!("{}{path}", server.url)).json(&body);
+        rt.block_on(async move {
+            let resp = req.send().await.expect("sent");
+            let status = resp.status().as_u16();
+            (status, resp.text().await.expect("body"))
+        })
+    };
+    let get = |path: &str| -> Value {
+        let req = http.get(format!("{}{path}", server.url));
+        rt.block_on(async move { req.send().await.expect("sent").json().await.expect("JSON") })
+    };
+
+    // list and show: the format, no GGUF metadata, the engine and why.
+    let tags = get("/api/tags");
+    let st = tags["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "st:latest"))
+        .unwrap_or_else(|| panic!("st in {tags}"));
+    assert_eq!(st["details"]["format"], "safetensors", "{st}");
+    assert_eq!(st["details"]["family"], "llama", "{st}");
+    assert!(st["size"].as_u64().unwrap_or(0) > 1152, "{st}");
+    let hfm = tags["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "hfm:latest"))
+        .unwrap_or_else(|| panic!("hfm in {tags}"));
+    assert_eq!(hfm["details"]["format"], "huggingface", "{hfm}");
+    let (status, body) = post("/api/show", json!({"model": "st"}));
+    assert_eq!(status, 200, "{body}");
+    let show: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(show["engine"], "stand-in", "{show}");
+    assert!(
+        show["engine_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hl.toml:6"),
+        "{show}"
+    );
+    let canonical = std::fs::canonicalize(&folder).expect("canonical");
+    assert_eq!(
+        show["model_info"]["hyperllama.reference"],
+        canonical.display().to_string(),
+        "{show}"
+    );
+    assert!(
+        show["modelfile"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("FROM {}\n", canonical.display())),
+        "{show}"
+    );
+    let o = hyperllama(home)
+        .args(["show", "st"])
+        .env("HYPERLLAMA_HOST", &addr)
+        .output()
+        .expect("show runs");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("format ") && l.ends_with(" safetensors"))
+            && out.contains("stand-in    route at"),
+        "{out}"
+    );
+
+    // A real answer through both APIs, from the engine routed for the format.
+    let (status, body) = post(
+        "/api/chat",
+        json!({"model": "st", "stream": false, "messages": [{"role": "user", "content": "Say hi."}], "options": {"num_predict": 8, "temperature": 0}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        !v["message"]["content"].as_str().unwrap_or("").is_empty(),
+        "{v}"
+    );
+    assert!(v["eval_count"].as_u64().unwrap_or(0) > 0, "{v}");
+    let (status, body) = post(
+        "/v1/chat/completions",
+        json!({"model": "st", "stream": true, "max_tokens": 8, "messages": [{"role": "user", "content": "Hello"}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+    let text: String = data
+        .iter()
+        .filter(|d| **d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).expect("chunk JSON"))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(!text.is_empty(), "{body}");
+
+    let ps = get("/api/ps");
+    let m = &ps["models"][0];
+    assert_eq!(m["name"], "st:latest", "{ps}");
+    assert_eq!(m["engine"], "stand-in", "{ps}");
+    assert!(
+        m["engine_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hl.toml:6"),
+        "{ps}"
+    );
+    assert_eq!(m["details"]["format"], "safetensors", "{ps}");
+    assert_eq!(m["size_vram"], 0, "no GPU here: {ps}");
+    assert_eq!(children_of(server.child.id()).len(), 1, "one engine");
+
+    // No configured engine serves a Hugging Face id here: 400 naming the format and the key.
+    let (status, body) = post(
+        "/api/chat",
+        json!({"model": "hfm", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let message = v["error"].as_str().unwrap_or("");
+    assert!(
+        message.contains("huggingface model") && message.contains("formats = [\"hf\"]"),
+        "{message}"
+    );
+    let (status, body) = post(
+        "/v1/chat/completions",
+        json!({"model": "hfm", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post("/api/show", json!({"model": "hfm"}));
+    assert_eq!(status, 200, "{body}");
+    let show: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(show["engine"], "none", "{show}");
+    assert_eq!(show["details"]["format"], "huggingface", "{show}");
+}
+
+/// Without a server, `create`, `list`, `show` and `run` work on the store: the folder is
+/// referenced, listed with its size, shown with its format and engine, and `run` says that it
+/// needs an engine under `hyperllama serve`.
+#[test]
+fn a_safetensors_folder_is_created_listed_and_shown_without_a_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path();
+    let folder = checkout(home, "checkout");
+    let modelfile = home.join("Modelfile");
+    std::fs::write(&modelfile, "FROM checkout\nSYSTEM Be brief.\n").expect("written");
+    let run = |args: &[&str]| {
+        hyperllama(home)
+            .args(args)
+            .env("HYPERLLAMA_HOST", common::NO_SERVER)
+            .output()
+            .expect("runs")
+    };
+    let o = run(&["create", "st", "-f", &modelfile.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["list"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("st:latest"))
+        .unwrap_or_else(|| panic!("st in {out}"));
+    assert!(line.contains(" KB") || line.contains(" MB"), "{line}");
+    let o = run(&["show", "st"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let canonical = std::fs::canonicalize(&folder).expect("canonical");
+    for needle in [
+        "safetensors".to_owned(),
+        canonical.display().to_string(),
+        "llama".to_owned(),
+        "8192".to_owned(),
+        "BF16".to_owned(),
+        "Be brief.".to_owned(),
+    ] {
+        assert!(out.contains(&needle), "{needle} in {out}");
+    }
+    // No engine for safetensors is installed here: show says so and what to configure.
+    assert!(
+        out.contains("none") && out.contains("formats = [\"safetensors\"]"),
+        "{out}"
+    );
+    let o = run(&["show", "st", "--modelfile"]);
+    assert!(
+        stdout(&o).contains(&format!("FROM {}\n", canonical.display())),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["run", "st", "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is a safetensors model, which runs in an external engine"),
+        "{}",
+        stderr(&o)
+    );
+}

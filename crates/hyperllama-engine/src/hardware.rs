@@ -6,8 +6,14 @@
 //! falls back to the driver's `/proc` files (names only). The llama.cpp backends compiled
 //! into this binary are listed too.
 //!
+//! [`detect`] looks at everything once (for `hyperllama info` and start-up decisions);
+//! [`Probe`] keeps what does not change (CPU, SIMD, compute devices) and the NVML handle, and
+//! re-reads only memory and GPU memory on each [`Probe::read`], so that it is cheap enough for
+//! every `/metrics` scrape.
+//!
 //! # Invariants
 //! - Detection performs only reads; a missing or broken NVML library is never an error.
+//! - NVML is initialised at most once per [`Probe`]; a failed initialisation is not retried.
 
 use serde::Serialize;
 
@@ -36,13 +42,71 @@ pub struct Hardware {
 
 /// Detects the machine's hardware.
 pub fn detect() -> Hardware {
+    Probe::new().read()
+}
+
+/// A hardware reader for repeated use: the static facts and the NVML handle are kept, memory
+/// and GPU memory are read anew by [`Probe::read`].
+pub struct Probe {
+    base: Hardware,
+    nvml: Result<nvml_wrapper::Nvml, String>,
+    sys: std::sync::Mutex<sysinfo::System>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("base", &self.base)
+            .field("nvml", &self.nvml.as_ref().map(|_| "loaded"))
+            .finish()
+    }
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Probe {
+    /// Reads the static facts and initialises NVML (once).
+    pub fn new() -> Self {
+        let nvml = nvml_wrapper::Nvml::init().map_err(|e| format!("NVML unavailable: {e}"));
+        let base = static_facts(nvml.as_ref().err().cloned());
+        Self {
+            base,
+            nvml,
+            sys: std::sync::Mutex::new(sysinfo::System::new()),
+        }
+    }
+
+    /// The machine now: the static facts with current memory and GPU memory.
+    pub fn read(&self) -> Hardware {
+        let mut hw = self.base.clone();
+        {
+            let mut sys = self
+                .sys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            sys.refresh_memory();
+            hw.memory_total = sys.total_memory();
+            hw.memory_available = sys.available_memory();
+        }
+        match self.nvml.as_ref().map_err(Clone::clone).and_then(nvml_gpus) {
+            Ok(gpus) => hw.gpus = gpus,
+            Err(e) => {
+                hw.gpus = proc_gpus();
+                hw.nvml = Some(e);
+            }
+        }
+        hw
+    }
+}
+
+/// What does not change while the process runs.
+fn static_facts(nvml_error: Option<String>) -> Hardware {
     let mut sys = sysinfo::System::new();
-    sys.refresh_memory();
     sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
-    let (gpus, nvml_error) = match nvml_gpus() {
-        Ok(gpus) => (gpus, None),
-        Err(e) => (proc_gpus(), Some(e)),
-    };
     let cpu_model = sys
         .cpus()
         .first()
@@ -54,9 +118,9 @@ pub fn detect() -> Hardware {
         n_logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         n_physical_cores: sys.physical_core_count(),
         simd: simd_features(),
-        memory_total: sys.total_memory(),
-        memory_available: sys.available_memory(),
-        gpus,
+        memory_total: 0,
+        memory_available: 0,
+        gpus: Vec::new(),
         nvml: nvml_error,
         compute_devices: llama_cpp_2::list_llama_ggml_backend_devices()
             .into_iter()
@@ -98,6 +162,8 @@ fn simd_features() -> Vec<&'static str> {
 /// One NVIDIA GPU.
 #[derive(Clone, Debug, Serialize)]
 pub struct Gpu {
+    /// The device index (NVML's, which is CUDA's with `CUDA_DEVICE_ORDER=PCI_BUS_ID`).
+    pub index: u32,
     /// The device's name (e.g. `NVIDIA H100 80GB HBM3`).
     pub name: String,
     /// Total memory in bytes (0 when unknown).
@@ -116,8 +182,7 @@ impl Hardware {
 }
 
 /// The GPUs NVML reports, or why NVML cannot be used.
-fn nvml_gpus() -> Result<Vec<Gpu>, String> {
-    let nvml = nvml_wrapper::Nvml::init().map_err(|e| format!("NVML unavailable: {e}"))?;
+fn nvml_gpus(nvml: &nvml_wrapper::Nvml) -> Result<Vec<Gpu>, String> {
     let n = nvml
         .device_count()
         .map_err(|e| format!("NVML device count: {e}"))?;
@@ -128,6 +193,7 @@ fn nvml_gpus() -> Result<Vec<Gpu>, String> {
         };
         let memory = device.memory_info().ok();
         gpus.push(Gpu {
+            index: i,
             name: device.name().unwrap_or_else(|_| format!("GPU {i}")),
             memory_total: memory.as_ref().map_or(0, |m| m.total),
             memory_free: memory.as_ref().map_or(0, |m| m.free),
@@ -151,7 +217,9 @@ fn proc_gpus() -> Vec<Gpu> {
             info.lines()
                 .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_owned()))
         })
-        .map(|name| Gpu {
+        .zip(0..)
+        .map(|(name, index)| Gpu {
+            index,
             name,
             memory_total: 0,
             memory_free: 0,
@@ -171,6 +239,18 @@ mod tests {
             hw.compute_devices.iter().any(|d| d.starts_with("CPU")),
             "{hw:?}"
         );
+    }
+
+    #[test]
+    fn a_probe_rereads_memory_and_keeps_the_static_facts() {
+        let probe = super::Probe::new();
+        let a = probe.read();
+        let b = probe.read();
+        assert!(a.memory_total > 0 && a.memory_available > 0, "{a:?}");
+        assert_eq!(a.memory_total, b.memory_total);
+        assert_eq!(a.simd, b.simd);
+        assert_eq!(a.cpu_model, b.cpu_model);
+        assert_eq!(a.gpus.len(), b.gpus.len());
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!    copied, so a corrupt file leaves nothing behind; it is then copied into `blobs/` (once:
 //!    blobs are deduplicated by digest) and parsed again from the blob. A model name
 //!    contributes all of that model's layers (their `from` set to its name) and its config.
+//!    A folder with `config.json` and `*.safetensors`, or `hf:ORG/NAME`, becomes a
+//!    *reference* layer instead of weights ([`crate::reference`]): the folder is checked
+//!    (config and safetensors headers), never copied, and recorded by its absolute path.
 //! 2. `ADAPTER` files become adapter layers, `DRAFT` (a GGUF file or a model name, whose
 //!    weights are used) the draft layer. A draft whose token table or BOS/EOS ids differ from
 //!    the weights' is refused ([`CreateError::DraftVocabulary`]) before anything is copied.
@@ -41,6 +44,7 @@ use crate::manifest::CONFIG_MEDIA_TYPE;
 use crate::manifest::{go_json, media_type, Layer, Manifest, ModelConfig, RootFs};
 use crate::modelfile::{Command, Modelfile, Parameters};
 use crate::name::{ModelName, NameError};
+use crate::reference::{inspect_folder, parse_hf_id, FolderFacts, ModelReference, ReferenceError};
 use crate::store::{Store, StoreError, StoredManifest};
 
 /// Why a model could not be created.
@@ -55,8 +59,8 @@ pub enum CreateError {
         /// The path, resolved against the Modelfile's directory.
         path: PathBuf,
     },
-    /// `FROM` names a directory (a safetensors model), which cannot be imported yet.
-    #[error("{} is a directory: only GGUF files can be imported", path.display())]
+    /// `ADAPTER` or `DRAFT` names a directory (only `FROM` takes a safetensors folder).
+    #[error("{} is a directory: only GGUF files can be used here", path.display())]
     Directory {
         /// The directory.
         path: PathBuf,
@@ -120,6 +124,17 @@ pub enum CreateError {
         from: String,
         /// The first difference found.
         reason: String,
+    },
+    /// A safetensors folder or Hugging Face id cannot be referenced.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// `DRAFT` names a model whose weights are not GGUF.
+    #[error("DRAFT {value:?} is a {format} model: a draft must be GGUF")]
+    DraftNotGguf {
+        /// The value as written.
+        value: String,
+        /// Its format.
+        format: &'static str,
     },
     /// The store refused an operation.
     #[error(transparent)]
@@ -211,6 +226,8 @@ enum Source {
     File(PathBuf),
     /// A model in the store.
     Model(Box<StoredManifest>),
+    /// Weights outside the store, with the facts for the config.
+    Reference(ModelReference, FolderFacts),
 }
 
 /// Creates (or replaces) the model `name` from `modelfile`. Relative file paths are resolved
@@ -242,8 +259,14 @@ pub fn create_model(
             weights = Some(blob_path);
             layers.push((Layer::new(media_type::MODEL, digest, size), false));
         }
+        Source::Reference(reference, facts) => {
+            config = reference_config(&reference, &facts);
+            weights = None;
+            let json = reference.to_json();
+            layers.push(text_layer(store, media_type::REFERENCE, &json)?);
+        }
         Source::Model(base) => {
-            if base.manifest.model_layer().is_none() {
+            if base.manifest.model_layer().is_none() && base.manifest.reference_layer().is_none() {
                 return Err(CreateError::NoModelLayer {
                     name: Box::new(base.name),
                 });
@@ -293,6 +316,12 @@ pub fn create_model(
                 }
                 let (digest, size) = import(store, &path, progress)?;
                 Layer::new(media_type::DRAFT, digest, size)
+            }
+            Source::Reference(reference, _) => {
+                return Err(CreateError::DraftNotGguf {
+                    value: value.to_owned(),
+                    format: reference.format(),
+                })
             }
             Source::Model(draft) => {
                 let Some(d) = draft.manifest.model_layer() else {
@@ -419,6 +448,26 @@ fn config_for(file: &GgufFile) -> ModelConfig {
     }
 }
 
+/// The config of a referenced model: its format, and what the folder said.
+fn reference_config(reference: &ModelReference, facts: &FolderFacts) -> ModelConfig {
+    let family = facts.family.clone();
+    ModelConfig {
+        model_format: reference.format().to_owned(),
+        model_families: (!family.is_empty()).then(|| vec![family.clone()]),
+        model_family: family,
+        model_type: reference
+            .parameter_count()
+            .map(parameter_size_label)
+            .unwrap_or_default(),
+        file_type: facts.dtype.clone(),
+        context_length: facts.context_length.unwrap_or(0),
+        embedding_length: facts.embedding_length.unwrap_or(0),
+        architecture: go_arch().to_owned(),
+        os: std::env::consts::OS.to_owned(),
+        ..ModelConfig::default()
+    }
+}
+
 /// The machine architecture as Go names it (Ollama writes `runtime.GOARCH`).
 fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -429,18 +478,32 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// Resolves a `FROM`/`DRAFT` value: an existing file (relative to `base_dir`), else a model
-/// name in the store. A value that looks like a path (`.gguf`, a leading `.`, `/` or `~`) but
-/// names no file is reported as a missing file.
+/// Resolves a `FROM`/`DRAFT` value: `hf:ORG/NAME`, an existing file or safetensors folder
+/// (relative to `base_dir`), else a model name in the store. A value that looks like a path
+/// (`.gguf`, a leading `.`, `/` or `~`) but names nothing is reported as a missing file.
 fn locate(
     store: &Store,
     base_dir: &Path,
     instruction: &'static str,
     value: &str,
 ) -> Result<Source, CreateError> {
+    if let Some(id) = parse_hf_id(value) {
+        let reference = ModelReference::HuggingFace { id: id? };
+        return Ok(Source::Reference(reference, FolderFacts::default()));
+    }
     let path = resolve_path(base_dir, value);
     if path.is_dir() {
-        return Err(CreateError::Directory { path });
+        let facts = inspect_folder(&path)?;
+        let path = std::fs::canonicalize(&path).map_err(|source| CreateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let reference = ModelReference::Safetensors {
+            path,
+            size: facts.size,
+            parameter_count: facts.parameter_count,
+        };
+        return Ok(Source::Reference(reference, facts));
     }
     if path.is_file() {
         return Ok(Source::File(path));

@@ -7,7 +7,9 @@
 //! Ollama's folder layout, so an Ollama models folder can be used as it is. `modelfile` parses
 //! and writes Ollama's Modelfile. `registry` is the SQLite index of the store's models (GGUF
 //! metadata, capabilities, times), rebuilt from the manifests whenever needed. `pull`
-//! downloads models from a registry (registry.ollama.ai, hf.co) into the store. `create`,
+//! downloads models from a registry (registry.ollama.ai, hf.co) into the store. `reference`
+//! describes weights that stay outside the store (a safetensors folder, a Hugging Face id)
+//! for external engines. `create`,
 //! `remove` and `resolve` are the model-management operations that the CLI and the server
 //! share: a Modelfile into the store, a model out of it, and a name to what running or
 //! showing it needs.
@@ -23,6 +25,7 @@ pub mod manifest;
 pub mod modelfile;
 pub mod name;
 pub mod pull;
+pub mod reference;
 pub mod registry;
 pub mod remove;
 pub mod resolve;

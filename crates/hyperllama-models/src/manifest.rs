@@ -12,7 +12,9 @@
 //! Media types: Ollama's `application/vnd.ollama.image.*` for every layer kind. A draft
 //! model for speculative decoding (Modelfile `DRAFT`) uses Ollama's own
 //! `application/vnd.ollama.image.draft`, so the same manifest means the same thing to both
-//! programs; HyperLlama adds no media type of its own.
+//! programs. HyperLlama's one media type of its own is the *reference* layer
+//! ([`media_type::REFERENCE`], see [`crate::reference`]) of a model whose weights stay
+//! outside the store; Ollama does not know it, and such a model has no GGUF weights layer.
 //!
 //! # Invariants
 //!
@@ -59,6 +61,9 @@ pub mod media_type {
     pub const TENSOR: &str = "application/vnd.ollama.image.tensor";
     /// A config file of a safetensors (MLX) model.
     pub const JSON: &str = "application/vnd.ollama.image.json";
+    /// HyperLlama's: weights outside the store (a safetensors folder or a Hugging Face id),
+    /// as a small JSON blob ([`crate::reference::ModelReference`]).
+    pub const REFERENCE: &str = "application/vnd.hyperllama.model.reference";
 }
 
 /// Why bytes are not a manifest or config.
@@ -178,6 +183,11 @@ impl Manifest {
     /// The GGUF weights layer.
     pub fn model_layer(&self) -> Option<&Layer> {
         self.layer(media_type::MODEL)
+    }
+
+    /// The reference layer of a model whose weights stay outside the store.
+    pub fn reference_layer(&self) -> Option<&Layer> {
+        self.layer(media_type::REFERENCE)
     }
 
     /// Every blob this manifest needs: the config, then the layers.

@@ -95,8 +95,11 @@ pub struct ModelRecord {
     pub name: ModelName,
     /// The SHA-256 of the manifest file (Ollama's model digest).
     pub digest: BlobDigest,
-    /// Total size of the config and layers, in bytes.
+    /// Total size of the config and layers, in bytes; for a safetensors folder outside the
+    /// store, plus the folder's safetensors files.
     pub size: u64,
+    /// The weights' format: `gguf`, `safetensors` or `huggingface`.
+    pub format: String,
     /// `general.architecture` (or the config's `model_family`).
     pub architecture: Option<String>,
     /// The number of parameters (sum of tensor elements).
@@ -144,7 +147,7 @@ pub struct Registry {
 /// The columns of a row, in `SELECT` order.
 const COLUMNS: &str = "name, digest, size, architecture, parameter_count, quantization, \
      context_length, embedding_length, has_chat_template, capabilities, index_error, \
-     created_at, modified_at, last_used_at";
+     created_at, modified_at, last_used_at, format";
 
 impl Registry {
     /// Opens (creating if needed) the index at `path`, in WAL mode, and migrates it. A file
@@ -374,7 +377,11 @@ fn record_for(store: &Store, stored: &StoredManifest) -> ModelRecord {
     ModelRecord {
         name: stored.name.clone(),
         digest: stored.digest,
-        size: stored.manifest.total_size(),
+        size: stored
+            .manifest
+            .total_size()
+            .saturating_add(facts.outside_size),
+        format: facts.format.clone(),
         architecture: facts.architecture,
         parameter_count: facts.parameter_count,
         quantization: facts.quantization,
@@ -394,14 +401,15 @@ async fn upsert(conn: &mut sqlx::SqliteConnection, r: &ModelRecord) -> Result<()
     sqlx::query(
         "INSERT INTO models (name, name_key, digest, size, architecture, parameter_count, \
          quantization, context_length, embedding_length, has_chat_template, capabilities, \
-         index_error, created_at, modified_at, last_used_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) \
+         index_error, created_at, modified_at, last_used_at, format) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) \
          ON CONFLICT (name) DO UPDATE SET name_key = excluded.name_key, \
          digest = excluded.digest, size = excluded.size, architecture = excluded.architecture, \
          parameter_count = excluded.parameter_count, quantization = excluded.quantization, \
          context_length = excluded.context_length, embedding_length = excluded.embedding_length, \
          has_chat_template = excluded.has_chat_template, capabilities = excluded.capabilities, \
-         index_error = excluded.index_error, modified_at = excluded.modified_at",
+         index_error = excluded.index_error, modified_at = excluded.modified_at, \
+         format = excluded.format",
     )
     .bind(r.name.to_string())
     .bind(r.name.case_folded().to_string())
@@ -417,6 +425,7 @@ async fn upsert(conn: &mut sqlx::SqliteConnection, r: &ModelRecord) -> Result<()
     .bind(&r.index_error)
     .bind(millis(r.created_at))
     .bind(millis(r.modified_at))
+    .bind(&r.format)
     .execute(conn)
     .await
     .map_err(query("upsert"))?;
@@ -443,6 +452,7 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord, RegistryError>
         name,
         digest,
         size: get_u64(2)?.unwrap_or(0),
+        format: row.try_get(14).map_err(query("read format"))?,
         architecture: row.try_get(3).map_err(query("read architecture"))?,
         parameter_count: get_u64(4)?,
         quantization: row.try_get(5).map_err(query("read quantization"))?,

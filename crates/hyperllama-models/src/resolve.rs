@@ -12,7 +12,10 @@
 //!
 //! # Invariants
 //!
-//! - A [`ResolvedModel`] always has a weights path whose blob existed when it was resolved.
+//! - A [`ResolvedModel`] always has a weights path whose blob existed when it was resolved:
+//!   the GGUF weights, or for a model whose weights stay outside the store the reference
+//!   layer's blob, parsed into [`ResolvedModel::reference`] (never GGUF: check `reference`
+//!   before loading `model_path`).
 //! - Every layer text in it is the blob's content as stored (lossily decoded as UTF-8); nothing
 //!   is trimmed or rewritten.
 //! - [`ModelOptions`] holds only values of the right type: a params value of another type (a
@@ -29,6 +32,7 @@ use crate::digest::BlobDigest;
 use crate::manifest::{media_type, Manifest, ModelConfig};
 use crate::modelfile::{Command, MessageRole, Modelfile, Parameters};
 use crate::name::ModelName;
+use crate::reference::ModelReference;
 use crate::store::{Store, StoreError};
 
 /// Why a model could not be resolved.
@@ -41,7 +45,7 @@ pub enum ResolveError {
         /// The name looked up.
         name: Box<ModelName>,
     },
-    /// The manifest has no GGUF weights layer.
+    /// The manifest has neither a GGUF weights layer nor a reference layer.
     #[error("model '{}' has no model layer", name.display_shortest())]
     NoModelLayer {
         /// The model.
@@ -180,8 +184,11 @@ pub struct ResolvedModel {
     pub modified: SystemTime,
     /// The config blob, when readable.
     pub config: Option<ModelConfig>,
-    /// The GGUF weights blob.
+    /// The GGUF weights blob (for a referenced model, the reference layer's blob).
     pub model_path: PathBuf,
+    /// Where the weights are when they stay outside the store (safetensors folder, Hugging
+    /// Face id); `None` for GGUF weights in the store.
+    pub reference: Option<ModelReference>,
     /// LoRA adapter blobs, in order.
     pub adapters: Vec<PathBuf>,
     /// Multimodal projector blobs, in order.
@@ -240,10 +247,15 @@ pub fn resolve_model(store: &Store, name: &ModelName) -> Result<ResolvedModel, R
         digest: *digest,
         source,
     };
-    let weights = manifest
-        .model_layer()
-        .ok_or_else(|| ResolveError::NoModelLayer { name: boxed() })?;
-    let model_path = blob(&weights.digest)?;
+    let (model_path, reference) = match (manifest.model_layer(), manifest.reference_layer()) {
+        (Some(weights), _) => (blob(&weights.digest)?, None),
+        (None, Some(l)) => {
+            let reference = ModelReference::from_json(text(&l.digest)?.as_bytes())
+                .map_err(|e| bad_json(&l.digest, e))?;
+            (blob(&l.digest)?, Some(reference))
+        }
+        (None, None) => return Err(ResolveError::NoModelLayer { name: boxed() }),
+    };
     let paths = |kind: &str| -> Result<Vec<PathBuf>, ResolveError> {
         manifest.layers_of(kind).map(|l| blob(&l.digest)).collect()
     };
@@ -285,6 +297,7 @@ pub fn resolve_model(store: &Store, name: &ModelName) -> Result<ResolvedModel, R
         modified: stored.modified,
         config,
         model_path,
+        reference,
         adapters,
         projectors,
         draft,
@@ -298,6 +311,13 @@ pub fn resolve_model(store: &Store, name: &ModelName) -> Result<ResolvedModel, R
 }
 
 impl ResolvedModel {
+    /// The weights' format: `gguf`, `safetensors` or `huggingface`.
+    pub fn format(&self) -> &'static str {
+        self.reference
+            .as_ref()
+            .map_or("gguf", ModelReference::format)
+    }
+
     /// The request defaults of the params layer.
     pub fn options(&self) -> ModelOptions {
         ModelOptions::from_parameters(&self.parameters)
@@ -315,7 +335,11 @@ impl ResolvedModel {
     /// writes it: a comment header, `FROM <weights blob path>`, then the template, system,
     /// adapters, parameters, messages and licenses. `tool` names the program in the header.
     pub fn to_modelfile(&self, tool: &str) -> String {
-        let mut commands = vec![Command::From(self.model_path.display().to_string())];
+        let from = match &self.reference {
+            Some(r) => r.modelfile_from(),
+            None => self.model_path.display().to_string(),
+        };
+        let mut commands = vec![Command::From(from)];
         if let Some(t) = &self.template {
             commands.push(Command::Template(t.clone()));
         }

@@ -10,6 +10,12 @@
 //! cached and total, preemptions and steps (the engine publishes its `EngineStats` after each
 //! step).
 //!
+//! The machine, read at scrape time through a [`Probe`] created on the first scrape (NVML is
+//! initialised once and its handle kept): logical CPU cores, the CPU model and its SIMD
+//! features as an info gauge (`hyperllama_cpu_info{model,simd} 1`), total and available
+//! memory, and per NVIDIA GPU (labels `index`, `name`, `compute_capability`) total and free
+//! memory. Without NVML (no driver) GPU memory is unknown and the GPU series are absent.
+//!
 //! [`track`] is the outermost middleware: it counts every request (refusals included), runs
 //! the handler inside a `request` span (method, path), and logs method, path, status and the
 //! time to the response head at `info` (target `hyperllama::http`). Generations log their
@@ -22,13 +28,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyperllama_engine::hardware::{Hardware, Probe};
 use tracing::Instrument;
 
 use crate::AppState;
@@ -112,6 +119,7 @@ pub struct Metrics {
     models: Mutex<BTreeMap<String, ModelCounts>>,
     ttft: Histogram,
     itl: Histogram,
+    probe: OnceLock<Probe>,
 }
 
 impl Default for Metrics {
@@ -122,6 +130,7 @@ impl Default for Metrics {
             models: Mutex::new(BTreeMap::new()),
             ttft: Histogram::new(TTFT_BUCKETS),
             itl: Histogram::new(ITL_BUCKETS),
+            probe: OnceLock::new(),
         }
     }
 }
@@ -168,9 +177,16 @@ impl Metrics {
         c.embed_tokens += n_tokens as u64;
     }
 
-    /// The text exposition of every metric, with the residency's live numbers.
+    /// The machine now (memory and GPU memory read anew; NVML initialised on first use).
+    pub fn hardware(&self) -> Hardware {
+        self.probe.get_or_init(Probe::new).read()
+    }
+
+    /// The text exposition of every metric, with the residency's live numbers and the
+    /// machine's.
     pub fn render(&self, residency: &crate::residency::Residency) -> String {
         let mut out = String::new();
+        render_hardware(&mut out, &self.hardware());
         family(
             &mut out,
             "hyperllama_http_requests_total",
@@ -351,6 +367,80 @@ impl Metrics {
     }
 }
 
+/// The machine's gauges (see the module docs). GPUs whose memory is unknown (0: NVML not
+/// available) get no series.
+pub fn render_hardware(out: &mut String, hw: &Hardware) {
+    family(
+        out,
+        "hyperllama_cpu_logical_cores",
+        "gauge",
+        "Logical CPU cores.",
+    );
+    let _ = writeln!(out, "hyperllama_cpu_logical_cores {}", hw.n_logical_cores);
+    family(
+        out,
+        "hyperllama_cpu_info",
+        "gauge",
+        "The CPU model and the SIMD features llama.cpp's kernels use (always 1).",
+    );
+    let _ = writeln!(
+        out,
+        "hyperllama_cpu_info{{model=\"{}\",simd=\"{}\"}} 1",
+        escape(&hw.cpu_model),
+        escape(&hw.simd.join(","))
+    );
+    family(
+        out,
+        "hyperllama_memory_total_bytes",
+        "gauge",
+        "Total memory.",
+    );
+    let _ = writeln!(out, "hyperllama_memory_total_bytes {}", hw.memory_total);
+    family(
+        out,
+        "hyperllama_memory_available_bytes",
+        "gauge",
+        "Memory available to new allocations.",
+    );
+    let _ = writeln!(
+        out,
+        "hyperllama_memory_available_bytes {}",
+        hw.memory_available
+    );
+    let gpus: Vec<_> = hw.gpus.iter().filter(|g| g.memory_total > 0).collect();
+    if gpus.is_empty() {
+        return;
+    }
+    type GpuBytes = fn(&hyperllama_engine::hardware::Gpu) -> u64;
+    let series: [(&str, &str, GpuBytes); 2] = [
+        (
+            "hyperllama_gpu_memory_total_bytes",
+            "Total memory of an NVIDIA GPU.",
+            |g| g.memory_total,
+        ),
+        (
+            "hyperllama_gpu_memory_free_bytes",
+            "Free memory of an NVIDIA GPU.",
+            |g| g.memory_free,
+        ),
+    ];
+    for (name, help, get) in series {
+        family(out, name, "gauge", help);
+        for g in &gpus {
+            let cc = g
+                .compute_capability
+                .map_or_else(String::new, |(a, b)| format!("{a}.{b}"));
+            let _ = writeln!(
+                out,
+                "{name}{{index=\"{}\",name=\"{}\",compute_capability=\"{cc}\"}} {}",
+                g.index,
+                escape(&g.name),
+                get(g)
+            );
+        }
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -420,5 +510,91 @@ mod tests {
         assert!(out.contains("x_seconds_count 3\n"));
         assert!(out.contains("x_seconds_sum 5.55\n"));
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    fn machine(gpus: Vec<hyperllama_engine::hardware::Gpu>) -> Hardware {
+        Hardware {
+            cpu_model: "Test \"CPU\"".into(),
+            n_logical_cores: 16,
+            n_physical_cores: Some(8),
+            simd: vec!["avx2", "fma"],
+            memory_total: 64 << 30,
+            memory_available: 48 << 30,
+            gpus,
+            nvml: None,
+            compute_devices: vec!["CPU".into()],
+        }
+    }
+
+    #[test]
+    fn hardware_gauges_render_cpu_memory_and_each_gpu() {
+        use hyperllama_engine::hardware::Gpu;
+        let hw = machine(vec![
+            Gpu {
+                index: 0,
+                name: "NVIDIA H100 80GB HBM3".into(),
+                memory_total: 85_520_809_984,
+                memory_free: 84_000_000_000,
+                compute_capability: Some((9, 0)),
+            },
+            Gpu {
+                index: 1,
+                name: "NVIDIA H100 80GB HBM3".into(),
+                memory_total: 85_520_809_984,
+                memory_free: 1_000,
+                compute_capability: Some((9, 0)),
+            },
+            // Found through /proc without NVML: memory unknown, no series.
+            Gpu {
+                index: 2,
+                name: "mystery".into(),
+                memory_total: 0,
+                memory_free: 0,
+                compute_capability: None,
+            },
+        ]);
+        let mut out = String::new();
+        render_hardware(&mut out, &hw);
+        assert!(
+            out.contains(
+                "# TYPE hyperllama_cpu_logical_cores gauge\nhyperllama_cpu_logical_cores 16\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("hyperllama_cpu_info{model=\"Test \\\"CPU\\\"\",simd=\"avx2,fma\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hyperllama_memory_total_bytes 68719476736\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hyperllama_memory_available_bytes 51539607552\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("# TYPE hyperllama_gpu_memory_total_bytes gauge\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hyperllama_gpu_memory_total_bytes{index=\"0\",name=\"NVIDIA H100 80GB HBM3\",compute_capability=\"9.0\"} 85520809984\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hyperllama_gpu_memory_free_bytes{index=\"1\",name=\"NVIDIA H100 80GB HBM3\",compute_capability=\"9.0\"} 1000\n"),
+            "{out}"
+        );
+        assert!(!out.contains("mystery"), "{out}");
+        assert_eq!(
+            out.matches("# HELP hyperllama_gpu_memory_free_bytes")
+                .count(),
+            1
+        );
+
+        // No GPU: the GPU families are absent altogether.
+        let mut out = String::new();
+        render_hardware(&mut out, &machine(Vec::new()));
+        assert!(!out.contains("hyperllama_gpu_"), "{out}");
     }
 }

@@ -20,8 +20,13 @@
 //! budget, the new model loads over it (with a warning) rather than waiting.
 //!
 //! Engines: with [`ServerConfig::settings`], each model's engine is chosen by
-//! [`crate::settings::Settings::choose_engine`]; a model routed to an external serving
-//! engine is started under a [`Supervisor`] instead of loading in-process.
+//! [`crate::settings::Settings::choose_engine`] from its name and format (GGUF in the store,
+//! or a reference to a safetensors folder or a Hugging Face id); a model routed to an
+//! external serving engine is started under a [`Supervisor`] instead of loading in-process,
+//! with the engine's command given the GGUF blob path, the folder path or the id as
+//! `{model}`. A GGUF model falls back to llama.cpp in-process when no route applies; a model
+//! in another format that no configured engine can serve is refused with 400, before
+//! anything is loaded. A referenced model's memory need is its safetensors files' size.
 //!
 //! The residency also carries the server's [`Metrics`]: every request that uses a model
 //! passes through it, and it knows the engines whose load the metrics report.
@@ -304,6 +309,7 @@ impl Residency {
     ) -> Result<Lease, ApiError> {
         let resolved = self.resolve(name).await?;
         let cfg = &self.inner.cfg;
+        let choice = choose(cfg, &resolved)?;
         let keep_alive = keep_alive.unwrap_or(match cfg.default_keep_alive {
             Some(d) => KeepAlive::For(d),
             None => KeepAlive::Forever,
@@ -317,16 +323,19 @@ impl Residency {
             return Err(ApiError::bad_request("num_ctx must be at least 2"));
         }
         let key = resolved.name.case_folded().to_string();
-        let need = {
-            let path = resolved.model_path.clone();
-            let draft = resolved.draft.clone().filter(|_| cfg.speculative);
-            let cells = n_ctx.saturating_mul(cfg.num_parallel.max(1));
-            tokio::task::spawn_blocking(move || {
-                let draft = draft.map_or(0, |d| estimate_need(&d, cells));
-                estimate_need(&path, cells).saturating_add(draft)
-            })
-            .await
-            .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?
+        let need = match &resolved.reference {
+            Some(r) => r.size(),
+            None => {
+                let path = resolved.model_path.clone();
+                let draft = resolved.draft.clone().filter(|_| cfg.speculative);
+                let cells = n_ctx.saturating_mul(cfg.num_parallel.max(1));
+                tokio::task::spawn_blocking(move || {
+                    let draft = draft.map_or(0, |d| estimate_need(&d, cells));
+                    estimate_need(&path, cells).saturating_add(draft)
+                })
+                .await
+                .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?
+            }
         };
         let budget = self.inner.budget;
         if need > budget {
@@ -414,9 +423,9 @@ impl Residency {
             .get_or_try_init(|| async {
                 loaded_here.store(true, Ordering::Relaxed);
                 let cfg = cfg.clone();
-                let choice = choose(&cfg, &resolved);
                 if choice.engine != LLAMA_CPP {
-                    return load_serving(resolved, n_ctx, need, choice, &cfg)
+                    let metrics = Arc::clone(&self.inner.metrics);
+                    return load_serving(resolved, n_ctx, need, choice, &cfg, &metrics)
                         .await
                         .map(Arc::new);
                 }
@@ -504,6 +513,12 @@ impl Residency {
         list.into_iter().map(|(_, m)| m).collect()
     }
 
+    /// Which engine serves `resolved` and why; 400 when none can (a safetensors or Hugging
+    /// Face model without a configured engine for its format).
+    pub fn engine_choice(&self, resolved: &ResolvedModel) -> Result<EngineChoice, ApiError> {
+        choose(&self.inner.cfg, resolved)
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
@@ -586,19 +601,31 @@ pub fn estimate_need(path: &std::path::Path, n_cells: usize) -> u64 {
     file.saturating_add(kv)
 }
 
-/// The engine for `resolved` (a GGUF blob): by the settings' routes, else llama.cpp.
-fn choose(cfg: &ServerConfig, resolved: &ResolvedModel) -> EngineChoice {
-    let in_process = || EngineChoice {
-        engine: LLAMA_CPP.into(),
-        reason: "GGUF runs in-process on llama.cpp".into(),
-    };
-    let Some(settings) = &cfg.settings else {
-        return in_process();
-    };
+/// The engine for `resolved`: by the settings' routes and engines for its format; a GGUF
+/// model falls back to llama.cpp in-process, any other format without an engine is a 400
+/// that names the format and the configuration keys that would serve it.
+fn choose(cfg: &ServerConfig, resolved: &ResolvedModel) -> Result<EngineChoice, ApiError> {
+    let format = ModelFormat::of(resolved);
     let name = resolved.name.display_shortest();
-    settings
-        .choose_engine(&name, ModelFormat::Gguf, installed, cfg.machine)
-        .unwrap_or_else(|_| in_process())
+    let chosen = match &cfg.settings {
+        Some(settings) => settings.choose_engine(&name, format, installed, cfg.machine),
+        None => Err(format!(
+            "no engine can serve {name} ({}): no engines are configured",
+            format.as_str()
+        )),
+    };
+    match chosen {
+        Ok(choice) => Ok(choice),
+        Err(_) if format == ModelFormat::Gguf => Ok(EngineChoice {
+            engine: LLAMA_CPP.into(),
+            reason: "GGUF runs in-process on llama.cpp".into(),
+        }),
+        Err(why) => Err(ApiError::bad_request(format!(
+            "model '{name}' is a {} model, which llama.cpp cannot run, and {why}. Configure a serving engine for it in config.toml: [engines.NAME] with command = \"... {{model}} ... {{port}}\" and formats = [\"{f}\"] (or [[routes]] format = \"{f}\" with engine = \"NAME\"), or set HYPERLLAMA_ENGINE_<NAME>_COMMAND for a built-in engine that serves {f} (`hyperllama config` lists them)",
+            resolved.format(),
+            f = format.as_str(),
+        ))),
+    }
 }
 
 /// Whether `program` runs here: a path that exists, or a name on `PATH`.
@@ -617,6 +644,7 @@ async fn load_serving(
     need: u64,
     choice: EngineChoice,
     cfg: &ServerConfig,
+    metrics: &Metrics,
 ) -> Result<LoadedModel, ApiError> {
     let start = std::time::Instant::now();
     let def = cfg
@@ -624,24 +652,35 @@ async fn load_serving(
         .as_ref()
         .and_then(|s| s.engine(&choice.engine))
         .ok_or_else(|| ApiError::new(crate::error::ErrorKind::Internal, "the engine vanished"))?;
-    let mut scfg = ServingConfig::new(
-        def.command.replace("{n_ctx}", &n_ctx.to_string()),
-        resolved.model_path.display().to_string(),
-    );
+    let model = match &resolved.reference {
+        Some(r) => r.location(),
+        None => resolved.model_path.display().to_string(),
+    };
+    let mut scfg = ServingConfig::new(def.command.replace("{n_ctx}", &n_ctx.to_string()), model);
     scfg.health_paths = def.health.clone();
     scfg.startup_timeout = def.startup_timeout;
+    // What the engine holds on NVIDIA GPUs: the drop in their free memory (NVML) over its
+    // start. Other processes may allocate meanwhile; it is an estimate.
+    let gpu_free = || {
+        let hw = metrics.hardware();
+        (!hw.gpus.is_empty()).then(|| hw.gpu_memory_free())
+    };
+    let gpu_before = gpu_free();
     let sup = Supervisor::start(scfg).await.map_err(|e| {
         ApiError::new(
             crate::error::ErrorKind::Internal,
             format!("cannot start engine {}: {e}", choice.engine),
         )
     })?;
-    tracing::info!(model = %resolved.name, engine = %choice.engine, "model served by an external engine");
+    let size_vram = match (gpu_before, gpu_free()) {
+        (Some(b), Some(a)) => b.saturating_sub(a),
+        _ => 0,
+    };
+    tracing::info!(model = %resolved.name, engine = %choice.engine, size_vram, "model served by an external engine");
     Ok(LoadedModel {
         resolved,
         n_ctx,
-        // The external engine's memory is its own; it reports none to us.
-        size_vram: 0,
+        size_vram,
         load_duration: start.elapsed(),
         formatter: Err(format!("the model runs in {}", choice.engine)),
         choice,

@@ -279,6 +279,16 @@ impl ModelFormat {
         }
     }
 
+    /// The format of a model in the store: GGUF weights, or what its reference layer names.
+    pub fn of(model: &hyperllama_models::resolve::ResolvedModel) -> Self {
+        use hyperllama_models::reference::ModelReference;
+        match &model.reference {
+            None => Self::Gguf,
+            Some(ModelReference::Safetensors { .. }) => Self::Safetensors,
+            Some(ModelReference::HuggingFace { .. }) => Self::HuggingFace,
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         match s {
             "gguf" => Some(Self::Gguf),

@@ -1,7 +1,8 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::gguf::{GgmlType, GgufBuilder};
+use crate::reference::ModelReference;
 use crate::resolve::{resolve_model, TemplateChoice};
 
 /// A small GGUF model: llama, Q4_K_M file type, one 64×32 F32 tensor.
@@ -250,4 +251,119 @@ fn a_draft_with_another_vocabulary_is_refused_before_anything_is_copied() {
     create(&f, "other", "FROM other.gguf\n").expect("created");
     let err = create(&f, "bad", "FROM ok\nDRAFT other\n").expect_err("refused");
     assert!(matches!(err, CreateError::DraftVocabulary { .. }), "{err}");
+}
+
+/// A Hugging Face checkout in `dir/name`: config.json and one small valid safetensors file.
+fn safetensors_folder(dir: &Path, name: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).expect("folder");
+    std::fs::write(
+        folder.join("config.json"),
+        r#"{"model_type":"llama","max_position_embeddings":2048,"hidden_size":64}"#,
+    )
+    .expect("config written");
+    let header = br#"{"w":{"dtype":"BF16","shape":[64,32],"data_offsets":[0,4096]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.resize(bytes.len() + 4096, 0);
+    std::fs::write(folder.join("model.safetensors"), bytes).expect("safetensors written");
+    folder
+}
+
+#[test]
+fn a_safetensors_folder_becomes_a_reference_layer() {
+    let f = fixture();
+    let folder = safetensors_folder(f.dir.path(), "checkout");
+    let (stored, _) =
+        create(&f, "st", "FROM checkout\nSYSTEM Be brief.\n").expect("created from a folder");
+    let layer = stored
+        .manifest
+        .reference_layer()
+        .expect("a reference layer");
+    assert_eq!(
+        layer.media_type,
+        "application/vnd.hyperllama.model.reference"
+    );
+    assert!(stored.manifest.model_layer().is_none());
+    let resolved = resolve_model(&f.store, &name("st")).expect("resolves");
+    let canonical = std::fs::canonicalize(&folder).expect("canonical");
+    assert_eq!(
+        resolved.reference,
+        Some(ModelReference::Safetensors {
+            path: canonical.clone(),
+            size: std::fs::metadata(folder.join("model.safetensors"))
+                .expect("meta")
+                .len(),
+            parameter_count: 2048,
+        })
+    );
+    assert_eq!(resolved.format(), "safetensors");
+    let config = resolved.config.clone().expect("config");
+    assert_eq!(config.model_format, "safetensors");
+    assert_eq!(config.model_family, "llama");
+    assert_eq!(config.model_type, "2K");
+    assert_eq!(config.file_type, "BF16");
+    assert_eq!(config.context_length, 2048);
+    // The Modelfile names the folder again, absolute.
+    let modelfile = resolved.to_modelfile("hyperllama");
+    assert!(
+        modelfile.contains(&format!("FROM {}\n", canonical.display())),
+        "{modelfile}"
+    );
+    // A model made FROM it keeps the reference.
+    let (derived, _) = create(&f, "st2", "FROM st\nPARAMETER temperature 0.2\n").expect("derived");
+    assert_eq!(
+        derived.manifest.reference_layer().map(|l| l.digest),
+        Some(layer.digest)
+    );
+    // The folder is referenced, not copied: the store holds only small blobs.
+    let largest = std::fs::read_dir(f.dir.path().join("models/blobs"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .max()
+        .unwrap_or(0);
+    assert!(largest < 1024, "{largest}");
+}
+
+#[test]
+fn a_hugging_face_id_becomes_a_reference_layer() {
+    let f = fixture();
+    create(&f, "hfm", "FROM hf:HuggingFaceTB/SmolLM2-135M-Instruct\n").expect("created");
+    let resolved = resolve_model(&f.store, &name("hfm")).expect("resolves");
+    assert_eq!(
+        resolved.reference,
+        Some(ModelReference::HuggingFace {
+            id: "HuggingFaceTB/SmolLM2-135M-Instruct".into()
+        })
+    );
+    assert_eq!(resolved.format(), "huggingface");
+    assert_eq!(
+        resolved.config.as_ref().expect("config").model_format,
+        "huggingface"
+    );
+    assert!(resolved
+        .to_modelfile("hyperllama")
+        .contains("FROM hf:HuggingFaceTB/SmolLM2-135M-Instruct\n"));
+}
+
+#[test]
+fn bad_folders_and_ids_are_refused_with_the_reason() {
+    let f = fixture();
+    std::fs::create_dir(f.dir.path().join("empty")).expect("dir");
+    let no_weights = f.dir.path().join("noweights");
+    std::fs::create_dir(&no_weights).expect("dir");
+    std::fs::write(no_weights.join("config.json"), "{}").expect("written");
+    safetensors_folder(f.dir.path(), "ok");
+    let cases = [
+        ("FROM empty\n", "has no config.json"),
+        ("FROM noweights\n", "has no *.safetensors file"),
+        ("FROM hf:justaname\n", "is not a Hugging Face id"),
+        ("FROM model.gguf\nDRAFT ok\n", "a draft must be GGUF"),
+        ("FROM model.gguf\nADAPTER ok\n", "is a directory"),
+    ];
+    for (text, needle) in cases {
+        let err = create(&f, "x", text).expect_err("refused");
+        assert!(err.to_string().contains(needle), "{text}: {err}");
+    }
+    assert!(f.store.manifest_names().expect("listed").is_empty());
 }

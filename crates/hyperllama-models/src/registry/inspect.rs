@@ -6,6 +6,7 @@ use std::fs;
 
 use crate::gguf::{self, GgufFile};
 use crate::manifest::{media_type, ModelConfig};
+use crate::reference::ModelReference;
 use crate::store::{Store, StoredManifest};
 use crate::template;
 
@@ -79,13 +80,20 @@ pub(super) struct ModelFacts {
     pub capabilities: Capabilities,
     /// Why the weights could not be read, if so (the other facts then come from the config).
     pub index_error: Option<String>,
+    /// `gguf`, `safetensors` or `huggingface`.
+    pub format: String,
+    /// Bytes of weights outside the store (a referenced safetensors folder).
+    pub outside_size: u64,
 }
 
 /// Reads a model's facts from its GGUF weights, config and template layers. Never fails: what
 /// cannot be read is left out and explained in `index_error`.
 pub(super) fn inspect(store: &Store, stored: &StoredManifest) -> ModelFacts {
     let manifest = &stored.manifest;
-    let mut facts = ModelFacts::default();
+    let mut facts = ModelFacts {
+        format: "gguf".to_owned(),
+        ..ModelFacts::default()
+    };
     let config = fs::read(store.blob_path(&manifest.config.digest))
         .ok()
         .and_then(|bytes| ModelConfig::from_json(&bytes).ok());
@@ -98,7 +106,19 @@ pub(super) fn inspect(store: &Store, stored: &StoredManifest) -> ModelFacts {
             }
         },
         None => {
-            facts.index_error = Some("the manifest has no model layer".to_owned());
+            match manifest.reference_layer().map(|l| {
+                fs::read(store.blob_path(&l.digest))
+                    .map_err(|e| error_chain(&e))
+                    .and_then(|b| ModelReference::from_json(&b).map_err(|e| error_chain(&e)))
+            }) {
+                Some(Ok(reference)) => {
+                    facts.format = reference.format().to_owned();
+                    facts.outside_size = reference.size();
+                    facts.parameter_count = reference.parameter_count();
+                }
+                Some(Err(e)) => facts.index_error = Some(format!("the reference layer: {e}")),
+                None => facts.index_error = Some("the manifest has no model layer".to_owned()),
+            }
             None
         }
     };

@@ -5,9 +5,15 @@
 //! The request becomes a Modelfile whose `FROM`/`ADAPTER` lines name blob paths in the store,
 //! and `hyperllama_models::create::create_model` does the rest, as for `hyperllama create`.
 //!
+//! HyperLlama's extension for weights that external engines serve: `from` may also be
+//! `hf:ORG/NAME` (a Hugging Face id) or the absolute path of a safetensors folder
+//! (`config.json` and `*.safetensors`) *on the server's machine*; the model then holds a
+//! reference to it (see `hyperllama_models::reference`), nothing is copied.
+//!
 //! # Invariants
-//! - No file outside the store is read: `from` must be a model name (paths are refused), and
-//!   `files` name blobs by digest.
+//! - No file outside the store is read except a safetensors folder named by an absolute
+//!   `from` path, of which only `config.json` and the safetensors headers are read; GGUF
+//!   files must be uploaded (`files` name blobs by digest), relative paths are refused.
 //! - The index learns about the model before `success` is reported.
 
 use std::collections::BTreeMap;
@@ -119,13 +125,20 @@ fn modelfile(state: &AppState, body: &CreateBody) -> Result<Modelfile, ApiError>
         (Some((_, digest)), _) => blob_path(state, digest)?,
         (None, Some(from)) => {
             let lower = from.to_ascii_lowercase();
-            if lower.ends_with(".gguf") || from.starts_with(['.', '/', '~']) || from.contains('\\')
+            let folder = std::path::Path::new(from);
+            if folder.is_absolute() && folder.is_dir() {
+                // A safetensors folder on this machine: create_model checks it.
+                from.clone()
+            } else if lower.ends_with(".gguf")
+                || from.starts_with(['.', '/', '~'])
+                || from.contains('\\')
             {
                 return Err(ApiError::bad_request(
-                    "from must be a model name; upload files with POST /api/blobs and name them in files",
+                    "from must be a model name, hf:ORG/NAME or the absolute path of a safetensors folder on the server's machine; upload GGUF files with POST /api/blobs and name them in files",
                 ));
+            } else {
+                from.clone()
             }
-            from.clone()
         }
         (None, None) => {
             return Err(ApiError::bad_request(
@@ -188,6 +201,8 @@ fn create_error(e: CreateError) -> ApiError {
         | CreateError::BadReference { .. }
         | CreateError::NoModelLayer { .. }
         | CreateError::Directory { .. }
+        | CreateError::Reference(_)
+        | CreateError::DraftNotGguf { .. }
         | CreateError::FileNotFound { .. }) => {
             let mut message = e.to_string();
             if let Some(source) = std::error::Error::source(&e) {

@@ -514,13 +514,19 @@ pub async fn chat(
     respond(&state, req, body.common.stream.unwrap_or(true), Shape::Chat).await
 }
 
-/// Ollama's `details` object.
-fn details(family: &str, parameter_size: &str, quantization: &str) -> Value {
+/// Ollama's `details` object; `format` is `gguf`, or `safetensors`/`huggingface` for weights
+/// outside the store.
+fn details(format: &str, family: &str, parameter_size: &str, quantization: &str) -> Value {
+    let families: Vec<&str> = if family.is_empty() {
+        Vec::new()
+    } else {
+        vec![family]
+    };
     json!({
         "parent_model": "",
-        "format": "gguf",
+        "format": format,
         "family": family,
-        "families": [family],
+        "families": families,
         "parameter_size": parameter_size,
         "quantization_level": quantization,
     })
@@ -528,7 +534,12 @@ fn details(family: &str, parameter_size: &str, quantization: &str) -> Value {
 
 fn config_details(config: Option<&ModelConfig>) -> Value {
     let c = config.cloned().unwrap_or_default();
-    let mut d = details(&c.model_family, &c.model_type, &c.file_type);
+    let format = if c.model_format.is_empty() {
+        "gguf"
+    } else {
+        &c.model_format
+    };
+    let mut d = details(format, &c.model_family, &c.model_type, &c.file_type);
     if let Some(families) = c.model_families {
         d["families"] = json!(families);
     }
@@ -552,6 +563,7 @@ pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError
         .map(|r| {
             let name = r.name.display_shortest();
             let mut d = details(
+                &r.format,
                 r.architecture.as_deref().unwrap_or_default(),
                 &r.parameter_count
                     .map(parameter_size_label)
@@ -663,11 +675,22 @@ pub async fn show(
         .resolve(&name)
         .await
         .map_err(native::as_written(model))?;
-    let path = resolved.model_path.clone();
-    let file = tokio::task::spawn_blocking(move || gguf::read_file(&path))
-        .await
-        .map_err(|e| ApiError::internal("reading the model failed", &e))?
-        .map_err(|e| ApiError::internal("cannot read the model's GGUF metadata", &e))?;
+    let (engine, engine_reason) = match state.residency().engine_choice(&resolved) {
+        Ok(c) => (c.engine, c.reason),
+        Err(e) => ("none".to_owned(), e.message),
+    };
+    let file = match &resolved.reference {
+        Some(_) => None,
+        None => {
+            let path = resolved.model_path.clone();
+            Some(
+                tokio::task::spawn_blocking(move || gguf::read_file(&path))
+                    .await
+                    .map_err(|e| ApiError::internal("reading the model failed", &e))?
+                    .map_err(|e| ApiError::internal("cannot read the model's GGUF metadata", &e))?,
+            )
+        }
+    };
     let record = state
         .registry()
         .get(&resolved.name)
@@ -693,24 +716,64 @@ pub async fn show(
     let template = resolved
         .template
         .clone()
-        .or_else(|| file.chat_template().map(str::to_owned))
+        .or_else(|| {
+            file.as_ref()
+                .and_then(|f| f.chat_template().map(str::to_owned))
+        })
         .unwrap_or_default();
-    let model_info: Map<String, Value> = file
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), gguf_json(v, body.verbose)))
-        .collect();
-    let mut model_info = model_info;
-    model_info.insert(
-        "general.parameter_count".into(),
-        json!(file.parameter_count()),
-    );
-    let family = file.architecture().unwrap_or_default().to_owned();
-    let mut d = details(
-        &family,
-        &parameter_size_label(file.parameter_count()),
-        file.quantization_label().unwrap_or_default(),
-    );
+    let (model_info, mut d) = match (&file, &resolved.reference) {
+        (Some(file), _) => {
+            let mut model_info: Map<String, Value> = file
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), gguf_json(v, body.verbose)))
+                .collect();
+            model_info.insert(
+                "general.parameter_count".into(),
+                json!(file.parameter_count()),
+            );
+            let d = details(
+                "gguf",
+                file.architecture().unwrap_or_default(),
+                &parameter_size_label(file.parameter_count()),
+                file.quantization_label().unwrap_or_default(),
+            );
+            (model_info, d)
+        }
+        (None, reference) => {
+            // Weights outside the store: what the folder's config said when the model was made.
+            let c = resolved.config.clone().unwrap_or_default();
+            let mut model_info = Map::new();
+            if !c.model_family.is_empty() {
+                model_info.insert("general.architecture".into(), json!(c.model_family));
+                if c.context_length > 0 {
+                    model_info.insert(
+                        format!("{}.context_length", c.model_family),
+                        json!(c.context_length),
+                    );
+                }
+                if c.embedding_length > 0 {
+                    model_info.insert(
+                        format!("{}.embedding_length", c.model_family),
+                        json!(c.embedding_length),
+                    );
+                }
+            }
+            if let Some(n) = reference.as_ref().and_then(|r| r.parameter_count()) {
+                model_info.insert("general.parameter_count".into(), json!(n));
+            }
+            if let Some(r) = reference {
+                model_info.insert("hyperllama.reference".into(), json!(r.location()));
+            }
+            let d = details(
+                resolved.format(),
+                &c.model_family,
+                &c.model_type,
+                &c.file_type,
+            );
+            (model_info, d)
+        }
+    };
     if let Some(c) = &resolved.config {
         if let Some(f) = &c.model_families {
             d["families"] = json!(f);
@@ -726,6 +789,8 @@ pub async fn show(
         "model_info": model_info,
         "capabilities": capabilities,
         "modified_at": rfc3339(resolved.modified),
+        "engine": engine,
+        "engine_reason": engine_reason,
     })))
 }
 
