@@ -176,7 +176,9 @@ fn model_requests_beyond_running_plus_queued_are_refused() {
         logprobs: None,
         constraint: None,
     };
-    let first = engine.submit(long()).expect("runs");
+    let mut first = engine.submit(long()).expect("runs");
+    // Once it streams, the engine has taken it off the queue: the queue has room for one.
+    assert!(matches!(first.blocking_recv(), Some(Event::Token { .. })));
     let second = engine.submit(long()).expect("queued");
     assert_eq!(engine.n_requests(), 2);
     let err = engine.submit(long()).expect_err("full");
@@ -192,7 +194,6 @@ fn model_requests_beyond_running_plus_queued_are_refused() {
 
     // A cancelled request frees its place; a finished one too.
     drop(second);
-    let mut first = first;
     while let Some(ev) = first.blocking_recv() {
         if matches!(ev, Event::Done(_) | Event::Error(_)) {
             break;
