@@ -83,6 +83,24 @@ pub struct Sampler {
     window: Vec<(TokenId, u32)>,
 }
 
+/// `logits` with the repetition penalties applied (copied into `scratch`), or `logits`
+/// itself when `params` has none.
+fn penalized<'a>(
+    params: &SamplingParams,
+    scratch: &'a mut Vec<f32>,
+    window: &mut Vec<(TokenId, u32)>,
+    logits: &'a [f32],
+    history: &[TokenId],
+) -> &'a [f32] {
+    if !params.has_penalties() {
+        return logits;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(logits);
+    apply_penalties(params, scratch, history, window);
+    scratch
+}
+
 impl Sampler {
     /// A sampler seeded with `params.seed`, or with `fallback_seed` when the request gave none.
     pub fn new(params: SamplingParams, fallback_seed: u64) -> Self {
@@ -112,14 +130,7 @@ impl Sampler {
             candidates,
             window,
         } = self;
-        let logits: &[f32] = if params.has_penalties() {
-            scratch.clear();
-            scratch.extend_from_slice(logits);
-            apply_penalties(params, scratch, history, window);
-            scratch
-        } else {
-            logits
-        };
+        let logits = penalized(params, scratch, window, logits, history);
         if params.temperature <= 0.0 {
             return argmax(logits);
         }
@@ -146,14 +157,7 @@ impl Sampler {
             candidates,
             window,
         } = self;
-        let logits: &[f32] = if params.has_penalties() {
-            scratch.clear();
-            scratch.extend_from_slice(logits);
-            apply_penalties(params, scratch, history, window);
-            scratch
-        } else {
-            logits
-        };
+        let logits = penalized(params, scratch, window, logits, history);
         if params.temperature <= 0.0 {
             let t = argmax(logits);
             return (t, t == draft);

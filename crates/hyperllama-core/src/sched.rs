@@ -291,21 +291,20 @@ impl Scheduler {
         let mut copies = Vec::new();
         let mut pinned: HashSet<SlotId> = HashSet::new();
 
-        // Prompt tokens this step may compute: capped while others wait for a decode token.
-        let decoding = self.running.iter().any(|id| {
+        // Running sequences with more than one token to compute (a prompt, or a resumed
+        // sequence) and those decoding one token.
+        let (mut n_prefilling, mut decoding) = (0, false);
+        for id in &self.running {
             let s = &self.seqs[id];
-            s.tokens.len() - s.n_computed == 1
-        });
+            match s.tokens.len() - s.n_computed {
+                1 => decoding = true,
+                n if n > 1 => n_prefilling += 1,
+                _ => {}
+            }
+        }
+        // Prompt tokens this step may compute: capped while others wait for a decode token.
+        let pending = self.waiting.len() + n_prefilling;
         let mut prefill_left = if decoding {
-            let pending = self.waiting.len()
-                + self
-                    .running
-                    .iter()
-                    .filter(|id| {
-                        let s = &self.seqs[*id];
-                        s.tokens.len() - s.n_computed > 1
-                    })
-                    .count();
             self.prefill_cap.saturating_mul(pending.max(1))
         } else {
             usize::MAX
@@ -313,11 +312,7 @@ impl Scheduler {
         // While prompts wait or are being computed, decode steps carry no drafts: verifying
         // drafts costs compute that the prompts need (on a CPU nearly as much per token), and
         // a long prompt would otherwise crawl behind everyone's speculation.
-        let prefill_pending = !self.waiting.is_empty()
-            || self.running.iter().any(|id| {
-                let s = &self.seqs[id];
-                s.tokens.len() - s.n_computed > 1
-            });
+        let prefill_pending = pending > 0;
 
         // 1. Running sequences, oldest first: decode tokens and unfinished prompt chunks.
         let mut idx = 0;

@@ -408,6 +408,44 @@ fn avoid_cuda_graphs_for_unquantized(path: &Path) {
     }
 }
 
+/// A context of `model` with one unified KV cache of `opts.n_kv_cells` cells shared by
+/// `n_seq_max` sequences, at most `opts.n_batch` tokens per decode in micro-batches of at most
+/// 512: the step backend's and a draft model's.
+fn unified_context<'m>(
+    model: &'m Model,
+    opts: &ContextOptions,
+    n_seq_max: usize,
+    swa_full: bool,
+) -> Result<LlamaContext<'m>, Error> {
+    let n_ctx = u32::try_from(opts.n_kv_cells).unwrap_or(u32::MAX);
+    let threads = i32::try_from(opts.n_threads.max(1)).unwrap_or(1);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(opts.n_batch as u32)
+        .with_n_ubatch(opts.n_batch.min(512) as u32)
+        .with_n_seq_max(n_seq_max as u32)
+        .with_kv_unified(true)
+        .with_swa_full(swa_full)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    model
+        .inner
+        .new_context(llama_backend(), params)
+        .map_err(|e| Error::ContextCreate {
+            n_ctx,
+            reason: e.to_string(),
+        })
+}
+
+/// What a failed `llama_decode` means for the engine.
+fn backend_error(e: DecodeError) -> BackendError {
+    match e {
+        DecodeError::NoKvCacheSlot => BackendError::NoKvSlot,
+        DecodeError::NTokensZero => BackendError::InvalidBatch,
+        DecodeError::Unknown(code) => BackendError::from_decode_code(code),
+    }
+}
+
 /// The llama.cpp step backend: one context, unified KV cache, one batch per step.
 pub struct LlamaStepBackend<'m> {
     ctx: LlamaContext<'m>,
@@ -419,24 +457,7 @@ pub struct LlamaStepBackend<'m> {
 impl<'m> LlamaStepBackend<'m> {
     /// Creates the context for `model`.
     pub fn new(model: &'m Model, opts: &ContextOptions) -> Result<Self, Error> {
-        let n_ctx = u32::try_from(opts.n_kv_cells).unwrap_or(u32::MAX);
-        let threads = i32::try_from(opts.n_threads.max(1)).unwrap_or(1);
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(opts.n_batch as u32)
-            .with_n_ubatch(opts.n_batch.min(512) as u32)
-            .with_n_seq_max(opts.n_slots as u32)
-            .with_kv_unified(true)
-            .with_swa_full(opts.swa_full)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let ctx = model
-            .inner
-            .new_context(llama_backend(), params)
-            .map_err(|e| Error::ContextCreate {
-                n_ctx,
-                reason: e.to_string(),
-            })?;
+        let ctx = unified_context(model, opts, opts.n_slots, opts.swa_full)?;
         let caps = Capabilities {
             n_vocab: model.info.n_vocab,
             n_kv_cells: ctx.n_ctx() as usize,
@@ -496,11 +517,7 @@ impl StepBackend for LlamaStepBackend<'_> {
                 }
             }
         }
-        self.ctx.decode(&mut self.batch).map_err(|e| match e {
-            DecodeError::NoKvCacheSlot => BackendError::NoKvSlot,
-            DecodeError::NTokensZero => BackendError::InvalidBatch,
-            DecodeError::Unknown(code) => BackendError::from_decode_code(code),
-        })
+        self.ctx.decode(&mut self.batch).map_err(backend_error)
     }
 
     fn logits(&self, row: usize) -> &[f32] {
@@ -552,25 +569,8 @@ impl<'m> DraftContext<'m> {
     /// Creates the context for the draft `model`: `opts.n_slots` sequences sharing
     /// `opts.n_kv_cells` cells, at most `opts.n_batch` tokens per decode.
     pub fn new(model: &'m Model, opts: &ContextOptions) -> Result<Self, Error> {
-        let n_ctx = u32::try_from(opts.n_kv_cells).unwrap_or(u32::MAX);
-        let threads = i32::try_from(opts.n_threads.max(1)).unwrap_or(1);
         let n_seqs = opts.n_slots.clamp(1, crate::engine::MAX_SLOTS);
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(opts.n_batch as u32)
-            .with_n_ubatch(opts.n_batch.min(512) as u32)
-            .with_n_seq_max(n_seqs as u32)
-            .with_kv_unified(true)
-            .with_swa_full(true)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let ctx = model
-            .inner
-            .new_context(llama_backend(), params)
-            .map_err(|e| Error::ContextCreate {
-                n_ctx,
-                reason: e.to_string(),
-            })?;
+        let ctx = unified_context(model, opts, n_seqs, true)?;
         Ok(Self {
             ctx,
             batch: LlamaBatch::new(opts.n_batch.max(1), 1),
@@ -634,11 +634,7 @@ impl<'m> DraftContext<'m> {
         }
         self.ctx.decode(&mut self.batch).map_err(|e| {
             self.rows.clear();
-            match e {
-                DecodeError::NoKvCacheSlot => BackendError::NoKvSlot,
-                DecodeError::NTokensZero => BackendError::InvalidBatch,
-                DecodeError::Unknown(code) => BackendError::from_decode_code(code),
-            }
+            backend_error(e)
         })
     }
 
@@ -751,11 +747,7 @@ impl<'m> EmbedContext<'m> {
                     .map_err(|_| BackendError::InvalidBatch)?;
             }
         }
-        let decoded = self.ctx.decode(&mut self.batch).map_err(|e| match e {
-            DecodeError::NoKvCacheSlot => BackendError::NoKvSlot,
-            DecodeError::NTokensZero => BackendError::InvalidBatch,
-            DecodeError::Unknown(code) => BackendError::from_decode_code(code),
-        });
+        let decoded = self.ctx.decode(&mut self.batch).map_err(backend_error);
         let vectors = decoded.and_then(|()| {
             (0..inputs.len())
                 .map(|seq| {

@@ -9,14 +9,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{model_path, test_threads, GEMMA3, SMOLLM2};
+use common::{collect_logprobs, model_path, test_threads, TopLogprobs, GEMMA3, SMOLLM2};
 use hyperllama_core::sampling::SamplingParams;
 use hyperllama_core::{SeqId, TokenId};
 use hyperllama_engine::chat::ChatFormatter;
 use hyperllama_engine::drafter::{DraftWant, ModelDrafter};
 use hyperllama_engine::llama::ContextOptions;
 use hyperllama_engine::{
-    Completion, Engine, EngineConfig, Error, Event, GenerateRequest, LoadOptions, Model,
+    Completion, Engine, EngineConfig, Error, GenerateRequest, LoadOptions, Model,
 };
 use hyperllama_models::template::ChatMessage;
 
@@ -35,9 +35,6 @@ const PROMPTS: [&str; 3] = [
     "Write a short poem about the sea.",
     "Explain in a few sentences why the sky is blue.",
 ];
-
-/// Each position's most likely tokens with their log-probabilities.
-type TopLogprobs = Vec<Vec<(TokenId, f32)>>;
 
 /// Runs `prompts` at once, greedy, with top-5 log-probabilities; `draft` as the draft model
 /// (`None`: speculation off).
@@ -66,26 +63,7 @@ fn run(
             .expect("submitted")
         })
         .collect();
-    rxs.into_iter()
-        .map(|mut rx| {
-            let (mut tokens, mut top) = (Vec::new(), Vec::new());
-            while let Some(ev) = rx.blocking_recv() {
-                match ev {
-                    Event::Token {
-                        token, logprobs, ..
-                    } => {
-                        tokens.push(token);
-                        let lp = logprobs.expect("asked for");
-                        top.push(lp.top.iter().map(|a| (a.token, a.logprob)).collect());
-                    }
-                    Event::Text(_) => {}
-                    Event::Done(c) => return (tokens, top, c),
-                    Event::Error(e) => panic!("request failed: {e}"),
-                }
-            }
-            panic!("stream ended without Done");
-        })
-        .collect()
+    rxs.into_iter().map(collect_logprobs).collect()
 }
 
 /// SmolLM2 as its own draft model: alone, each answer is token for token the answer without

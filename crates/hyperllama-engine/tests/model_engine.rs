@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{model_path, repo_root, test_threads, GEMMA3, SMOLLM2};
+use common::{collect_logprobs, model_path, repo_root, test_threads, GEMMA3, SMOLLM2};
 use hyperllama_core::sampling::SamplingParams;
 use hyperllama_core::TokenId;
 use hyperllama_engine::chat::{ChatFormatter, TemplateSource};
@@ -550,31 +550,6 @@ const REPEAT_TEXT: &str = "The quick brown fox jumps over the lazy dog. A journe
 /// Input-grounded code to copy.
 const REPEAT_CODE: &str = "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\nfn main() {\n    \
     let x = add(1, 2);\n    println!(\"{}\", x);\n}";
-
-/// Each position's most likely tokens with their log-probabilities.
-type TopLogprobs = Vec<Vec<(TokenId, f32)>>;
-
-/// Greedy tokens with each position's log-probabilities (top 5).
-fn collect_logprobs(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-) -> (Vec<TokenId>, TopLogprobs, Completion) {
-    let (mut tokens, mut top) = (Vec::new(), Vec::new());
-    while let Some(ev) = rx.blocking_recv() {
-        match ev {
-            Event::Token {
-                token, logprobs, ..
-            } => {
-                tokens.push(token);
-                let lp = logprobs.expect("asked for");
-                top.push(lp.top.iter().map(|a| (a.token, a.logprob)).collect());
-            }
-            Event::Text(_) => {}
-            Event::Done(c) => return (tokens, top, c),
-            Event::Error(e) => panic!("request failed: {e}"),
-        }
-    }
-    panic!("stream ended without Done");
-}
 
 /// Speculation keeps the greedy output. Alone, a speculating sequence's output (and its
 /// logits, bit for bit, as measured) equals the plain loop's. Several sequences in one batch

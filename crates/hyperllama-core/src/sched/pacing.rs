@@ -72,32 +72,36 @@ impl DecodeFit {
         self.nt = FIT_DECAY * self.nt + n * secs;
     }
 
-    /// The fitted line `(a, b)`, once the sizes seen vary enough to tell them apart and
-    /// both are non-negative.
-    fn line(&self) -> Option<(f64, f64)> {
+    /// The mean size and duration, the variance of the sizes, and the least-squares line
+    /// `(a, b)` through them (meaningless while the variance is about 0); `None` before the
+    /// first step.
+    fn fit(&self) -> Option<Fit> {
         if self.w <= 0.0 {
             return None;
         }
         let (mn, mt) = (self.n / self.w, self.t / self.w);
         let var = self.nn / self.w - mn * mn;
-        if var <= 1.0 {
-            return None;
-        }
         let b = (self.nt / self.w - mn * mt) / var;
-        let a = mt - b * mn;
-        (b >= 0.0 && a >= 0.0).then_some((a, b))
+        Some(Fit {
+            mn,
+            mt,
+            var,
+            a: mt - b * mn,
+            b,
+        })
+    }
+
+    /// The fitted line `(a, b)`, once the sizes seen vary enough to tell them apart and
+    /// both are non-negative.
+    fn line(&self) -> Option<(f64, f64)> {
+        let f = self.fit()?;
+        (f.var > 1.0 && f.b >= 0.0 && f.a >= 0.0).then_some((f.a, f.b))
     }
 
     /// The predicted duration of a plain decode step with `n` sequences.
     fn predict(&self, n: f64) -> Option<f64> {
-        if self.w <= 0.0 {
-            return None;
-        }
-        let (mn, mt) = (self.n / self.w, self.t / self.w);
-        let var = self.nn / self.w - mn * mn;
+        let Fit { mn, mt, var, a, b } = self.fit()?;
         if var > 0.25 {
-            let b = (self.nt / self.w - mn * mt) / var;
-            let a = mt - b * mn;
             if b >= 0.0 && a >= 0.0 {
                 return Some(a + b * n);
             }
@@ -111,6 +115,15 @@ impl DecodeFit {
         // a memory-bound step (flat) and a compute-bound one (proportional).
         Some(mt * (0.5 + 0.5 * n / mn))
     }
+}
+
+/// What [`DecodeFit::fit`] computes.
+struct Fit {
+    mn: f64,
+    mt: f64,
+    var: f64,
+    a: f64,
+    b: f64,
 }
 
 impl Pacer {

@@ -47,3 +47,36 @@ pub fn test_threads() -> usize {
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+/// Each position's most likely tokens with their log-probabilities.
+#[allow(dead_code)]
+pub type TopLogprobs = Vec<Vec<(hyperllama_core::TokenId, f32)>>;
+
+/// A greedy stream's tokens with each position's top log-probabilities (asked for), until
+/// its `Done`; an error event fails the test.
+#[allow(dead_code)]
+pub fn collect_logprobs(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<hyperllama_engine::Event>,
+) -> (
+    Vec<hyperllama_core::TokenId>,
+    TopLogprobs,
+    hyperllama_engine::Completion,
+) {
+    use hyperllama_engine::Event;
+    let (mut tokens, mut top) = (Vec::new(), Vec::new());
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            Event::Token {
+                token, logprobs, ..
+            } => {
+                tokens.push(token);
+                let lp = logprobs.expect("asked for");
+                top.push(lp.top.iter().map(|a| (a.token, a.logprob)).collect());
+            }
+            Event::Text(_) => {}
+            Event::Done(c) => return (tokens, top, c),
+            Event::Error(e) => panic!("request failed: {e}"),
+        }
+    }
+    panic!("stream ended without Done");
+}
