@@ -169,6 +169,22 @@ fn alive(pid: u32) -> bool {
     })
 }
 
+/// Creates `smol` from SmolLM2 in the store under `home`.
+fn create_smol(home: &Path) {
+    let modelfile = home.join("Modelfile");
+    std::fs::write(
+        &modelfile,
+        format!("FROM {}\n", model_path(SMOLLM2).display()),
+    )
+    .expect("Modelfile written");
+    let o = hyperllama(home)
+        .args(["create", "smol", "-f"])
+        .arg(&modelfile)
+        .output()
+        .expect("create runs");
+    assert!(o.status.success(), "create failed: {}", stderr(&o));
+}
+
 #[test]
 fn model_serve_routes_a_gguf_model_to_llama_server_and_sigterm_leaves_no_orphan() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -182,18 +198,7 @@ fn model_serve_routes_a_gguf_model_to_llama_server_and_sigterm_leaves_no_orphan(
         ),
     )
     .expect("written");
-    let modelfile = home.join("Modelfile");
-    std::fs::write(
-        &modelfile,
-        format!("FROM {}\n", model_path(SMOLLM2).display()),
-    )
-    .expect("Modelfile written");
-    let o = hyperllama(home)
-        .args(["create", "smol", "-f"])
-        .arg(&modelfile)
-        .output()
-        .expect("create runs");
-    assert!(o.status.success(), "create failed: {}", stderr(&o));
+    create_smol(home);
     // `show` says which engine serves it and why.
     let o = hyperllama(home)
         .args(["show", "smol"])
@@ -357,18 +362,7 @@ fn model_sigkill_of_serve_takes_the_engine_with_it() {
         ),
     )
     .expect("written");
-    let modelfile = home.join("Modelfile");
-    std::fs::write(
-        &modelfile,
-        format!("FROM {}\n", model_path(SMOLLM2).display()),
-    )
-    .expect("Modelfile written");
-    let o = hyperllama(home)
-        .args(["create", "smol", "-f"])
-        .arg(&modelfile)
-        .output()
-        .expect("create runs");
-    assert!(o.status.success(), "create failed: {}", stderr(&o));
+    create_smol(home);
     let mut child = hyperllama(home)
         .arg("serve")
         .env("HYPERLLAMA_CONFIG", &cfg)

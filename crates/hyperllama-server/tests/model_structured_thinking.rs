@@ -10,18 +10,11 @@
 
 mod common;
 
-use common::{ndjson_lines, start_server, TestServer, MODEL};
+use common::{ndjson_lines, start_server, MODEL};
 use serde_json::{json, Value};
 
 /// A ChatML template with Qwen3-style thinking switches.
-const THINK_TEMPLATE: &str = r#"{%- for message in messages %}
-{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
-{%- endfor %}
-{%- if add_generation_prompt %}
-{{- '<|im_start|>assistant\n' }}
-{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}
-{%- else %}{{- '<think>\n' }}{%- endif %}
-{%- endif %}"#;
+const THINK_TEMPLATE: &str = include_str!("fixtures/think_template.jinja");
 
 /// The same with tools rendered Hermes-style.
 const THINK_TOOLS_TEMPLATE: &str = include_str!("fixtures/think_tools_template.jinja");
@@ -49,16 +42,6 @@ fn assert_valid(schema: &Value, text: &str, context: &Value) {
     if let Err(e) = validator.validate(&value) {
         panic!("the answer does not validate ({e}): {text} in {context}");
     }
-}
-
-async fn create(server: &TestServer, name: &str, template: &str) {
-    let (status, body) = server
-        .post(
-            "/api/create",
-            json!({"model": name, "from": MODEL, "template": template, "stream": false}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -116,7 +99,9 @@ async fn model_format_applies_to_the_answer_after_the_thinking() {
 
     // OpenAI, a model created with the template: response_format json_schema, the answer's
     // reasoning as reasoning_content.
-    create(&server, "smol-think", THINK_TEMPLATE).await;
+    server
+        .create_with_template("smol-think", THINK_TEMPLATE)
+        .await;
     for temperature in [0.0, 0.8] {
         let (status, v) = server
             .post(
@@ -207,7 +192,9 @@ async fn model_a_budget_without_room_ends_and_a_zero_budget_answers_at_once() {
 #[tokio::test]
 async fn model_a_forced_tool_call_comes_after_the_thinking() {
     let server = start_server(|_| {}).await;
-    create(&server, "smol-think-tools", THINK_TOOLS_TEMPLATE).await;
+    server
+        .create_with_template("smol-think-tools", THINK_TOOLS_TEMPLATE)
+        .await;
     let params = json!({ "type": "object", "properties": {
         "city": { "type": "string", "maxLength": 20 },
         "unit": { "enum": ["celsius", "fahrenheit"] } },

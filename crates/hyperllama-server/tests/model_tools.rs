@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{ndjson_lines, sse_data, start_server, TestServer, MODEL};
+use common::{ndjson_lines, sse_data, start_server, MODEL};
 use serde_json::{json, Value};
 
 /// A ChatML template that renders tools, tool calls and tool results, and prefills
@@ -21,14 +21,7 @@ use serde_json::{json, Value};
 const TOOLS_TEMPLATE: &str = include_str!("fixtures/tools_template.jinja");
 
 /// A ChatML template with Qwen3-style thinking switches.
-const THINK_TEMPLATE: &str = r#"{%- for message in messages %}
-{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
-{%- endfor %}
-{%- if add_generation_prompt %}
-{{- '<|im_start|>assistant\n' }}
-{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}
-{%- else %}{{- '<think>\n' }}{%- endif %}
-{%- endif %}"#;
+const THINK_TEMPLATE: &str = include_str!("fixtures/think_template.jinja");
 
 const TOOLS_MODEL: &str = "smol-tools";
 const THINK_MODEL: &str = "smol-think";
@@ -50,17 +43,6 @@ fn weather_tool() -> Value {
 
 const ASK: &str = "Call get_weather with city Paris.";
 
-/// Creates `name` from the test model with `template`.
-async fn create_with_template(server: &TestServer, name: &str, template: &str) {
-    let (status, body) = server
-        .post(
-            "/api/create",
-            json!({"model": name, "from": MODEL, "template": template, "stream": false}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-}
-
 fn assert_weather_call(call: &Value) {
     assert_eq!(call["function"]["name"], "get_weather", "{call}");
 }
@@ -68,7 +50,9 @@ fn assert_weather_call(call: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_tool_calls_are_parsed_in_both_apis() {
     let server = start_server(|_| {}).await;
-    create_with_template(&server, TOOLS_MODEL, TOOLS_TEMPLATE).await;
+    server
+        .create_with_template(TOOLS_MODEL, TOOLS_TEMPLATE)
+        .await;
     let options = json!({"temperature": 0, "num_predict": 40});
 
     // Ollama, not streamed.
@@ -304,7 +288,9 @@ async fn model_tools_and_thinking_are_refused_where_unsupported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_thinking_is_split_from_the_content() {
     let server = start_server(|_| {}).await;
-    create_with_template(&server, THINK_MODEL, THINK_TEMPLATE).await;
+    server
+        .create_with_template(THINK_MODEL, THINK_TEMPLATE)
+        .await;
     let user = json!([{"role": "user", "content": "What is 2 + 2?"}]);
     let options = json!({"temperature": 0, "num_predict": 12});
 

@@ -76,6 +76,18 @@ impl TestServer {
         (status, resp.text().await.expect("body read"))
     }
 
+    /// Creates `name` from the test model with a chat `template` (Jinja) through
+    /// `/api/create`.
+    pub async fn create_with_template(&self, name: &str, template: &str) {
+        let (status, body) = self
+            .post(
+                "/api/create",
+                serde_json::json!({"model": name, "from": MODEL, "template": template, "stream": false}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
