@@ -969,11 +969,11 @@ impl LoopState<'_> {
     /// whole sequence's decode token costs in a large batch on a CPU, so there only a
     /// sequence alone (or nearly) drafts (see [`Pacer::draft_cost_ratio`]).
     fn draft(&mut self) {
-        let decoding: Vec<SeqId> = self
+        let decoding: Vec<(SeqId, usize)> = self
             .live
             .keys()
-            .copied()
-            .filter(|&id| self.sched.draft_room(id) > 0)
+            .map(|&id| (id, self.sched.draft_room(id)))
+            .filter(|&(_, room)| room > 0)
             .collect();
         if decoding.is_empty() {
             return;
@@ -983,7 +983,7 @@ impl LoopState<'_> {
         // A draft token pays when accepted more often than this.
         let min_acceptance = self.pacer.draft_cost_ratio(decoding.len());
         let mut wants = Vec::new();
-        for id in decoding {
+        for (id, room) in decoding {
             let Some(l) = self.live.get_mut(&id) else {
                 continue;
             };
@@ -999,7 +999,6 @@ impl LoopState<'_> {
                     l.draft.set_min_acceptance(r as f32);
                 }
             }
-            let room = self.sched.draft_room(id);
             let k = l.draft.next_len().min(room);
             let Some(tokens) = self.sched.tokens(id) else {
                 continue;
