@@ -199,16 +199,7 @@ async fn check_num_ctx(
         return Ok(());
     };
     let resolved = residency.resolve(name).await?;
-    let path = resolved.model_path.clone();
-    let trained = tokio::task::spawn_blocking(move || {
-        hyperllama_models::gguf::read_file(&path)
-            .ok()
-            .and_then(|f| f.context_length())
-    })
-    .await
-    .ok()
-    .flatten();
-    match trained {
+    match residency.trained_context(&resolved).await {
         Some(t) if n as u64 > t => Err(ApiError::bad_request(format!(
             "num_ctx {n} is larger than the {t} tokens {} was trained with",
             resolved.name.display_shortest()

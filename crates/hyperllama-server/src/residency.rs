@@ -161,6 +161,9 @@ struct Inner {
     notify: Arc<Notify>,
     next_generation: AtomicU64,
     metrics: Arc<Metrics>,
+    /// The context length each weights file was trained with (`None`: not in its GGUF), by
+    /// path: read once per file, not per request.
+    trained: Mutex<HashMap<std::path::PathBuf, Option<u64>>>,
 }
 
 impl Inner {
@@ -278,11 +281,43 @@ impl Residency {
             notify: Arc::clone(&notify),
             next_generation: AtomicU64::new(1),
             metrics: Arc::new(Metrics::default()),
+            trained: Mutex::new(HashMap::new()),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(reaper(Arc::downgrade(&inner), notify));
         }
         Self { inner }
+    }
+
+    /// The context length `resolved`'s weights were trained with, from its GGUF metadata (read
+    /// once per weights file); `None` when the file does not say or cannot be read.
+    pub async fn trained_context(&self, resolved: &ResolvedModel) -> Option<u64> {
+        let path = resolved.model_path.clone();
+        let cached = self
+            .inner
+            .trained
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&path)
+            .copied();
+        if let Some(t) = cached {
+            return t;
+        }
+        let read = path.clone();
+        let trained = tokio::task::spawn_blocking(move || {
+            hyperllama_models::gguf::read_file(&read)
+                .ok()
+                .and_then(|f| f.context_length())
+        })
+        .await
+        .ok()
+        .flatten();
+        self.inner
+            .trained
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path, trained);
+        trained
     }
 
     /// Resolves `name` in the store (404 when it is not there).
