@@ -101,6 +101,8 @@ pub struct ServeEnv {
     pub max_memory: Option<u64>,
     /// `server.speculative`.
     pub speculative: Option<bool>,
+    /// `server.cache_tokens`.
+    pub cache_tokens: Option<usize>,
 }
 
 /// Reads the settings of `serve`.
@@ -117,6 +119,7 @@ pub fn serve_env() -> anyhow::Result<ServeEnv> {
         api_key: s.get("server.api_key").map(|k| k.trim().to_owned()),
         max_memory: s.bytes("server.max_memory"),
         speculative: s.bool("server.speculative"),
+        cache_tokens: s.positive("server.cache_tokens"),
     })
 }
 

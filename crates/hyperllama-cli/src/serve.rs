@@ -39,6 +39,7 @@ pub fn serve() -> anyhow::Result<()> {
     if let Some(on) = settings.speculative {
         cfg.speculative = on;
     }
+    cfg.cache_tokens = settings.cache_tokens;
     cfg.settings = Some(std::sync::Arc::new(env::settings()?.clone()));
     cfg.machine = crate::config::machine();
 

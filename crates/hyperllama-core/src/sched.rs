@@ -10,7 +10,9 @@
 //! (or is cancelled, or preempted) leaves its KV behind as a *cache entry* that keeps its slot;
 //! a new sequence whose prompt starts with indexed full blocks shares them (the plan copies the
 //! positions from the holder's slot into the new slot) and computes only the rest. Entries are
-//! evicted least recently used first, when blocks or slots are needed. When a running sequence
+//! evicted least recently used first, when blocks or slots are needed, and when the cells only
+//! they hold exceed both `cache_cells` and the cells running sequences hold (llama.cpp's
+//! unified cache makes every step attend over every cell in use). When a running sequence
 //! needs a block and none can be reclaimed, the newest running sequence is preempted: it
 //! becomes a cache entry and waits at the head of the queue to be resumed or recomputed.
 //!
@@ -202,11 +204,16 @@ impl Scheduler {
 
     /// KV cells (counted in whole blocks) referenced by running sequences.
     pub fn n_kv_used(&self) -> usize {
-        let mut seen = HashSet::new();
+        let mut seen = vec![false; self.pool.n_blocks()];
+        let mut n = 0;
         for id in &self.running {
-            seen.extend(self.seqs[id].table.iter().copied());
+            for b in &self.seqs[id].table {
+                let s = &mut seen[b.0 as usize];
+                n += usize::from(!*s);
+                *s = true;
+            }
         }
-        seen.len() * self.cfg.block_size
+        n * self.cfg.block_size
     }
 
     /// KV cells (counted in whole blocks) held only by cache entries: free on demand.
@@ -369,7 +376,7 @@ impl Scheduler {
             let Some(&id) = self.waiting.front() else {
                 break;
             };
-            let (prefix, src) = match self.match_prefix(id) {
+            let (mut prefix, mut src) = match self.match_prefix(id) {
                 Some((prefix, src)) => (prefix, Some(src)),
                 None => (Vec::new(), None),
             };
@@ -378,15 +385,20 @@ impl Scheduler {
                 deferred.push(id);
                 continue;
             }
-            if let Some(src) = src {
-                pinned.insert(src);
-            }
+            let newly_pinned = src.is_some_and(|src| pinned.insert(src));
             let n_tokens = self.seqs[&id].tokens.len();
-            let n_shared = prefix.len() * self.cfg.block_size;
-            let needed = self.pool.blocks_for(n_tokens) - prefix.len();
+            let mut needed = self.pool.blocks_for(n_tokens) - prefix.len();
+            if needed > self.pool.n_free() + self.n_reclaimable(&pinned) && newly_pinned {
+                // The entry holding the prefix holds the blocks needed for the rest: computing
+                // everything is the only way in (else nothing could ever run again).
+                pinned.remove(&src.take().expect("newly pinned"));
+                prefix.clear();
+                needed = self.pool.blocks_for(n_tokens);
+            }
             if needed > self.pool.n_free() + self.n_reclaimable(&pinned) {
                 break;
             }
+            let n_shared = prefix.len() * self.cfg.block_size;
             if self.free_slots.is_empty() && !self.evict_lru(&pinned) {
                 break;
             }
@@ -429,6 +441,7 @@ impl Scheduler {
         for id in deferred.into_iter().rev() {
             self.waiting.push_front(id);
         }
+        self.trim_cache(&pinned);
 
         // Drafts not planned now are stale by the next step.
         for id in &self.running {
@@ -515,6 +528,20 @@ impl Scheduler {
             .iter()
             .filter(|(&b, &n)| self.pool.refs(b) == n)
             .count()
+    }
+
+    /// Evicts least recently used unpinned cache entries while the cells held only by the
+    /// cache exceed both `cfg.cache_cells` and the cells running sequences hold.
+    fn trim_cache(&mut self, pinned: &HashSet<SlotId>) {
+        let bs = self.cfg.block_size;
+        let held = |pool: &KvPool| (pool.n_blocks() - pool.n_free()) * bs;
+        // Cached cells are at most all cells held: then nothing needs computing.
+        if self.cache.is_empty() || held(&self.pool) <= self.cfg.cache_cells {
+            return;
+        }
+        let used = self.n_kv_used();
+        let allowed = self.cfg.cache_cells.max(used);
+        while held(&self.pool) - used > allowed && self.evict_lru(pinned) {}
     }
 
     /// Evicts the least recently used unpinned cache entry. Returns false when there is none.

@@ -74,6 +74,9 @@ pub struct EngineConfig {
     pub n_slots: usize,
     /// Keep finished sequences' KV and reuse it for prompts that start the same way.
     pub prefix_cache: bool,
+    /// Most KV cells the prefix cache keeps beyond those running sequences hold
+    /// ([`SchedulerConfig::cache_cells`]); `None`: `n_ctx`, one whole conversation.
+    pub cache_cells: Option<usize>,
     /// Most tokens per step.
     pub n_batch: usize,
     /// CPU threads llama.cpp may use.
@@ -99,6 +102,7 @@ impl EngineConfig {
             max_seqs,
             n_slots: (max_seqs * 2).clamp(max_seqs, MAX_SLOTS),
             prefix_cache: true,
+            cache_cells: None,
             n_batch: 512,
             n_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_capacity: 256,
@@ -642,6 +646,7 @@ fn engine_thread(
         n_ctx_per_seq: cfg.n_ctx.min(n_kv_cells),
         eog_tokens: model.eog_tokens().to_vec(),
         prefix_cache: cfg.prefix_cache,
+        cache_cells: cfg.cache_cells.unwrap_or(cfg.n_ctx),
     });
     let _ = ready.send(Ok(()));
     let mut state = LoopState {
@@ -839,6 +844,16 @@ impl LoopState<'_> {
                 (d, p + i.tokens.len())
             }
         });
+        tracing::trace!(
+            n_items = plan.items.len(),
+            n_decode,
+            n_prefill,
+            n_draft = plan.n_draft(),
+            n_clear = plan.clear.len(),
+            n_copy = plan.copy.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "step"
+        );
         if executed.is_ok() {
             self.pacer.observe(
                 n_decode,

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     /// Speculative decoding (prompt-lookup drafts, or a model's `DRAFT` model) in the engines
     /// this server starts.
     pub speculative: bool,
+    /// KV cells of finished requests each engine keeps for prefix reuse beyond those its
+    /// running requests hold (`EngineConfig::cache_cells`); `None`: one context.
+    pub cache_tokens: Option<usize>,
     /// CPU threads for llama.cpp; `None` uses every core.
     pub n_threads: Option<usize>,
     /// Largest request body in bytes; larger bodies get 413.
@@ -75,6 +78,7 @@ impl ServerConfig {
             default_num_ctx: 4096,
             num_parallel: 4,
             speculative: true,
+            cache_tokens: None,
             n_threads: None,
             max_body_bytes: 32 * 1024 * 1024,
             allowed_origins: Vec::new(),

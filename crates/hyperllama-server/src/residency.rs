@@ -770,6 +770,7 @@ fn load(
     let n_kv_cells = ecfg.n_kv_cells;
     ecfg.queue_capacity = cfg.queue_limit.max(1);
     ecfg.speculative = cfg.speculative;
+    ecfg.cache_cells = cfg.cache_tokens;
     if let Some(n) = cfg.n_threads {
         ecfg.n_threads = n.max(1);
     }

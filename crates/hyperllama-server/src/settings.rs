@@ -184,6 +184,13 @@ pub const KEYS: &[Key] = &[
         "Sequences one model computes at once (continuous batching)",
     ),
     key(
+        "server.cache_tokens",
+        "HYPERLLAMA_CACHE_TOKENS",
+        Kind::Positive,
+        "context_length",
+        "Tokens of finished requests' KV kept for prefix reuse beyond what running requests hold (every cached token widens each step's attention)",
+    ),
+    key(
         "server.speculative",
         "HYPERLLAMA_SPECULATIVE",
         Kind::Bool,

@@ -23,6 +23,11 @@ pub struct SchedulerConfig {
     pub eog_tokens: Vec<TokenId>,
     /// Keep finished sequences' KV and share it with later prompts that start the same way.
     pub prefix_cache: bool,
+    /// Most KV cells held only by cache entries, beyond the cells running sequences hold
+    /// (the cache may always hold as many as they do). In llama.cpp's unified cache every
+    /// cell in use widens every step's attention, so an unbounded cache slows all later
+    /// steps; entries over the bound are evicted least recently used first.
+    pub cache_cells: usize,
 }
 
 impl SchedulerConfig {
@@ -44,6 +49,7 @@ impl SchedulerConfig {
             n_ctx_per_seq,
             eog_tokens: Vec::new(),
             prefix_cache: true,
+            cache_cells: usize::MAX,
         }
     }
 }

@@ -109,6 +109,7 @@ fn test_config(max_batched_tokens: usize, max_seqs: usize, n_kv_cells: usize) ->
         n_ctx_per_seq: n_kv_cells.min(64),
         eog_tokens: vec![EOG],
         prefix_cache: true,
+        cache_cells: usize::MAX,
     }
 }
 
@@ -426,6 +427,40 @@ fn abort_frees_kv_at_once_and_the_cache_can_be_dropped() {
 }
 
 #[test]
+fn the_cache_keeps_at_most_its_bound_beyond_the_running_cells_newest_first() {
+    let mut cfg = test_config(64, 2, 256);
+    cfg.cache_cells = 8;
+    let mut sched = Scheduler::new(cfg);
+    let mut backend = FakeBackend::new(256);
+    // Three different conversations of 7 tokens (2 blocks each) end one after another.
+    for i in 0..3u32 {
+        sched
+            .add(spec(u64::from(i), vec![10 + i; 6], 1))
+            .expect("fits");
+        while sched.has_work() {
+            step(&mut sched, &mut backend);
+        }
+    }
+    // The bound is applied when the next step is planned: a new, unrelated request.
+    sched.add(spec(9, vec![40; 3], 4)).expect("fits");
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert_eq!(plan.clear.len(), 1, "one entry over the bound is evicted");
+    assert_eq!(sched.n_kv_cached(), 8);
+    assert_eq!(sched.n_cache_entries(), 1);
+    // The newest conversation is still cached: its second turn computes only what is new.
+    let mut turn2 = vec![12; 6];
+    turn2.extend([5, 6]);
+    while sched.has_work() {
+        step(&mut sched, &mut backend);
+    }
+    sched.add(spec(10, turn2, 1)).expect("fits");
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert_eq!(plan.copy.len(), 1, "the newest entry is shared");
+    assert_eq!(plan.copy[0].n_tokens, 4);
+    sched.check_invariants();
+}
+
+#[test]
 fn a_shared_prefix_is_copied_not_recomputed() {
     let mut sched = Scheduler::new(test_config(64, 2, 256));
     let mut backend = FakeBackend::new(256);
@@ -578,12 +613,14 @@ proptest! {
         n_kv in 64usize..200,
         prefix_cache in any::<bool>(),
         cap in prop_oneof![Just(usize::MAX), 1usize..24],
+        cache_cells in prop_oneof![Just(usize::MAX), 0usize..64],
     ) {
         let mut rng = Rng::seed_from_u64(seed);
         let reqs = test_requests(&mut rng, n, 40);
         let arrivals: Vec<usize> = (0..n).map(|_| rng.next_u64() as usize % 8).collect();
         let mut cfg = test_config(max_seqs + extra_budget, max_seqs, n_kv);
         cfg.prefix_cache = prefix_cache;
+        cfg.cache_cells = cache_cells;
         let (out, mut sched) = run_all_capped(cfg, &reqs, &arrivals, cap);
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
@@ -709,17 +746,44 @@ proptest! {
         n_kv in 64usize..200,
         prefix_cache in any::<bool>(),
         cap in prop_oneof![Just(usize::MAX), 1usize..24],
+        cache_cells in prop_oneof![Just(usize::MAX), 0usize..64],
     ) {
         let mut rng = Rng::seed_from_u64(seed);
         let reqs = test_requests(&mut rng, n, 40);
         let arrivals: Vec<usize> = (0..n).map(|_| rng.next_u64() as usize % 8).collect();
         let mut cfg = test_config(max_seqs + extra_budget, max_seqs, n_kv);
         cfg.prefix_cache = prefix_cache;
+        cfg.cache_cells = cache_cells;
         let (out, mut sched) = run_all_spec(cfg, &reqs, &arrivals, cap, Some(seed));
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
         prop_assert!(!sched.has_work());
         sched.clear_cache();
         prop_assert_eq!(sched.n_kv_cached(), 0);
+    }
+}
+
+#[test]
+fn a_prompt_whose_cached_prefix_pins_the_blocks_it_needs_is_recomputed_not_stuck() {
+    // 16 blocks of 4. A 47-token sequence leaves a 13-block entry, of which a new 47-token
+    // prompt shares only the first block: with the entry pinned as the copy source, the 11
+    // other blocks it needs could never be found.
+    let mut sched = Scheduler::new(test_config(64, 1, 64));
+    let mut backend = FakeBackend::new(64);
+    let mut first = vec![7; 4];
+    first.extend(1..=40);
+    sched.add(spec(1, first, 8)).expect("fits");
+    while sched.has_work() {
+        step(&mut sched, &mut backend);
+    }
+    assert_eq!(sched.n_cache_entries(), 1);
+    let mut second = vec![7; 4];
+    second.extend(100..143);
+    sched.add(spec(2, second, 1)).expect("fits");
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert!(plan.copy.is_empty(), "computed whole: {plan:?}");
+    assert_eq!(plan.n_tokens(), 47);
+    while sched.has_work() {
+        step(&mut sched, &mut backend);
     }
 }
