@@ -823,6 +823,7 @@ impl LoopState<'_> {
         if !self.sched.has_work() {
             return Ok(());
         }
+        let plan_started = Instant::now();
         if self.speculative {
             self.draft();
         }
@@ -844,16 +845,12 @@ impl LoopState<'_> {
                 (d, p + i.tokens.len())
             }
         });
-        tracing::trace!(
-            n_items = plan.items.len(),
-            n_decode,
-            n_prefill,
-            n_draft = plan.n_draft(),
-            n_clear = plan.clear.len(),
-            n_copy = plan.copy.len(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "step"
-        );
+        let launched = started.elapsed();
+        if executed.is_ok() && plan.n_rows() > 0 {
+            // The first logits wait for the device (asynchronous backends): measured apart.
+            let _ = backend.logits(0);
+        }
+        let computed = started.elapsed();
         if executed.is_ok() {
             self.pacer.observe(
                 n_decode,
@@ -911,6 +908,20 @@ impl LoopState<'_> {
         for (seq, _) in dead {
             self.sched.stop(seq);
         }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::trace!(
+            n_items = plan.items.len(),
+            n_decode,
+            n_prefill,
+            n_draft = plan.n_draft(),
+            n_clear = plan.clear.len(),
+            n_copy = plan.copy.len(),
+            launch_ms = ms(launched),
+            compute_ms = ms(computed),
+            ms = ms(started.elapsed()),
+            schedule_ms = ms(started - plan_started),
+            "step"
+        );
         Ok(())
     }
 
@@ -996,7 +1007,8 @@ impl LoopState<'_> {
         // Every so often a plain step re-measures what decoding alone costs.
         let plain = self.pacer.wants_plain_step();
         // A draft token pays when accepted more often than this.
-        let min_acceptance = self.pacer.draft_cost_ratio(decoding.len());
+        let n_decoding = decoding.len();
+        let min_acceptance = self.pacer.draft_cost_ratio(n_decoding);
         let mut wants = Vec::new();
         for (id, room) in decoding {
             let Some(l) = self.live.get_mut(&id) else {
@@ -1011,7 +1023,7 @@ impl LoopState<'_> {
                     continue;
                 }
                 if let Some(r) = min_acceptance {
-                    l.draft.set_min_acceptance(r as f32);
+                    l.draft.set_price(r as f32, n_decoding);
                 }
             }
             let k = l.draft.next_len().min(room);
