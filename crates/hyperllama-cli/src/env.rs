@@ -103,6 +103,8 @@ pub struct ServeEnv {
     pub speculative: Option<bool>,
     /// `server.cache_tokens`.
     pub cache_tokens: Option<usize>,
+    /// `server.kv_streams`.
+    pub kv_streams: Option<bool>,
 }
 
 /// Reads the settings of `serve`.
@@ -120,6 +122,7 @@ pub fn serve_env() -> anyhow::Result<ServeEnv> {
         max_memory: s.bytes("server.max_memory"),
         speculative: s.bool("server.speculative"),
         cache_tokens: s.positive("server.cache_tokens"),
+        kv_streams: s.bool("server.kv_streams"),
     })
 }
 

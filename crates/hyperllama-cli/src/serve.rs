@@ -40,6 +40,7 @@ pub fn serve() -> anyhow::Result<()> {
         cfg.speculative = on;
     }
     cfg.cache_tokens = settings.cache_tokens;
+    cfg.kv_streams = settings.kv_streams;
     cfg.settings = Some(std::sync::Arc::new(env::settings()?.clone()));
     cfg.machine = crate::config::machine();
 

@@ -399,10 +399,9 @@ impl Scheduler {
                 break;
             }
             let n_shared = prefix.len() * self.cfg.block_size;
-            if self.free_slots.is_empty() && !self.evict_lru(&pinned) {
+            let Some(slot) = self.take_slot(&pinned) else {
                 break;
-            }
-            let slot = self.free_slots.pop().expect("a slot was freed above");
+            };
             for &b in &prefix {
                 self.pool.share(b);
             }
@@ -542,6 +541,30 @@ impl Scheduler {
         let used = self.n_kv_used();
         let allowed = self.cfg.cache_cells.max(used);
         while held(&self.pool) - used > allowed && self.evict_lru(pinned) {}
+    }
+
+    /// A slot for a new sequence: the lowest free one (after evicting the least recently used
+    /// unpinned entry when none is free), or with `packed_slots` the lowest slot that is free
+    /// or holds an unpinned entry (which is evicted): llama.cpp's per-slot KV streams compute
+    /// only runs of consecutive slots in one micro-batch, so running sequences are kept in the
+    /// lowest slots, and cache entries live above them.
+    fn take_slot(&mut self, pinned: &HashSet<SlotId>) -> Option<SlotId> {
+        if self.cfg.packed_slots {
+            let lowest_free = self.free_slots.iter().copied().min();
+            let lowest_entry = self
+                .cache
+                .keys()
+                .copied()
+                .filter(|s| !pinned.contains(s))
+                .min();
+            if let Some(e) = lowest_entry.filter(|&e| lowest_free.is_none_or(|f| e < f)) {
+                self.evict(e);
+            }
+        } else if self.free_slots.is_empty() && !self.evict_lru(pinned) {
+            return None;
+        }
+        let lowest = (0..self.free_slots.len()).min_by_key(|&i| self.free_slots[i].0)?;
+        Some(self.free_slots.swap_remove(lowest))
     }
 
     /// Evicts the least recently used unpinned cache entry. Returns false when there is none.

@@ -41,7 +41,7 @@ use hyperllama_core::constraint::{
 use hyperllama_core::logprobs::{token_logprobs, TokenLogprobs, MAX_TOP_LOGPROBS};
 use hyperllama_core::sampling::{Sampler, SamplingParams};
 use hyperllama_core::sched::{
-    FinishReason, Pacer, PlanItem, Scheduler, SchedulerConfig, SeqEvent, SeqSpec,
+    FinishReason, Pacer, PlanItem, Scheduler, SchedulerConfig, SeqEvent, SeqSpec, StepPlan,
 };
 use hyperllama_core::spec::DraftControl;
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
@@ -75,8 +75,18 @@ pub struct EngineConfig {
     /// Keep finished sequences' KV and reuse it for prompts that start the same way.
     pub prefix_cache: bool,
     /// Most KV cells the prefix cache keeps beyond those running sequences hold
-    /// ([`SchedulerConfig::cache_cells`]); `None`: `n_ctx`, one whole conversation.
+    /// ([`SchedulerConfig::cache_cells`]); `None`: `n_ctx`, one whole conversation. Unbounded
+    /// with `kv_streams`, where cached cells widen no one's attention.
     pub cache_cells: Option<usize>,
+    /// Threads that sample a step's items when it has many (each thread at least 8): more
+    /// than 1 only where the cores are not busy computing the step (a GPU), since llama.cpp's
+    /// CPU threads spin between steps. Default 1.
+    pub sample_threads: usize,
+    /// One KV stream of `n_ctx` cells per slot instead of one pool of `n_kv_cells` shared by
+    /// all (see [`crate::llama::LlamaStepBackend`]): each step's attention then spans each
+    /// sequence's own cells only, at the price of `n_slots × n_ctx` cells of memory and of a
+    /// whole-stream copy per shared prefix. `n_kv_cells` is ignored.
+    pub kv_streams: bool,
     /// Most tokens per step.
     pub n_batch: usize,
     /// CPU threads llama.cpp may use.
@@ -103,6 +113,8 @@ impl EngineConfig {
             n_slots: (max_seqs * 2).clamp(max_seqs, MAX_SLOTS),
             prefix_cache: true,
             cache_cells: None,
+            kv_streams: false,
+            sample_threads: 1,
             n_batch: 512,
             n_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_capacity: 256,
@@ -547,8 +559,7 @@ fn sample_live(
 /// sampled before it plus the argmax (the sequence then ends).
 fn sample_item(
     l: &mut Live,
-    backend: &dyn StepBackend,
-    row: usize,
+    rows: &[&[f32]],
     item: &PlanItem,
     history: &[TokenId],
 ) -> (Vec<TokenId>, Option<ConstraintError>) {
@@ -557,7 +568,7 @@ fn sample_item(
     // With drafts, the history grows by each accepted token.
     let mut grown = (!draft.is_empty()).then(|| history.to_vec());
     for j in 0..=draft.len() {
-        let logits = backend.logits(row + j);
+        let logits = rows[j];
         let h = grown.as_deref().unwrap_or(history);
         match sample_live(l, logits, h, draft.get(j).copied()) {
             Ok((token, accepted)) => {
@@ -603,7 +614,12 @@ fn engine_thread(
     stats: &Mutex<EngineStats>,
 ) {
     let opts = ContextOptions {
-        n_kv_cells: cfg.n_kv_cells.max(cfg.n_ctx),
+        n_kv_cells: if cfg.kv_streams {
+            cfg.n_ctx.saturating_mul(cfg.n_slots)
+        } else {
+            cfg.n_kv_cells.max(cfg.n_ctx)
+        },
+        kv_streams: cfg.kv_streams,
         n_slots: cfg.n_slots,
         n_batch: cfg.n_batch,
         n_threads: cfg.n_threads,
@@ -624,6 +640,8 @@ fn engine_thread(
         Some(draft) => {
             let draft_opts = ContextOptions {
                 n_slots: cfg.max_seqs,
+                n_kv_cells: cfg.n_kv_cells.max(cfg.n_ctx),
+                kv_streams: false,
                 ..opts.clone()
             };
             match ModelDrafter::new(draft, &draft_opts) {
@@ -637,16 +655,27 @@ fn engine_thread(
     };
     let caps = backend.capabilities();
     let n_kv_cells = caps.n_kv_cells - caps.n_kv_cells % BLOCK_SIZE;
+    // With streams a sequence holds at most its own stream.
+    let n_ctx = if cfg.kv_streams {
+        cfg.n_ctx.min(caps.n_kv_cells / cfg.n_slots.max(1))
+    } else {
+        cfg.n_ctx
+    };
     let sched = Scheduler::new(SchedulerConfig {
         max_batched_tokens: cfg.n_batch,
         max_seqs: cfg.max_seqs,
         n_slots: cfg.n_slots,
         n_kv_cells,
         block_size: BLOCK_SIZE,
-        n_ctx_per_seq: cfg.n_ctx.min(n_kv_cells),
+        n_ctx_per_seq: n_ctx.min(n_kv_cells),
         eog_tokens: model.eog_tokens().to_vec(),
         prefix_cache: cfg.prefix_cache,
-        cache_cells: cfg.cache_cells.unwrap_or(cfg.n_ctx),
+        packed_slots: cfg.kv_streams,
+        cache_cells: if cfg.kv_streams {
+            usize::MAX
+        } else {
+            cfg.cache_cells.unwrap_or(cfg.n_ctx)
+        },
     });
     let _ = ready.send(Ok(()));
     let mut state = LoopState {
@@ -659,6 +688,7 @@ fn engine_thread(
         source,
         n_drafted: 0,
         n_accepted: 0,
+        sample_threads: cfg.sample_threads.max(1),
     };
     let mut embeds = EmbedQueue::new(cfg.n_ctx, cfg.n_threads);
     loop {
@@ -710,7 +740,12 @@ struct LoopState<'m> {
     source: DraftSource<'m>,
     n_drafted: u64,
     n_accepted: u64,
+    /// Threads that sample a large batch ([`EngineConfig::sample_threads`]).
+    sample_threads: usize,
 }
+
+/// Fewest sampled items per sampling thread: below that a thread costs more than it saves.
+const MIN_ITEMS_PER_SAMPLE_THREAD: usize = 8;
 
 impl LoopState<'_> {
     fn stats(&self) -> EngineStats {
@@ -868,24 +903,7 @@ impl LoopState<'_> {
             }
             return Err(e.into());
         }
-        let mut sampled = Vec::with_capacity(plan.n_samples());
-        let mut dead = Vec::new();
-        let mut row = 0;
-        for item in plan.items.iter().filter(|i| i.sample) {
-            let history = self.sched.tokens(item.seq).unwrap_or(&[]);
-            let tokens = match self.live.get_mut(&item.seq) {
-                Some(l) => {
-                    let (tokens, err) = sample_item(l, backend, row, item, history);
-                    if let Some(e) = err {
-                        dead.push((item.seq, e));
-                    }
-                    tokens
-                }
-                None => vec![hyperllama_core::sampling::argmax(backend.logits(row))],
-            };
-            row += item.n_rows();
-            sampled.push(tokens);
-        }
+        let (sampled, dead) = self.sample(&plan, &*backend);
         self.n_drafted += plan.n_draft() as u64;
         self.n_accepted += plan
             .items
@@ -923,6 +941,69 @@ impl LoopState<'_> {
             "step"
         );
         Ok(())
+    }
+
+    /// Samples every sampled item of the executed `plan`: its tokens in plan order, and the
+    /// sequences whose constraint failed. Items are independent (each its own sampler and
+    /// constraint), so a large batch is sampled on `sample_threads` threads.
+    fn sample(
+        &mut self,
+        plan: &StepPlan,
+        backend: &dyn StepBackend,
+    ) -> (Vec<Vec<TokenId>>, Vec<(SeqId, ConstraintError)>) {
+        let rows: Vec<&[f32]> = (0..plan.n_rows()).map(|r| backend.logits(r)).collect();
+        let mut lives: HashMap<SeqId, &mut Live> =
+            self.live.iter_mut().map(|(&id, l)| (id, l)).collect();
+        let mut tasks = Vec::with_capacity(plan.n_samples());
+        let mut row = 0;
+        for item in plan.items.iter().filter(|i| i.sample) {
+            let n = item.n_rows();
+            let history = self.sched.tokens(item.seq).unwrap_or(&[]);
+            tasks.push((lives.remove(&item.seq), item, &rows[row..row + n], history));
+            row += n;
+        }
+        type Task<'a> = (
+            Option<&'a mut Live>,
+            &'a PlanItem,
+            &'a [&'a [f32]],
+            &'a [TokenId],
+        );
+        let run = |tasks: &mut [Task<'_>]| -> Vec<(Vec<TokenId>, Option<ConstraintError>)> {
+            tasks
+                .iter_mut()
+                .map(|(l, item, rows, history)| match l {
+                    Some(l) => sample_item(l, rows, item, history),
+                    None => (vec![hyperllama_core::sampling::argmax(rows[0])], None),
+                })
+                .collect()
+        };
+        let threads = self
+            .sample_threads
+            .min(tasks.len() / MIN_ITEMS_PER_SAMPLE_THREAD);
+        let results = if threads > 1 {
+            let chunk = tasks.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = tasks
+                    .chunks_mut(chunk)
+                    .map(|c| s.spawn(move || run(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect::<Vec<_>>()
+            })
+        } else {
+            run(&mut tasks)
+        };
+        let mut sampled = Vec::with_capacity(results.len());
+        let mut dead = Vec::new();
+        for ((_, item, _, _), (tokens, err)) in tasks.iter().zip(results) {
+            if let Some(e) = err {
+                dead.push((item.seq, e));
+            }
+            sampled.push(tokens);
+        }
+        (sampled, dead)
     }
 
     fn apply(&mut self, model: &Model, event: SeqEvent) {

@@ -377,6 +377,9 @@ pub struct ContextOptions {
     pub n_threads: usize,
     /// Keep every position in sliding-window layers (needed to share prefixes).
     pub swa_full: bool,
+    /// One KV stream per slot (llama.cpp's non-unified cache), `n_kv_cells / n_slots` cells
+    /// each, instead of one pool shared by all: see [`LlamaStepBackend`].
+    pub kv_streams: bool,
 }
 
 /// Environment variable with which ggml's CUDA backend runs every graph without CUDA graphs.
@@ -408,9 +411,10 @@ fn avoid_cuda_graphs_for_unquantized(path: &Path) {
     }
 }
 
-/// A context of `model` with one unified KV cache of `opts.n_kv_cells` cells shared by
-/// `n_seq_max` sequences, at most `opts.n_batch` tokens per decode in micro-batches of at most
-/// 512: the step backend's and a draft model's.
+/// A context of `model` with a KV cache of `opts.n_kv_cells` cells for `n_seq_max` sequences
+/// (one unified pool, or with `opts.kv_streams` one stream per sequence), at most
+/// `opts.n_batch` tokens per decode in micro-batches of at most 512: the step backend's and a
+/// draft model's.
 fn unified_context<'m>(
     model: &'m Model,
     opts: &ContextOptions,
@@ -424,7 +428,7 @@ fn unified_context<'m>(
         .with_n_batch(opts.n_batch as u32)
         .with_n_ubatch(opts.n_batch.min(512) as u32)
         .with_n_seq_max(n_seq_max as u32)
-        .with_kv_unified(true)
+        .with_kv_unified(!opts.kv_streams)
         .with_swa_full(swa_full)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
@@ -446,11 +450,23 @@ fn backend_error(e: DecodeError) -> BackendError {
     }
 }
 
-/// The llama.cpp step backend: one context, unified KV cache, one batch per step.
+/// The llama.cpp step backend: one context, one batch per step.
+///
+/// Its KV cache is either one unified pool (`seq_cp` of a prefix only tags the same cells with
+/// another sequence id, but every step's attention and mask span every cell in use), or, with
+/// [`ContextOptions::kv_streams`], one stream per slot: a sequence's attention spans its own
+/// cells only (what llama-server and llama-batched-bench run), a prefix copy is a copy of the
+/// source's whole stream (applied by llama.cpp before the next decode) with the positions past
+/// the prefix then removed, and the batch lists its items by ascending slot, since llama.cpp
+/// computes consecutive slots with equally many tokens in one micro-batch.
 pub struct LlamaStepBackend<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     rows: Vec<i32>,
+    /// Per plan item: its first logits row in the batch and how many.
+    item_rows: Vec<(i32, usize)>,
+    order: Vec<usize>,
+    streams: bool,
     caps: Capabilities,
 }
 
@@ -468,6 +484,9 @@ impl<'m> LlamaStepBackend<'m> {
             ctx,
             batch: LlamaBatch::new(opts.n_batch, 1),
             rows: Vec::new(),
+            item_rows: Vec::new(),
+            order: Vec::new(),
+            streams: opts.kv_streams,
             caps,
         })
     }
@@ -486,19 +505,22 @@ impl StepBackend for LlamaStepBackend<'_> {
             let _ = self.ctx.clear_kv_cache_seq(Some(slot.0), None, None);
         }
         for copy in &plan.copy {
-            let _ = self.ctx.copy_kv_cache_seq(
-                copy.src.0 as i32,
-                copy.dst.0 as i32,
-                Some(0),
-                Some(copy.n_tokens as u32),
-            );
+            self.copy_slot(copy.src, copy.dst, copy.n_tokens);
         }
         self.rows.clear();
         if plan.items.is_empty() {
             return Ok(());
         }
         self.batch.clear();
-        for item in &plan.items {
+        self.order.clear();
+        self.order.extend(0..plan.items.len());
+        if self.streams {
+            self.order.sort_by_key(|&i| plan.items[i].slot.0);
+        }
+        self.item_rows.clear();
+        self.item_rows.resize(plan.items.len(), (0, 0));
+        for &i in &self.order {
+            let item = &plan.items[i];
             let seq = [item.slot.0 as i32];
             let last = item.tokens.len().saturating_sub(1);
             for (j, &token) in item.tokens.iter().enumerate() {
@@ -513,9 +535,17 @@ impl StepBackend for LlamaStepBackend<'_> {
                     )
                     .map_err(|_| BackendError::InvalidBatch)?;
                 if want_logits {
-                    self.rows.push(self.batch.n_tokens() - 1);
+                    let rows = &mut self.item_rows[i];
+                    if rows.1 == 0 {
+                        rows.0 = self.batch.n_tokens() - 1;
+                    }
+                    rows.1 += 1;
                 }
             }
+        }
+        // Logits rows in plan order: an item's rows are consecutive in the batch.
+        for &(first, n) in &self.item_rows {
+            self.rows.extend((0..n as i32).map(|k| first + k));
         }
         self.ctx.decode(&mut self.batch).map_err(backend_error)
     }
@@ -525,9 +555,23 @@ impl StepBackend for LlamaStepBackend<'_> {
     }
 
     fn copy_slot(&mut self, src: SlotId, dst: SlotId, n_tokens: usize) {
-        let _ =
-            self.ctx
-                .copy_kv_cache_seq(src.0 as i32, dst.0 as i32, Some(0), Some(n_tokens as u32));
+        if self.streams {
+            // Across streams llama.cpp copies whole streams only (the destination is empty:
+            // a new sequence's slot); the positions past the prefix are then dropped.
+            let _ = self
+                .ctx
+                .copy_kv_cache_seq(src.0 as i32, dst.0 as i32, None, None);
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(dst.0), Some(n_tokens as u32), None);
+        } else {
+            let _ = self.ctx.copy_kv_cache_seq(
+                src.0 as i32,
+                dst.0 as i32,
+                Some(0),
+                Some(n_tokens as u32),
+            );
+        }
     }
 
     fn trim_slot(&mut self, slot: SlotId, from_pos: usize) {

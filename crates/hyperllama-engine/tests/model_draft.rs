@@ -131,6 +131,7 @@ fn model_the_drafter_batches_sequences_and_keeps_only_what_matches() {
         n_batch: 512,
         n_threads: test_threads(),
         swa_full: true,
+        kv_streams: false,
     };
     let k = 4;
     let wants: Vec<DraftWant<'_>> = prompts
@@ -241,6 +242,7 @@ fn model_the_drafter_makes_room_in_its_kv_cells() {
         n_batch: 512,
         n_threads: test_threads(),
         swa_full: true,
+        kv_streams: false,
     };
     let mut d = ModelDrafter::new(&model, &opts).expect("drafter");
     let cells = d.n_cells();

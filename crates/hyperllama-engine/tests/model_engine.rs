@@ -436,6 +436,86 @@ fn model_a_second_turn_reuses_the_first_turns_kv() {
 }
 
 #[test]
+fn model_kv_streams_answer_as_the_unified_cache_does_and_share_prefixes_by_copy() {
+    let model = load(SMOLLM2);
+    let system = "System: answer in one short sentence, be polite and precise. ".repeat(8);
+    let questions = ["a cat", "a dog", "a bird", "a fish", "a tree"];
+    let n_system = model.tokenize(&system, true, true).len();
+    // Both layouts: the system prompt first, then five users at once (more than the four
+    // slots: one waits for a slot, whose stream then holds an older answer), each sharing it.
+    let run = |streams: bool| {
+        let mut cfg = config(1024, 4);
+        cfg.kv_streams = streams;
+        cfg.n_slots = 4;
+        let e = Engine::start(Arc::clone(&model), cfg).expect("engine starts");
+        let warm = model.tokenize(&format!("{system}\nUser: hi"), true, true);
+        collect(e.submit(greedy(warm, 4)).expect("ok"));
+        let rxs: Vec<_> = questions
+            .iter()
+            .map(|q| {
+                let prompt = model.tokenize(&format!("{system}\nUser: describe {q}"), true, true);
+                e.submit(greedy(prompt, 24)).expect("ok")
+            })
+            .collect();
+        let out: Vec<(Vec<TokenId>, usize)> = rxs
+            .into_iter()
+            .map(|rx| {
+                let (tokens, _, done) = collect(rx);
+                (tokens, done.n_cached)
+            })
+            .collect();
+        // A second turn of the first user: its whole first turn comes from the cache.
+        let mut turn2 = model.tokenize(&format!("{system}\nUser: describe a cat"), true, true);
+        turn2.extend(&out[0].0);
+        turn2.extend(model.tokenize("\nUser: and its tail?", false, true));
+        let (t2, _, done2) = collect(e.submit(greedy(turn2.clone(), 12)).expect("ok"));
+        (out, t2, done2.n_cached, turn2.len())
+    };
+    let (unified, u2, _, _) = run(false);
+    let (streams, s2, n_cached2, n_turn2) = run(true);
+    for (i, ((a, _), (b, n_cached))) in unified.iter().zip(&streams).enumerate() {
+        assert!(
+            *n_cached >= n_system - 16,
+            "user {i}: {n_cached} cached of a {n_system}-token system prompt"
+        );
+        let agree = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        assert!(
+            agree >= 16.min(a.len()),
+            "user {i}: {agree} leading tokens agree\nunified {a:?}\nstreams {b:?}"
+        );
+    }
+    assert!(
+        n_cached2 + 40 >= n_turn2,
+        "turn 2: {n_cached2} of {n_turn2} cached"
+    );
+    let agree = u2.iter().zip(&s2).take_while(|(x, y)| x == y).count();
+    assert!(agree >= 8.min(u2.len()), "turn 2: {u2:?} vs {s2:?}");
+}
+
+#[test]
+fn model_sampling_on_several_threads_gives_the_same_answers() {
+    let model = load(SMOLLM2);
+    let prompts: Vec<Vec<TokenId>> = (0..16)
+        .map(|i| model.tokenize(&format!("Fact number {i} about the sea:"), true, true))
+        .collect();
+    let run = |threads: usize| {
+        let mut cfg = config(256, 16);
+        cfg.sample_threads = threads;
+        cfg.speculative = false;
+        let e = Engine::start(Arc::clone(&model), cfg).expect("engine starts");
+        let rxs: Vec<_> = prompts
+            .iter()
+            .map(|p| e.submit(greedy(p.clone(), 8)).expect("ok"))
+            .collect();
+        rxs.into_iter().map(|rx| collect(rx).0).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    let four = run(4);
+    assert!(one.iter().all(|t| t.len() == 8), "{one:?}");
+    assert_eq!(one, four);
+}
+
+#[test]
 fn model_users_sharing_a_system_prompt_compute_it_once() {
     let model = load(SMOLLM2);
     let system = "System: answer in one short sentence, be polite and precise. ".repeat(10);

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// KV cells of finished requests each engine keeps for prefix reuse beyond those its
     /// running requests hold (`EngineConfig::cache_cells`); `None`: one context.
     pub cache_tokens: Option<usize>,
+    /// One KV stream per sequence (`EngineConfig::kv_streams`); `None`: on a GPU when
+    /// `num_ctx × num_parallel` cells fit there.
+    pub kv_streams: Option<bool>,
     /// CPU threads for llama.cpp; `None` uses every core.
     pub n_threads: Option<usize>,
     /// Largest request body in bytes; larger bodies get 413.
@@ -79,6 +82,7 @@ impl ServerConfig {
             num_parallel: 4,
             speculative: true,
             cache_tokens: None,
+            kv_streams: None,
             n_threads: None,
             max_body_bytes: 32 * 1024 * 1024,
             allowed_origins: Vec::new(),

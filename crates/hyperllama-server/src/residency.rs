@@ -754,7 +754,9 @@ fn load(
     .map_err(|e| e.to_string());
     let n_parallel = cfg.num_parallel.max(1);
     let mut ecfg = EngineConfig::new(n_ctx, n_parallel);
-    ecfg.n_kv_cells = n_ctx.saturating_mul(n_parallel);
+    let wanted = n_ctx.saturating_mul(n_parallel);
+    ecfg.n_kv_cells = wanted;
+    let on_gpu = opts.n_gpu_layers > 0 && gpu_memory().is_some();
     if let Some(gpu) = gpu_memory() {
         // The KV cache lives on the GPU with the layers: at most 90 % of what the weights left
         // free, less 1.5 GiB for compute buffers, and never under one full context.
@@ -762,7 +764,22 @@ fn load(
         let cells = usize::try_from(room / model.kv_bytes_per_cell().max(1)).unwrap_or(usize::MAX);
         ecfg.n_kv_cells = ecfg.n_kv_cells.min(cells.max(n_ctx));
     }
-    if opts.n_gpu_layers > 0 && gpu_memory().is_some() {
+    // One KV stream per sequence where each may hold its whole context: every step's attention
+    // then spans each sequence's own cells, not every cell in use (on a GPU that is most of a
+    // large batch's step). The slots are the sequences: cache entries live in idle ones.
+    ecfg.kv_streams = cfg
+        .kv_streams
+        .unwrap_or(on_gpu && ecfg.n_kv_cells >= wanted);
+    if ecfg.kv_streams {
+        ecfg.n_slots = n_parallel.clamp(1, hyperllama_engine::engine::MAX_SLOTS);
+        ecfg.n_kv_cells = n_ctx.saturating_mul(ecfg.n_slots);
+    }
+    if on_gpu {
+        // The cores wait for the GPU, and sampling 50k logits for each of a hundred sequences
+        // is otherwise a visible share of a step.
+        ecfg.sample_threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get() / 2)
+            .clamp(1, 8);
         // On a GPU a step of 2048 tokens (four micro-batches of 512, llama-server's defaults)
         // costs little more than one of 512: bursts of prompts are computed in fewer steps.
         ecfg.n_batch = GPU_STEP_TOKENS;
@@ -788,6 +805,7 @@ fn load(
         })?;
         ecfg.draft_model = Some(draft);
     }
+    let kv_streams = ecfg.kv_streams;
     let engine = Engine::start(model, ecfg).map_err(|e| match e {
         e @ hyperllama_engine::Error::DraftMismatch { .. } => ApiError::internal(
             &format!(
@@ -804,7 +822,7 @@ fn load(
         _ => 0,
     };
     tracing::info!(model = %resolved.name, n_ctx, n_kv_cells, n_gpu_layers = opts.n_gpu_layers,
-        size_vram, "model loaded");
+        size_vram, kv_streams, "model loaded");
     Ok(LoadedModel {
         resolved,
         n_ctx,

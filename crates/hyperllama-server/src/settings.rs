@@ -191,6 +191,13 @@ pub const KEYS: &[Key] = &[
         "Tokens of finished requests' KV kept for prefix reuse beyond what running requests hold (every cached token widens each step's attention)",
     ),
     key(
+        "server.kv_streams",
+        "HYPERLLAMA_KV_STREAMS",
+        Kind::Bool,
+        "on a GPU when every sequence's full context fits",
+        "One KV cache stream per sequence (llama.cpp's non-unified cache; attention spans each sequence's own cells) instead of one pool shared by all",
+    ),
+    key(
         "server.speculative",
         "HYPERLLAMA_SPECULATIVE",
         Kind::Bool,

@@ -28,6 +28,9 @@ pub struct SchedulerConfig {
     /// cell in use widens every step's attention, so an unbounded cache slows all later
     /// steps; entries over the bound are evicted least recently used first.
     pub cache_cells: usize,
+    /// Give new sequences the lowest slot that is free or holds an evictable cache entry,
+    /// keeping running sequences in consecutive slots (for per-slot KV streams).
+    pub packed_slots: bool,
 }
 
 impl SchedulerConfig {
@@ -50,6 +53,7 @@ impl SchedulerConfig {
             eog_tokens: Vec::new(),
             prefix_cache: true,
             cache_cells: usize::MAX,
+            packed_slots: false,
         }
     }
 }

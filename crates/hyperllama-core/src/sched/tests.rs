@@ -110,6 +110,7 @@ fn test_config(max_batched_tokens: usize, max_seqs: usize, n_kv_cells: usize) ->
         eog_tokens: vec![EOG],
         prefix_cache: true,
         cache_cells: usize::MAX,
+        packed_slots: false,
     }
 }
 
@@ -461,6 +462,36 @@ fn the_cache_keeps_at_most_its_bound_beyond_the_running_cells_newest_first() {
 }
 
 #[test]
+fn packed_slots_fill_the_lowest_slot_evicting_an_entry_there() {
+    let mut cfg = test_config(64, 4, 256);
+    cfg.n_slots = 6;
+    cfg.packed_slots = true;
+    let mut sched = Scheduler::new(cfg);
+    let mut backend = FakeBackend::new(256);
+    // Four sequences in slots 0..4; the one in slot 1 ends first and leaves an entry there.
+    for i in 0..4u32 {
+        let n_new = if i == 1 { 1 } else { 6 };
+        sched
+            .add(spec(u64::from(i), vec![10 + i; 5], n_new))
+            .expect("fits");
+    }
+    step(&mut sched, &mut backend);
+    step(&mut sched, &mut backend);
+    assert_eq!(sched.n_cache_entries(), 1);
+    // A new, unrelated sequence goes to slot 1 (evicting the entry), not to free slot 4.
+    sched.add(spec(9, vec![40; 3], 2)).expect("fits");
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert_eq!(plan.clear, vec![SlotId(1)]);
+    let item = plan
+        .items
+        .iter()
+        .find(|i| i.seq == SeqId(9))
+        .expect("admitted");
+    assert_eq!(item.slot, SlotId(1));
+    sched.check_invariants();
+}
+
+#[test]
 fn a_shared_prefix_is_copied_not_recomputed() {
     let mut sched = Scheduler::new(test_config(64, 2, 256));
     let mut backend = FakeBackend::new(256);
@@ -614,6 +645,7 @@ proptest! {
         prefix_cache in any::<bool>(),
         cap in prop_oneof![Just(usize::MAX), 1usize..24],
         cache_cells in prop_oneof![Just(usize::MAX), 0usize..64],
+        packed in any::<bool>(),
     ) {
         let mut rng = Rng::seed_from_u64(seed);
         let reqs = test_requests(&mut rng, n, 40);
@@ -621,6 +653,7 @@ proptest! {
         let mut cfg = test_config(max_seqs + extra_budget, max_seqs, n_kv);
         cfg.prefix_cache = prefix_cache;
         cfg.cache_cells = cache_cells;
+        cfg.packed_slots = packed;
         let (out, mut sched) = run_all_capped(cfg, &reqs, &arrivals, cap);
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
@@ -747,6 +780,7 @@ proptest! {
         prefix_cache in any::<bool>(),
         cap in prop_oneof![Just(usize::MAX), 1usize..24],
         cache_cells in prop_oneof![Just(usize::MAX), 0usize..64],
+        packed in any::<bool>(),
     ) {
         let mut rng = Rng::seed_from_u64(seed);
         let reqs = test_requests(&mut rng, n, 40);
@@ -754,6 +788,7 @@ proptest! {
         let mut cfg = test_config(max_seqs + extra_budget, max_seqs, n_kv);
         cfg.prefix_cache = prefix_cache;
         cfg.cache_cells = cache_cells;
+        cfg.packed_slots = packed;
         let (out, mut sched) = run_all_spec(cfg, &reqs, &arrivals, cap, Some(seed));
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
