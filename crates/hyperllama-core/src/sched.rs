@@ -79,6 +79,8 @@ impl Sequence {
 #[derive(Debug)]
 struct CacheEntry {
     table: Vec<BlockId>,
+    /// Positions its slot holds.
+    n_tokens: usize,
     last_used: u64,
 }
 
@@ -399,11 +401,37 @@ impl Scheduler {
                 break;
             }
             let n_shared = prefix.len() * self.cfg.block_size;
-            let Some(slot) = self.take_slot(&pinned) else {
-                break;
+            // With packed slots, a new sequence whose prefix lies in an entry that sits where
+            // it would go anyway takes that entry over: its KV stays, the positions past the
+            // prefix are trimmed, and nothing is copied (nor left behind among the running).
+            let takeover = src.filter(|&e| {
+                self.cfg.packed_slots
+                    && newly_pinned
+                    && self.cache.contains_key(&e)
+                    && self.packed_candidate(&pinned).is_none_or(|c| e < c)
+            });
+            let slot = match takeover {
+                Some(e) => e,
+                None => match self.take_slot(&pinned) {
+                    Some(slot) => slot,
+                    None => break,
+                },
             };
             for &b in &prefix {
                 self.pool.share(b);
+            }
+            if let Some(e) = takeover {
+                let entry = self.cache.remove(&e).expect("checked above");
+                for b in entry.table {
+                    self.pool.release(b);
+                }
+                if entry.n_tokens > n_shared {
+                    self.to_trim.push(KvTrim {
+                        slot: e,
+                        from: n_shared,
+                    });
+                }
+                src = None;
             }
             let hashes = self.prefix_hashes(id, prefix.len());
             {
@@ -548,6 +576,21 @@ impl Scheduler {
     /// or holds an unpinned entry (which is evicted): llama.cpp's per-slot KV streams compute
     /// only runs of consecutive slots in one micro-batch, so running sequences are kept in the
     /// lowest slots, and cache entries live above them.
+    /// The slot [`Self::take_slot`] would give with `packed_slots`, without evicting.
+    fn packed_candidate(&self, pinned: &HashSet<SlotId>) -> Option<SlotId> {
+        let lowest_free = self.free_slots.iter().copied().min();
+        let lowest_entry = self
+            .cache
+            .keys()
+            .copied()
+            .filter(|s| !pinned.contains(s))
+            .min();
+        match (lowest_free, lowest_entry) {
+            (Some(f), Some(e)) => Some(f.min(e)),
+            (f, e) => f.or(e),
+        }
+    }
+
     fn take_slot(&mut self, pinned: &HashSet<SlotId>) -> Option<SlotId> {
         if self.cfg.packed_slots {
             let lowest_free = self.free_slots.iter().copied().min();
@@ -716,6 +759,7 @@ impl Scheduler {
             self.pool.release(b);
         }
         s.hashes.clear();
+        let n_tokens = s.n_computed;
         s.n_computed = 0;
         s.n_cached = 0;
         let Some(slot) = s.slot.take() else {
@@ -727,6 +771,7 @@ impl Scheduler {
                 slot,
                 CacheEntry {
                     table,
+                    n_tokens,
                     last_used: self.clock,
                 },
             );

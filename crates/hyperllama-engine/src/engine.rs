@@ -682,7 +682,15 @@ fn engine_thread(
         sched,
         live: HashMap::new(),
         n_steps: 0,
-        pacer: Pacer::new(MIN_PREFILL_CHUNK, cfg.n_batch, PREFILL_RATIO),
+        pacer: Pacer::new(
+            if cfg.kv_streams {
+                MIN_STREAM_PREFILL_CHUNK.min(cfg.n_batch)
+            } else {
+                MIN_PREFILL_CHUNK
+            },
+            cfg.n_batch,
+            PREFILL_RATIO,
+        ),
         new_embeds: Vec::new(),
         speculative: cfg.speculative,
         source,
@@ -722,6 +730,10 @@ fn engine_thread(
 
 /// The smallest prompt chunk beside decoding sequences (smaller ones waste the batch).
 const MIN_PREFILL_CHUNK: usize = 16;
+/// The same with per-slot KV streams: llama.cpp computes a prompt chunk in a micro-batch of its
+/// own beside the decode tokens, at the fixed cost of a pass over the weights, so a small chunk
+/// buys little prompt for a whole extra pass.
+const MIN_STREAM_PREFILL_CHUNK: usize = 256;
 /// A step's prompt tokens may cost about this many decode steps (see [`Pacer`]): a step with a
 /// chunk then takes about twice a plain decode step.
 const PREFILL_RATIO: f64 = 1.0;

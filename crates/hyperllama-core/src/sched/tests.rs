@@ -492,6 +492,40 @@ fn packed_slots_fill_the_lowest_slot_evicting_an_entry_there() {
 }
 
 #[test]
+fn with_packed_slots_a_second_turn_takes_its_first_turns_slot_over_without_a_copy() {
+    let mut cfg = test_config(64, 2, 256);
+    cfg.packed_slots = true;
+    let mut sched = Scheduler::new(cfg);
+    let mut backend = FakeBackend::new(256);
+    let first: Vec<TokenId> = (1..=10).collect();
+    sched.add(spec(1, first.clone(), 3)).expect("fits");
+    while sched.has_work() {
+        step(&mut sched, &mut backend);
+    }
+    // 10 prompt tokens + 2 computed outputs: 12 positions in slot 0, 3 full blocks of 4.
+    let mut second = first;
+    second.extend([20, 21]);
+    sched.add(spec(2, second, 2)).expect("fits");
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert!(plan.copy.is_empty(), "{plan:?}");
+    assert!(plan.clear.is_empty(), "{plan:?}");
+    assert_eq!(
+        plan.trim,
+        vec![KvTrim {
+            slot: SlotId(0),
+            from: 8
+        }]
+    );
+    assert_eq!(plan.items[0].slot, SlotId(0));
+    assert_eq!(plan.items[0].pos, 8);
+    assert_eq!(sched.n_cache_entries(), 0);
+    while sched.has_work() {
+        step(&mut sched, &mut backend);
+    }
+    sched.check_invariants();
+}
+
+#[test]
 fn a_shared_prefix_is_copied_not_recomputed() {
     let mut sched = Scheduler::new(test_config(64, 2, 256));
     let mut backend = FakeBackend::new(256);
