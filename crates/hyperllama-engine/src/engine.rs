@@ -567,8 +567,8 @@ fn sample_item(
     let mut out = Vec::with_capacity(draft.len() + 1);
     // With drafts, the history grows by each accepted token.
     let mut grown = (!draft.is_empty()).then(|| history.to_vec());
-    for j in 0..=draft.len() {
-        let logits = rows[j];
+    // One row per draft token plus one after the last.
+    for (j, &logits) in rows.iter().enumerate().take(draft.len() + 1) {
         let h = grown.as_deref().unwrap_or(history);
         match sample_live(l, logits, h, draft.get(j).copied()) {
             Ok((token, accepted)) => {
