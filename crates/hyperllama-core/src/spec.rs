@@ -69,49 +69,12 @@ pub const MAX_COOLDOWN: u32 = 512;
 /// decode step ([`DraftControl::set_min_acceptance`]), where drafting stops paying.
 pub const MIN_ACCEPTANCE: f32 = 0.3;
 
-/// Pseudo-counts of the continuation estimate before any draft is verified: accepted draft
-/// tokens and stops (a prior of q = 2/3).
-const PRIOR_ACCEPTED: f32 = 2.0;
-const PRIOR_STOPS: f32 = 1.0;
-/// Forgetting factor of the continuation estimate per verified draft.
-const Q_DECAY: f32 = 0.9;
-
-/// The draft length that makes a step of `n` decoding sequences yield the most tokens per
-/// second, when each draft token is accepted with probability `q` given that the one before
-/// it was (its expected yield is `q^j` for the j-th) and costs `price` of what one sequence's
-/// share of the step costs: maximizes `(n + Σ_{j≤k} q^j) / (n + price·k)` over
-/// `k ∈ 1..=max` (at least 1, so that the estimate keeps being measured; a draft that does not
-/// pay at all is switched off by the acceptance floor instead).
-pub fn best_len(q: f32, price: f32, n: usize, max: usize) -> usize {
-    let n = n.max(1) as f32;
-    let (mut best, mut best_k) = (f32::MIN, 1);
-    let (mut p, mut yield_) = (1.0f32, 0.0f32);
-    for k in 1..=max {
-        p *= q;
-        yield_ += p;
-        let v = (n + yield_) / (n + price * k as f32);
-        if v > best {
-            best = v;
-            best_k = k;
-        }
-    }
-    best_k
-}
-
-/// One sequence's adaptive draft length: grows (doubling, up to [`MAX_DRAFT`]) while drafts are
-/// fully accepted and shrinks on rejection, and once the cost of a draft token is known
-/// ([`DraftControl::set_price`]), is at most [`best_len`] for the measured probability that a
-/// draft token is accepted after an accepted one. Switches drafting off for a cool-down when
-/// the moving-average acceptance rate stays below [`MIN_ACCEPTANCE`] (or the price).
+/// One sequence's adaptive draft length: doubles while drafts are fully accepted, shrinks on
+/// rejection, and switches drafting off for a cool-down when the moving-average acceptance
+/// rate stays below [`MIN_ACCEPTANCE`].
 #[derive(Clone, Debug)]
 pub struct DraftControl {
     len: usize,
-    /// Accepted draft tokens and stops (a rejected draft token), exponentially forgotten.
-    accepted: f32,
-    stops: f32,
-    /// What a draft token costs relative to one sequence's share of a step, and the
-    /// sequences decoding (see [`Self::set_price`]).
-    price: Option<(f32, usize)>,
     /// Exponential moving average of the per-step acceptance rate.
     rate: f32,
     /// Verified drafts since the last (re)start.
@@ -132,9 +95,6 @@ impl DraftControl {
     pub fn new() -> Self {
         Self {
             len: INITIAL_DRAFT,
-            accepted: 0.0,
-            stops: 0.0,
-            price: None,
             rate: 1.0,
             n_rounds: 0,
             cooldown_left: 0,
@@ -143,25 +103,15 @@ impl DraftControl {
         }
     }
 
-    /// Prices a draft token: `ratio` is its measured cost relative to one sequence's share of
-    /// a step of `n_decode` decoding sequences (the pacer's `draft_cost_ratio`). Drafting
-    /// switches off below that acceptance rate (clamped to [`MIN_ACCEPTANCE`]..=0.95), and the
-    /// length is chosen by [`best_len`].
-    pub fn set_price(&mut self, ratio: f32, n_decode: usize) {
-        if ratio.is_finite() && ratio > 0.0 {
-            self.min_acceptance = ratio.clamp(MIN_ACCEPTANCE, 0.95);
-            self.price = Some((ratio, n_decode));
+    /// Sets the acceptance rate below which drafting switches off (at least
+    /// [`MIN_ACCEPTANCE`], at most 0.95): the measured cost of a draft token relative to a
+    /// decode step.
+    pub fn set_min_acceptance(&mut self, rate: f32) {
+        self.min_acceptance = if rate.is_finite() {
+            rate.clamp(MIN_ACCEPTANCE, 0.95)
         } else {
-            self.min_acceptance = MIN_ACCEPTANCE;
-            self.price = None;
-        }
-    }
-
-    /// The estimated probability that a draft token is accepted given that the one before it
-    /// was.
-    pub fn continuation(&self) -> f32 {
-        (self.accepted + PRIOR_ACCEPTED)
-            / (self.accepted + self.stops + PRIOR_ACCEPTED + PRIOR_STOPS)
+            MIN_ACCEPTANCE
+        };
     }
 
     /// How many tokens to draft this step (0 while cooling down). Call once per step in which
@@ -176,12 +126,7 @@ impl DraftControl {
             }
             return 0;
         }
-        match self.price {
-            Some((price, n)) => self
-                .len
-                .min(best_len(self.continuation(), price, n, MAX_DRAFT)),
-            None => self.len,
-        }
+        self.len
     }
 
     /// Records a verified draft: `accepted` of `drafted` (> 0) tokens were accepted.
@@ -191,8 +136,6 @@ impl DraftControl {
         }
         let r = accepted as f32 / drafted as f32;
         self.rate = 0.7 * self.rate + 0.3 * r;
-        self.accepted = Q_DECAY * self.accepted + accepted as f32;
-        self.stops = Q_DECAY * self.stops + f32::from(u8::from(accepted < drafted));
         self.n_rounds += 1;
         if accepted == drafted {
             self.len = (self.len * 2).min(MAX_DRAFT);
@@ -259,7 +202,7 @@ mod tests {
         assert!(c.next_len() > 0, "drafting resumes after the cool-down");
         // Where a draft token costs 0.8 of a decode step, 60% acceptance does not pay.
         let mut c = DraftControl::new();
-        c.set_price(0.8, 1);
+        c.set_min_acceptance(0.8);
         for _ in 0..6 {
             c.next_len();
             c.record(5, 3);
@@ -271,44 +214,5 @@ mod tests {
             c.record(5, 3);
         }
         assert!(!c.is_cooling_down(), "where it is cheap, it does");
-    }
-
-    #[test]
-    fn the_best_length_weighs_acceptance_against_price() {
-        // A draft token costing half a decode step: at q = 0.95 about 4 to 6 tokens pay best
-        // (a 16-token draft yields 1.18 tokens per step-cost against 1.41).
-        let k = best_len(0.95, 0.5, 1, MAX_DRAFT);
-        assert!((3..=6).contains(&k), "{k}");
-        // Surer drafts are longer; dearer ones shorter; nearly free ones as long as allowed.
-        assert!(best_len(0.99, 0.5, 1, MAX_DRAFT) > k);
-        assert!(best_len(0.95, 0.9, 1, MAX_DRAFT) < k);
-        assert_eq!(best_len(0.95, 0.02, 1, MAX_DRAFT), MAX_DRAFT);
-        // Never below 1: whether to draft at all is the acceptance floor's call.
-        assert_eq!(best_len(0.1, 5.0, 1, MAX_DRAFT), 1);
-    }
-
-    #[test]
-    fn a_priced_draft_is_as_long_as_the_measured_continuation_pays_for() {
-        let mut c = DraftControl::new();
-        c.set_price(0.5, 1);
-        // Copying: every draft accepted, so the continuation estimate climbs and the ramp
-        // reaches its cap.
-        for _ in 0..12 {
-            let k = c.next_len();
-            c.record(k, k);
-        }
-        assert!(c.continuation() > 0.95, "{}", c.continuation());
-        assert!(c.next_len() >= 6, "{}", c.next_len());
-        // Frequent early stops: shorter drafts.
-        for _ in 0..12 {
-            let k = c.next_len();
-            c.record(k, k.min(2));
-        }
-        assert!(
-            c.next_len() <= 4,
-            "{} at q {}",
-            c.next_len(),
-            c.continuation()
-        );
     }
 }

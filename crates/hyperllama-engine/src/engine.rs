@@ -1100,8 +1100,7 @@ impl LoopState<'_> {
         // Every so often a plain step re-measures what decoding alone costs.
         let plain = self.pacer.wants_plain_step();
         // A draft token pays when accepted more often than this.
-        let n_decoding = decoding.len();
-        let min_acceptance = self.pacer.draft_cost_ratio(n_decoding);
+        let min_acceptance = self.pacer.draft_cost_ratio(decoding.len());
         let mut wants = Vec::new();
         for (id, room) in decoding {
             let Some(l) = self.live.get_mut(&id) else {
@@ -1116,7 +1115,7 @@ impl LoopState<'_> {
                     continue;
                 }
                 if let Some(r) = min_acceptance {
-                    l.draft.set_price(r as f32, n_decoding);
+                    l.draft.set_min_acceptance(r as f32);
                 }
             }
             let k = l.draft.next_len().min(room);

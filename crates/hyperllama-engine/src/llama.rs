@@ -391,9 +391,12 @@ const CUDA_GRAPHS_OFF: &str = "GGML_CUDA_DISABLE_GRAPHS";
 /// decode an F16 model together (measured on H100/H200; quantized models are unaffected, and
 /// without CUDA graphs F16 runs every concurrency). ggml reads the variable once, at its first
 /// graph on a GPU, so this must happen before the first step; a quantized model loaded first
-/// keeps CUDA graphs for the whole process. No-op without a GPU backend.
+/// keeps CUDA graphs for the whole process. No-op without a GPU backend, and when
+/// `HYPERLLAMA_CUDA_GRAPHS=on` keeps them (to re-check the fault).
 fn avoid_cuda_graphs_for_unquantized(path: &Path) {
-    if std::env::var_os(CUDA_GRAPHS_OFF).is_some() {
+    if std::env::var_os(CUDA_GRAPHS_OFF).is_some()
+        || std::env::var("HYPERLLAMA_CUDA_GRAPHS").is_ok_and(|v| v == "on")
+    {
         return;
     }
     let Ok(meta) = gguf::read_file(path) else {
