@@ -683,8 +683,10 @@ fn engine_thread(
         live: HashMap::new(),
         n_steps: 0,
         pacer: Pacer::new(
-            if cfg.kv_streams {
-                MIN_STREAM_PREFILL_CHUNK.min(cfg.n_batch)
+            // Large steps mean a GPU (where a chunk's own micro-batch is the cost); on a CPU
+            // a 256-token chunk would stall every decoder for a second.
+            if cfg.kv_streams && cfg.n_batch >= 4 * MIN_STREAM_PREFILL_CHUNK {
+                MIN_STREAM_PREFILL_CHUNK
             } else {
                 MIN_PREFILL_CHUNK
             },
@@ -730,9 +732,9 @@ fn engine_thread(
 
 /// The smallest prompt chunk beside decoding sequences (smaller ones waste the batch).
 const MIN_PREFILL_CHUNK: usize = 16;
-/// The same with per-slot KV streams: llama.cpp computes a prompt chunk in a micro-batch of its
-/// own beside the decode tokens, at the fixed cost of a pass over the weights, so a small chunk
-/// buys little prompt for a whole extra pass.
+/// The same with per-slot KV streams and GPU-sized steps: llama.cpp computes a prompt chunk in
+/// a micro-batch of its own beside the decode tokens, at the fixed cost of a pass over the
+/// weights, so a small chunk buys little prompt for a whole extra pass.
 const MIN_STREAM_PREFILL_CHUNK: usize = 256;
 /// A step's prompt tokens may cost about this many decode steps (see [`Pacer`]): a step with a
 /// chunk then takes about twice a plain decode step.
