@@ -571,37 +571,28 @@ impl Scheduler {
         while held(&self.pool) - used > allowed && self.evict_lru(pinned) {}
     }
 
-    /// A slot for a new sequence: the lowest free one (after evicting the least recently used
-    /// unpinned entry when none is free), or with `packed_slots` the lowest slot that is free
-    /// or holds an unpinned entry (which is evicted): llama.cpp's per-slot KV streams compute
-    /// only runs of consecutive slots in one micro-batch, so running sequences are kept in the
-    /// lowest slots, and cache entries live above them.
-    /// The slot [`Self::take_slot`] would give with `packed_slots`, without evicting.
+    /// The slot [`Self::take_slot`] gives with `packed_slots`, without evicting: the lowest
+    /// that is free or holds an unpinned entry.
     fn packed_candidate(&self, pinned: &HashSet<SlotId>) -> Option<SlotId> {
-        let lowest_free = self.free_slots.iter().copied().min();
         let lowest_entry = self
             .cache
             .keys()
             .copied()
             .filter(|s| !pinned.contains(s))
             .min();
-        match (lowest_free, lowest_entry) {
-            (Some(f), Some(e)) => Some(f.min(e)),
-            (f, e) => f.or(e),
-        }
+        self.free_slots.iter().copied().chain(lowest_entry).min()
     }
 
+    /// A slot for a new sequence: the lowest free one (after evicting the least recently used
+    /// unpinned entry when none is free), or with `packed_slots` the [`Self::packed_candidate`]
+    /// (its entry evicted): llama.cpp's per-slot KV streams compute only runs of consecutive
+    /// slots in one micro-batch, so running sequences are kept in the lowest slots, and cache
+    /// entries live above them.
     fn take_slot(&mut self, pinned: &HashSet<SlotId>) -> Option<SlotId> {
         if self.cfg.packed_slots {
-            let lowest_free = self.free_slots.iter().copied().min();
-            let lowest_entry = self
-                .cache
-                .keys()
-                .copied()
-                .filter(|s| !pinned.contains(s))
-                .min();
-            if let Some(e) = lowest_entry.filter(|&e| lowest_free.is_none_or(|f| e < f)) {
-                self.evict(e);
+            let slot = self.packed_candidate(pinned)?;
+            if self.cache.contains_key(&slot) {
+                self.evict(slot);
             }
         } else if self.free_slots.is_empty() && !self.evict_lru(pinned) {
             return None;

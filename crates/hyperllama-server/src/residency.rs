@@ -756,8 +756,10 @@ fn load(
     let mut ecfg = EngineConfig::new(n_ctx, n_parallel);
     let wanted = n_ctx.saturating_mul(n_parallel);
     ecfg.n_kv_cells = wanted;
-    let on_gpu = opts.n_gpu_layers > 0 && gpu_memory().is_some();
-    if let Some(gpu) = gpu_memory() {
+    // Free GPU memory once the weights are placed (one NVML query).
+    let gpu_after_load = gpu_memory();
+    let on_gpu = opts.n_gpu_layers > 0 && gpu_after_load.is_some();
+    if let Some(gpu) = gpu_after_load {
         // The KV cache lives on the GPU with the layers: at most 90 % of what the weights left
         // free, less 1.5 GiB for compute buffers, and never under one full context.
         let room = (gpu.free / 10 * 9).saturating_sub(3 << 29);
