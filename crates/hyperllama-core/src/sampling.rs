@@ -81,6 +81,7 @@ pub struct Sampler {
     scratch: Vec<f32>,
     candidates: Vec<(f32, TokenId)>,
     window: Vec<(TokenId, u32)>,
+    blocks: Vec<f32>,
 }
 
 /// `logits` with the repetition penalties applied (copied into `scratch`), or `logits`
@@ -111,6 +112,7 @@ impl Sampler {
             scratch: Vec::new(),
             candidates: Vec::new(),
             window: Vec::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -129,12 +131,16 @@ impl Sampler {
             scratch,
             candidates,
             window,
+            blocks,
         } = self;
         let logits = penalized(params, scratch, window, logits, history);
         if params.temperature <= 0.0 {
             return argmax(logits);
         }
-        sample_stochastic(params, rng, candidates, logits)
+        let Some(total) = distribution(params, candidates, blocks, logits) else {
+            return 0;
+        };
+        draw(rng, candidates, total, None)
     }
 
     /// Verifies a draft token at one position (speculative sampling): returns the token to
@@ -156,13 +162,14 @@ impl Sampler {
             scratch,
             candidates,
             window,
+            blocks,
         } = self;
         let logits = penalized(params, scratch, window, logits, history);
         if params.temperature <= 0.0 {
             let t = argmax(logits);
             return (t, t == draft);
         }
-        let Some(total) = distribution(params, candidates, logits) else {
+        let Some(total) = distribution(params, candidates, blocks, logits) else {
             return (0, draft == 0);
         };
         let w_draft = candidates
@@ -178,18 +185,6 @@ impl Sampler {
         }
         (draw(rng, candidates, rest, Some(draft)), false)
     }
-}
-
-fn sample_stochastic(
-    p: &SamplingParams,
-    rng: &mut Rng,
-    cands: &mut Vec<(f32, TokenId)>,
-    logits: &[f32],
-) -> TokenId {
-    let Some(total) = distribution(p, cands, logits) else {
-        return 0;
-    };
-    draw(rng, cands, total, None)
 }
 
 /// Draws from `cands` (weights adding up to `total`), leaving out `skip`.
@@ -212,23 +207,17 @@ fn draw(rng: &mut Rng, cands: &[(f32, TokenId)], total: f32, skip: Option<TokenI
 fn distribution(
     p: &SamplingParams,
     cands: &mut Vec<(f32, TokenId)>,
+    blocks: &mut Vec<f32>,
     logits: &[f32],
 ) -> Option<f32> {
-    cands.clear();
-    cands.extend(
-        logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.is_nan())
-            .map(|(i, &l)| (l, i as TokenId)),
-    );
+    let k = p.top_k as usize;
+    top_k_pool(logits, k, blocks, cands);
     if cands.is_empty() {
         return None;
     }
     let by_logit_desc =
         |a: &(f32, TokenId), b: &(f32, TokenId)| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1));
     // Top-k: partial selection, then sort only the survivors.
-    let k = p.top_k as usize;
     if k > 0 && k < cands.len() {
         cands.select_nth_unstable_by(k - 1, by_logit_desc);
         cands.truncate(k);
@@ -267,30 +256,80 @@ fn distribution(
     Some(total)
 }
 
-/// Index of the largest value; ties go to the lowest index, NaN never wins.
-///
-/// Two passes that vectorize (the maximum over 16 lanes, then the first index holding it):
-/// a 50k-entry vocabulary for each of 64 sequences every step is otherwise a visible share of
-/// a GPU step.
-pub fn argmax(logits: &[f32]) -> TokenId {
+/// Length of the blocks whose maxima bound the k-th largest logit from below ([`top_k_pool`]).
+const TOP_K_BLOCK: usize = 64;
+
+/// Fills `cands` with every (logit, token) pair that can be among the `k` largest logits: all
+/// non-NaN logits at or above the k-th largest of the maxima of [`TOP_K_BLOCK`]-long blocks
+/// (`k` blocks hold a logit that large, so the k-th largest logit is at least that). Only the
+/// blocks whose maximum reaches the bound are scanned: for a 50k–260k vocabulary this reads the
+/// logits once, vectorized, instead of selecting among all of them. With `k == 0`, or too few
+/// blocks, every non-NaN logit is a candidate. The k largest are the same either way, so the
+/// caller's selection gives what selecting over the whole vocabulary gives.
+fn top_k_pool(logits: &[f32], k: usize, blocks: &mut Vec<f32>, cands: &mut Vec<(f32, TokenId)>) {
+    cands.clear();
+    let n_blocks = logits.len().div_ceil(TOP_K_BLOCK);
+    let all = |cands: &mut Vec<(f32, TokenId)>| {
+        cands.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| !l.is_nan())
+                .map(|(i, &l)| (l, i as TokenId)),
+        )
+    };
+    if k == 0 || n_blocks <= k {
+        return all(cands);
+    }
+    // The blocks' maxima in order, then a copy to select the k-th largest in.
+    blocks.clear();
+    blocks.extend(logits.chunks(TOP_K_BLOCK).map(max_of));
+    blocks.extend_from_within(..n_blocks);
+    let (maxima, select) = blocks.split_at_mut(n_blocks);
+    let bound = *select
+        .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a))
+        .1;
+    if bound == f32::NEG_INFINITY {
+        return all(cands);
+    }
+    for (b, _) in maxima.iter().enumerate().filter(|(_, &m)| m >= bound) {
+        let start = b * TOP_K_BLOCK;
+        let block = &logits[start..(start + TOP_K_BLOCK).min(logits.len())];
+        cands.extend(
+            block
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l >= bound)
+                .map(|(i, &l)| (l, (start + i) as TokenId)),
+        );
+    }
+}
+
+/// The largest non-NaN value of `values` (`-inf` when there is none), over 16 lanes so that it
+/// vectorizes.
+fn max_of(values: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = logits.chunks_exact(LANES);
+    let mut chunks = values.chunks_exact(LANES);
     for c in &mut chunks {
         for (m, &v) in lanes.iter_mut().zip(c) {
             // `v > m` is false for NaN: NaN never becomes the maximum.
             *m = if v > *m { v } else { *m };
         }
     }
-    let mut max = lanes
+    lanes
         .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
-    for &v in chunks.remainder() {
-        if v > max {
-            max = v;
-        }
-    }
+        .chain(chunks.remainder())
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// Index of the largest value; ties go to the lowest index, NaN never wins.
+///
+/// Two passes that vectorize (the maximum over 16 lanes, then the first index holding it):
+/// a 50k-entry vocabulary for each of 64 sequences every step is otherwise a visible share of
+/// a GPU step.
+pub fn argmax(logits: &[f32]) -> TokenId {
+    let max = max_of(logits);
     if max == f32::NEG_INFINITY {
         // All -inf or NaN: the first -inf, else 0, as the one-pass scan gave.
         return 0;
@@ -374,6 +413,68 @@ mod tests {
                     l.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
                 }
                 assert_eq!(argmax(&l), scan(&l), "{l:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_top_k_prefilter_keeps_what_selecting_over_the_whole_vocabulary_keeps() {
+        // The old way: every non-NaN logit a candidate, then select the k best.
+        let naive = |l: &[f32], k: usize| {
+            let mut c: Vec<(f32, TokenId)> = l
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_nan())
+                .map(|(i, &v)| (v, i as TokenId))
+                .collect();
+            c.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            c.truncate(if k == 0 { c.len() } else { k });
+            c
+        };
+        let mut rng = Rng::seed_from_u64(11);
+        let (mut cands, mut blocks) = (Vec::new(), Vec::new());
+        for len in [1, 63, 64, 65, 640, 2_561, 5_000, 49_152] {
+            for k in [0, 1, 2, 40, 41, 200] {
+                for case in 0..6 {
+                    let mut l: Vec<f32> = (0..len)
+                        .map(|_| match case {
+                            // Few distinct values: ties everywhere, broken by token id.
+                            0 => (rng.next_f32() * 4.0).floor(),
+                            // One huge outlier block and everything else low.
+                            1 => rng.next_f32() - 10.0,
+                            _ => rng.next_f32() * 20.0 - 10.0,
+                        })
+                        .collect();
+                    if case == 1 {
+                        let at = rng.next_u64() as usize % len;
+                        l[at..(at + 70).min(len)]
+                            .iter_mut()
+                            .for_each(|v| *v += 30.0);
+                    }
+                    if case == 3 {
+                        for _ in 0..len / 3 + 1 {
+                            l[rng.next_u64() as usize % len] = f32::NAN;
+                        }
+                    }
+                    if case == 4 {
+                        for _ in 0..len / 2 + 1 {
+                            l[rng.next_u64() as usize % len] = f32::NEG_INFINITY;
+                        }
+                    }
+                    if case == 5 && len > 1 {
+                        l.iter_mut().skip(1).for_each(|v| *v = f32::NEG_INFINITY);
+                    }
+                    let p = params(|p| {
+                        p.top_k = k as u32;
+                        p.top_p = 1.0;
+                    });
+                    let total = distribution(&p, &mut cands, &mut blocks, &l);
+                    let want = naive(&l, k);
+                    let got: Vec<TokenId> = cands.iter().map(|c| c.1).collect();
+                    let want_ids: Vec<TokenId> = want.iter().map(|c| c.1).collect();
+                    assert_eq!(got, want_ids, "len {len} k {k} case {case}");
+                    assert_eq!(total.is_some(), !want.is_empty());
+                }
             }
         }
     }
