@@ -324,6 +324,7 @@ impl Scheduler {
         let prefill_pending = pending > 0;
 
         // 1. Running sequences, oldest first: decode tokens and unfinished prompt chunks.
+        let mut prompt_in_step = false;
         let mut idx = 0;
         while idx < self.running.len() {
             let id = self.running[idx];
@@ -333,7 +334,7 @@ impl Scheduler {
             };
             let is_prefill = remaining > 1;
             let n = if is_prefill {
-                remaining.min(budget).min(prefill_left)
+                chunk_len(remaining, budget, prefill_left)
             } else {
                 remaining.min(budget)
             };
@@ -364,7 +365,8 @@ impl Scheduler {
             items.push(self.plan_item(id, n, n_draft));
             budget -= n + n_draft;
             if is_prefill {
-                prefill_left -= n;
+                prefill_left = prefill_left.saturating_sub(n);
+                prompt_in_step = true;
             }
             idx += 1;
         }
@@ -387,6 +389,22 @@ impl Scheduler {
                 deferred.push(id);
                 continue;
             }
+            if prefix.len() * self.cfg.block_size < self.cfg.min_copy_tokens {
+                // Too short to copy; kept only if the entry can be taken over in place (as
+                // below, once it is pinned).
+                let in_place = src.is_some_and(|e| {
+                    !pinned.contains(&e) && {
+                        pinned.insert(e);
+                        let ok = self.may_take_over(e, &pinned);
+                        pinned.remove(&e);
+                        ok
+                    }
+                });
+                if !in_place {
+                    prefix.clear();
+                    src = None;
+                }
+            }
             let newly_pinned = src.is_some_and(|src| pinned.insert(src));
             let n_tokens = self.seqs[&id].tokens.len();
             let mut needed = self.pool.blocks_for(n_tokens) - prefix.len();
@@ -401,15 +419,17 @@ impl Scheduler {
                 break;
             }
             let n_shared = prefix.len() * self.cfg.block_size;
+            let rest = n_tokens - n_shared;
+            if self.cfg.whole_prompts
+                && prompt_in_step
+                && chunk_len(rest, budget, prefill_left) < rest
+            {
+                break;
+            }
             // With packed slots, a new sequence whose prefix lies in an entry that sits where
             // it would go anyway takes that entry over: its KV stays, the positions past the
             // prefix are trimmed, and nothing is copied (nor left behind among the running).
-            let takeover = src.filter(|&e| {
-                self.cfg.packed_slots
-                    && newly_pinned
-                    && self.cache.contains_key(&e)
-                    && self.packed_candidate(&pinned).is_none_or(|c| e < c)
-            });
+            let takeover = src.filter(|&e| newly_pinned && self.may_take_over(e, &pinned));
             let slot = match takeover {
                 Some(e) => e,
                 None => match self.take_slot(&pinned) {
@@ -442,7 +462,7 @@ impl Scheduler {
                 s.n_computed = n_shared;
                 s.n_cached = n_shared;
             }
-            let n = (n_tokens - n_shared).min(budget).min(prefill_left);
+            let n = chunk_len(rest, budget, prefill_left);
             if !self.reserve(id, n_shared + n, &pinned) {
                 // Cannot happen after the check above; undo rather than corrupt the ledger.
                 self.unadmit(id);
@@ -463,6 +483,7 @@ impl Scheduler {
             items.push(self.plan_item(id, n, 0));
             budget -= n;
             prefill_left = prefill_left.saturating_sub(n);
+            prompt_in_step = true;
         }
 
         for id in deferred.into_iter().rev() {
@@ -674,6 +695,14 @@ impl Scheduler {
 
     /// Whether a running sequence that is still computing its prompt shares more full blocks
     /// with `id`'s prompt than the `n_cached` blocks `id` could take from the cache now.
+    /// Whether a new sequence may take the cache entry in `slot` over (packed slots, and the
+    /// entry sits no higher than the slot it would get anyway).
+    fn may_take_over(&self, slot: SlotId, pinned: &HashSet<SlotId>) -> bool {
+        self.cfg.packed_slots
+            && self.cache.contains_key(&slot)
+            && self.packed_candidate(pinned).is_none_or(|c| slot < c)
+    }
+
     fn shares_more_with_a_prefill(&self, id: SeqId, n_cached: usize) -> bool {
         if !self.cfg.prefix_cache {
             return false;
@@ -695,7 +724,8 @@ impl Scheduler {
                 .zip(&s.tokens[..s.n_prompt])
                 .take_while(|(a, b)| a == b)
                 .count();
-            (common / bs).min(most) > n_cached
+            let shared = (common / bs).min(most);
+            shared > n_cached && shared * bs >= self.cfg.min_copy_tokens
         })
     }
 
@@ -966,6 +996,19 @@ impl Scheduler {
         }
         assert_eq!(held + self.pool.n_free(), self.pool.n_blocks());
         assert!(self.running.len() <= self.cfg.max_seqs);
+    }
+}
+
+/// Tokens of a prompt with `rest` tokens left to compute, in a step with `budget` tokens and
+/// `prefill_left` prompt tokens left: as many as both allow, or all of `rest` when the budget
+/// holds it and the prompt cap would leave a tail of at most a quarter of the chunk (a step of
+/// its own for a few tokens costs about a whole decode step).
+fn chunk_len(rest: usize, budget: usize, prefill_left: usize) -> usize {
+    let n = rest.min(budget).min(prefill_left);
+    if n < rest && rest <= budget && rest - n <= n / 4 {
+        rest
+    } else {
+        n
     }
 }
 

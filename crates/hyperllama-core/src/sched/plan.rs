@@ -31,6 +31,17 @@ pub struct SchedulerConfig {
     /// Give new sequences the lowest slot that is free or holds an evictable cache entry,
     /// keeping running sequences in consecutive slots (for per-slot KV streams).
     pub packed_slots: bool,
+    /// A prompt joins a step that already computes another prompt only if all of it fits:
+    /// only a step's first prompt chunk is cut to the budget. llama.cpp splits a step of
+    /// per-slot KV streams into micro-batches of equally many tokens per sequence, so equal
+    /// prompts cut at different lengths cost extra passes over the weights.
+    pub whole_prompts: bool,
+    /// A cached prefix shorter than this many tokens is computed again rather than copied
+    /// into a new sequence's slot, and a prompt does not wait for another prompt's prefill
+    /// to share less than this. With per-slot KV streams a copy moves a whole stream and
+    /// llama.cpp re-plans its graphs after it, which costs more than computing a short
+    /// prefix. An entry the sequence takes over in place (no copy) is used at any length.
+    pub min_copy_tokens: usize,
 }
 
 impl SchedulerConfig {
@@ -54,6 +65,8 @@ impl SchedulerConfig {
             prefix_cache: true,
             cache_cells: usize::MAX,
             packed_slots: false,
+            whole_prompts: false,
+            min_copy_tokens: 0,
         }
     }
 }

@@ -111,6 +111,8 @@ fn test_config(max_batched_tokens: usize, max_seqs: usize, n_kv_cells: usize) ->
         prefix_cache: true,
         cache_cells: usize::MAX,
         packed_slots: false,
+        whole_prompts: false,
+        min_copy_tokens: 0,
     }
 }
 
@@ -258,7 +260,7 @@ fn run_all_spec(
             .filter(|i| decoding.contains(&i.seq))
             .count();
         // Single tokens (a decode, or a prompt's last token) cost a decode token; the cap
-        // bounds the chunks.
+        // bounds the chunks, give or take the small tail a chunk may take along (a quarter).
         let n_prefill: usize = plan
             .items
             .iter()
@@ -266,8 +268,9 @@ fn run_all_spec(
             .map(|i| i.tokens.len())
             .sum();
         if n_decoding > 0 {
+            let allowed = cap.saturating_mul(pending.max(1));
             assert!(
-                n_prefill <= cap.saturating_mul(pending.max(1)),
+                n_prefill <= allowed.saturating_add(allowed / 4),
                 "{n_prefill} prompt tokens beside decoding, cap {cap} x {pending}: {plan:?}"
             );
         }
@@ -492,6 +495,83 @@ fn packed_slots_fill_the_lowest_slot_evicting_an_entry_there() {
 }
 
 #[test]
+fn with_whole_prompts_only_a_steps_first_prompt_is_cut() {
+    let chunks = |whole: bool| {
+        let mut cfg = test_config(25, 4, 256);
+        cfg.prefix_cache = false;
+        cfg.whole_prompts = whole;
+        let mut sched = Scheduler::new(cfg);
+        let mut backend = FakeBackend::new(256);
+        for i in 0..3u32 {
+            sched
+                .add(spec(u64::from(i), vec![10 + i; 10], 2))
+                .expect("fits");
+        }
+        let mut steps = Vec::new();
+        for _ in 0..2 {
+            let (plan, _) = step(&mut sched, &mut backend);
+            steps.push(
+                plan.items
+                    .iter()
+                    .map(|i| i.tokens.len())
+                    .collect::<Vec<_>>(),
+            );
+            sched.check_invariants();
+        }
+        steps
+    };
+    // Cut to the budget: the third prompt's first 5 tokens ride along, the rest next step.
+    assert_eq!(chunks(false), vec![vec![10, 10, 5], vec![1, 1, 5]]);
+    // Whole: the third waits for the next step and is computed there in one piece.
+    assert_eq!(chunks(true), vec![vec![10, 10], vec![1, 1, 10]]);
+    // A step's first prompt is still cut when it alone exceeds the budget.
+    let mut cfg = test_config(8, 4, 256);
+    cfg.whole_prompts = true;
+    let mut sched = Scheduler::new(cfg);
+    let mut backend = FakeBackend::new(256);
+    sched.add(spec(0, vec![7; 20], 2)).expect("fits");
+    let (plan, _) = step(&mut sched, &mut backend);
+    assert_eq!(plan.items[0].tokens.len(), 8);
+}
+
+#[test]
+fn a_cached_prefix_below_min_copy_tokens_is_computed_again_unless_taken_over() {
+    // Sequence 1 (slot 0) runs on while sequence 2 finishes and leaves a 2-block entry in
+    // slot 1; sequence 3 shares those 8 tokens and gets slot 2.
+    let run = |min_copy: usize, packed: bool| {
+        let mut cfg = test_config(64, 4, 256);
+        cfg.min_copy_tokens = min_copy;
+        cfg.packed_slots = packed;
+        let mut sched = Scheduler::new(cfg);
+        let mut backend = FakeBackend::new(256);
+        let stem: Vec<TokenId> = (1..=8).collect();
+        sched.add(spec(1, vec![50; 5], 20)).expect("fits");
+        let mut second = stem.clone();
+        second.extend([30, 31]);
+        sched.add(spec(2, second, 1)).expect("fits");
+        while sched.n_cache_entries() == 0 {
+            step(&mut sched, &mut backend);
+        }
+        let mut third = stem;
+        third.extend([40, 41, 42]);
+        sched.add(spec(3, third, 1)).expect("fits");
+        let (plan, _) = step(&mut sched, &mut backend);
+        let item = plan
+            .items
+            .iter()
+            .find(|i| i.seq == SeqId(3))
+            .expect("admitted");
+        sched.check_invariants();
+        (plan.copy.len(), plan.trim.len(), item.pos)
+    };
+    // Copied below the threshold of 0, computed again (from position 0) below 16.
+    assert_eq!(run(0, false), (1, 0, 8));
+    assert_eq!(run(16, false), (0, 0, 0));
+    // Packed: the entry in slot 1 is where sequence 3 goes anyway: taken over at any length.
+    assert_eq!(run(16, true), (0, 1, 8));
+}
+
+#[test]
 fn with_packed_slots_a_second_turn_takes_its_first_turns_slot_over_without_a_copy() {
     let mut cfg = test_config(64, 2, 256);
     cfg.packed_slots = true;
@@ -688,6 +768,7 @@ proptest! {
         cfg.prefix_cache = prefix_cache;
         cfg.cache_cells = cache_cells;
         cfg.packed_slots = packed;
+        cfg.whole_prompts = packed;
         let (out, mut sched) = run_all_capped(cfg, &reqs, &arrivals, cap);
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
@@ -823,6 +904,7 @@ proptest! {
         cfg.prefix_cache = prefix_cache;
         cfg.cache_cells = cache_cells;
         cfg.packed_slots = packed;
+        cfg.whole_prompts = packed;
         let (out, mut sched) = run_all_spec(cfg, &reqs, &arrivals, cap, Some(seed));
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
@@ -855,4 +937,17 @@ fn a_prompt_whose_cached_prefix_pins_the_blocks_it_needs_is_recomputed_not_stuck
     while sched.has_work() {
         step(&mut sched, &mut backend);
     }
+}
+
+#[test]
+fn a_capped_chunk_takes_a_small_tail_along() {
+    // (rest, budget, prompt tokens left) -> chunk
+    assert_eq!(chunk_len(5, 64, 8), 5);
+    // A tail of 2 after a chunk of 8: taken along.
+    assert_eq!(chunk_len(10, 64, 8), 10);
+    // A tail of 3: over a quarter, left for the next step.
+    assert_eq!(chunk_len(11, 64, 8), 8);
+    // The budget never stretches.
+    assert_eq!(chunk_len(10, 9, 8), 8);
+    assert_eq!(chunk_len(10, 6, 8), 6);
 }
