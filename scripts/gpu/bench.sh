@@ -7,8 +7,8 @@
 #      attention auto, KV sized from free memory), then
 #   3. llama-server (same build) with -np LS_NP (64) -kvu -fa on -ngl 999,
 #   each under one `hyperllama bench` run: single (3 requests), sweep at 1,8,32,64,128 clients
-#   whose prompts are PROMPT_TOKENS (256) of text plus a question (like llama-batched-bench's
-#   -npp 256), shared-prefix (64 users, 1,000-token system prompt), long-prompt (8 decoders,
+#   whose prompts are PROMPT_TOKENS (256) tokens as the server counts them, template and question
+#   included (llama-batched-bench's -npp 256), shared-prefix (64 users, 1,000-token system prompt), long-prompt (8 decoders,
 #   2,000-token prompt).
 # Writes $OUT/<model>-<server>.{json,svg,bench.log,server.log}, $OUT/<model>-ref.txt and
 # $OUT/<model>-compare.md. SMOKE=1: HyperLlama only, one generation and /api/ps.

@@ -136,6 +136,40 @@ fn model_bench_measures_our_server_over_both_apis_and_compares() {
         files.push(json);
     }
 
+    // --prompt-tokens sizes the sweep's prompts as the server counts them, template included.
+    let json = home.join("sweep.json");
+    let o = hyperllama(home)
+        .args([
+            "bench",
+            "--url",
+            &server.url,
+            "--api",
+            "openai",
+            "--model",
+            "smol",
+        ])
+        .args([
+            "--workload",
+            "sweep",
+            "--concurrency",
+            "2",
+            "--requests",
+            "2",
+        ])
+        .args(["--prompt-tokens", "100", "--max-tokens", "4", "--json"])
+        .arg(&json)
+        .output()
+        .expect("bench runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("valid JSON");
+    let mean = r["results"][0]["extras"]["prompt_tokens_mean"].as_f64();
+    assert!(
+        mean.is_some_and(|m| (96.0..=104.0).contains(&m)),
+        "{}",
+        r["results"][0]
+    );
+
     let o = hyperllama(home)
         .args(["bench", "compare", "--markdown", "--baseline", "ollama"])
         .args(&files)

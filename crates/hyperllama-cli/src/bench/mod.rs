@@ -101,8 +101,10 @@ struct RunArgs {
     /// long-prompt: tokens of the long prompt.
     #[arg(long, default_value_t = 2000, value_parser = positive)]
     long_tokens: usize,
-    /// sweep: tokens of text before each question (0: the question alone, about 12 tokens),
-    /// e.g. 256 for a like-for-like check against `llama-batched-bench -npp 256`.
+    /// sweep: tokens of each prompt as the server counts them, chat template and question
+    /// included (text before the question is sized to fit, with a few one-token requests
+    /// first), e.g. 256 for a like-for-like check against `llama-batched-bench -npp 256`;
+    /// 0: the question alone (about 30 tokens with a template).
     #[arg(long, default_value_t = 0)]
     prompt_tokens: usize,
     /// A name for this run in results and comparisons (default: the URL's host and port).

@@ -104,9 +104,14 @@ pub async fn run(w: Workload, target: &Arc<Target>, p: &Params) -> Vec<Metrics> 
     match w {
         Workload::Single => vec![single(target, p).await],
         Workload::Sweep => {
+            let n_text = if p.prompt_tokens > 0 {
+                fit_text(target, p).await
+            } else {
+                0
+            };
             let mut out = Vec::new();
             for &c in &p.concurrency {
-                out.push(sweep_level(target, p, c).await);
+                out.push(sweep_level(target, p, c, n_text).await);
             }
             out
         }
@@ -246,8 +251,41 @@ fn copied_words(doc: &str, answer: &str) -> (usize, usize) {
     (quoted.iter().filter(|q| **q).count(), a.len())
 }
 
-/// `c` clients sending requests back to back, `max(c, requests)` in all.
-async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize) -> Metrics {
+/// The words of text before each sweep question that make a prompt of `p.prompt_tokens`
+/// tokens as the server counts them (chat template and question included), so that a sweep
+/// level has the shape of `llama-batched-bench -npp N`: one request for one token per try,
+/// the text corrected by the difference, at most four tries (the first guess, `prompt_tokens`
+/// words, when the server does not count).
+async fn fit_text(target: &Arc<Target>, p: &Params) -> usize {
+    let want = p.prompt_tokens as i64;
+    let mut n = p.prompt_tokens;
+    // Level 0 does not exist: a stream no sweep request uses.
+    let stream = Workload::Sweep.stream(0);
+    for _ in 0..4 {
+        let q = format!(
+            "{}\n\n{}",
+            prompt::text(p.seed, stream, n),
+            prompt::question(p.seed, stream)
+        );
+        let Ok(Some(got)) = target
+            .chat(&user(q), 1, None)
+            .await
+            .map(|o| o.prompt_tokens)
+        else {
+            break;
+        };
+        let diff = want - got as i64;
+        if diff.abs() <= 1 {
+            break;
+        }
+        n = (n as i64 + diff).max(1) as usize;
+    }
+    n
+}
+
+/// `c` clients sending requests back to back, `max(c, requests)` in all; each prompt is
+/// `n_text` words of text before a question.
+async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize, n_text: usize) -> Metrics {
     let w = Workload::Sweep;
     let total = c.max(p.requests);
     let next = Arc::new(AtomicUsize::new(0));
@@ -255,7 +293,7 @@ async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize) -> Metrics {
     let mut tasks = Vec::new();
     for _ in 0..c {
         let (target, next) = (Arc::clone(target), Arc::clone(&next));
-        let (seed, max_tokens, n_text) = (p.seed, p.max_tokens, p.prompt_tokens);
+        let (seed, max_tokens) = (p.seed, p.max_tokens);
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
