@@ -47,6 +47,7 @@ use hyperllama_core::spec::DraftControl;
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
 use hyperllama_core::utf8::Utf8Stream;
 use hyperllama_core::{SeqId, TokenId};
+use rayon::prelude::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::backend::StepBackend;
@@ -496,14 +497,16 @@ struct Live {
 }
 
 impl Live {
-    fn finish(mut self, reason: FinishReason) {
+    /// Ends the request: the text held back (an incomplete character, a possible stop string)
+    /// and the completion statistics go to `out`.
+    fn finish(mut self, reason: FinishReason, out: &mut Outbox) {
         let tail = self.utf8.finish();
         let mut text = match self.stop.push(&tail) {
             StopOutcome::Continue(t) | StopOutcome::Stopped(t) => t,
         };
         text.push_str(&self.stop.finish());
         if !text.is_empty() {
-            let _ = self.tx.send(Event::Text(text));
+            out.push((self.tx.clone(), Event::Text(text)));
         }
         let now = Instant::now();
         let prompt_done = self.prompt_done.unwrap_or(now);
@@ -519,7 +522,7 @@ impl Live {
             n_drafted: self.n_drafted,
             n_accepted: self.n_accepted,
         };
-        let _ = self.tx.send(Event::Done(completion));
+        out.push((self.tx, Event::Done(completion)));
     }
 }
 
@@ -622,6 +625,14 @@ fn engine_thread(
         kv_streams: cfg.kv_streams,
         n_slots: cfg.n_slots,
         n_batch: cfg.n_batch,
+        // With streams llama.cpp splits a step into micro-batches of equally many tokens per
+        // sequence; on a GPU one micro-batch per step keeps the passes over the weights (and
+        // the graphs to build) to the fewest.
+        n_ubatch: if gpu_streams(cfg) {
+            cfg.n_batch
+        } else {
+            MAX_UBATCH
+        },
         n_threads: cfg.n_threads,
         // Prefix sharing copies positions between sequences: sliding-window layers must
         // keep every position for a shared prefix to be complete.
@@ -642,6 +653,7 @@ fn engine_thread(
                 n_slots: cfg.max_seqs,
                 n_kv_cells: cfg.n_kv_cells.max(cfg.n_ctx),
                 kv_streams: false,
+                n_ubatch: MAX_UBATCH,
                 ..opts.clone()
             };
             match ModelDrafter::new(draft, &draft_opts) {
@@ -671,6 +683,12 @@ fn engine_thread(
         eog_tokens: model.eog_tokens().to_vec(),
         prefix_cache: cfg.prefix_cache,
         packed_slots: cfg.kv_streams,
+        whole_prompts: gpu_streams(cfg),
+        min_copy_tokens: if gpu_streams(cfg) {
+            MIN_STREAM_COPY_TOKENS
+        } else {
+            0
+        },
         cache_cells: if cfg.kv_streams {
             usize::MAX
         } else {
@@ -685,7 +703,7 @@ fn engine_thread(
         pacer: Pacer::new(
             // Large steps mean a GPU (where a chunk's own micro-batch is the cost); on a CPU
             // a 256-token chunk would stall every decoder for a second.
-            if cfg.kv_streams && cfg.n_batch >= 4 * MIN_STREAM_PREFILL_CHUNK {
+            if gpu_streams(cfg) {
                 MIN_STREAM_PREFILL_CHUNK
             } else {
                 MIN_PREFILL_CHUNK
@@ -698,7 +716,16 @@ fn engine_thread(
         source,
         n_drafted: 0,
         n_accepted: 0,
-        sample_threads: cfg.sample_threads.max(1),
+        sample_pool: (cfg.sample_threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(cfg.sample_threads)
+                    .thread_name(|i| format!("hyperllama-sample-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten(),
+        outbox: Vec::new(),
     };
     let mut embeds = EmbedQueue::new(cfg.n_ctx, cfg.n_threads);
     loop {
@@ -736,6 +763,20 @@ const MIN_PREFILL_CHUNK: usize = 16;
 /// a micro-batch of its own beside the decode tokens, at the fixed cost of a pass over the
 /// weights, so a small chunk buys little prompt for a whole extra pass.
 const MIN_STREAM_PREFILL_CHUNK: usize = 256;
+/// The most tokens of a llama.cpp micro-batch, except with [`gpu_streams`].
+const MAX_UBATCH: usize = 512;
+/// With [`gpu_streams`], a cached prefix shorter than this is computed again rather than
+/// copied (`SchedulerConfig::min_copy_tokens`): a copy between streams moves the whole stream
+/// (every layer's K and V) and makes llama.cpp plan its graphs again, about 3 ms on an H200,
+/// what computing some 30 tokens of prompt costs there.
+const MIN_STREAM_COPY_TOKENS: usize = 64;
+
+/// Per-slot KV streams with GPU-sized steps: the layout where llama.cpp's micro-batch split
+/// (equal tokens per sequence) and its whole-stream copies shape the schedule.
+fn gpu_streams(cfg: &EngineConfig) -> bool {
+    cfg.kv_streams && cfg.n_batch >= 4 * MIN_STREAM_PREFILL_CHUNK
+}
+
 /// A step's prompt tokens may cost about this many decode steps (see [`Pacer`]): a step with a
 /// chunk then takes about twice a plain decode step.
 const PREFILL_RATIO: f64 = 1.0;
@@ -754,9 +795,17 @@ struct LoopState<'m> {
     source: DraftSource<'m>,
     n_drafted: u64,
     n_accepted: u64,
-    /// Threads that sample a large batch ([`EngineConfig::sample_threads`]).
-    sample_threads: usize,
+    /// The threads that sample a large batch ([`EngineConfig::sample_threads`], started once:
+    /// a thread started per step costs more than the sampling it does), none for one.
+    sample_pool: Option<rayon::ThreadPool>,
+    /// Events for the requests' channels, sent while the device computes the next step (a
+    /// wake-up per request is otherwise on every step's critical path), or before the loop
+    /// waits for work; in order per request.
+    outbox: Outbox,
 }
+
+/// Events waiting to be sent, with the channel each goes to.
+type Outbox = Vec<(UnboundedSender<Event>, Event)>;
 
 /// Fewest sampled items per sampling thread: below that a thread costs more than it saves.
 const MIN_ITEMS_PER_SAMPLE_THREAD: usize = 8;
@@ -780,6 +829,7 @@ impl LoopState<'_> {
     /// embedding work is pending). Returns false to stop.
     fn intake(&mut self, rx: &Receiver<Command>, embedding: bool) -> bool {
         if !self.sched.has_work() && !embedding {
+            self.flush();
             match rx.recv() {
                 Ok(cmd) => {
                     if !self.accept(cmd) {
@@ -870,6 +920,7 @@ impl LoopState<'_> {
             self.live.remove(&id);
         }
         if !self.sched.has_work() {
+            self.flush();
             return Ok(());
         }
         let plan_started = Instant::now();
@@ -886,6 +937,8 @@ impl LoopState<'_> {
         self.n_steps += 1;
         let started = Instant::now();
         let executed = backend.execute(&plan);
+        // The last step's events go out while the device computes this one.
+        self.flush();
         // A speculating item is a decode token plus its drafts.
         let (n_decode, n_prefill) = plan.items.iter().fold((0, 0), |(d, p), i| {
             if i.tokens.len() == i.n_draft + 1 {
@@ -918,6 +971,7 @@ impl LoopState<'_> {
             return Err(e.into());
         }
         let (sampled, dead) = self.sample(&plan, &*backend);
+        let sampled_at = started.elapsed();
         self.n_drafted += plan.n_draft() as u64;
         self.n_accepted += plan
             .items
@@ -931,7 +985,7 @@ impl LoopState<'_> {
         for (seq, e) in &dead {
             tracing::warn!(error = %e, "ending a sequence whose output constraint allows no token");
             if let Some(l) = self.live.remove(seq) {
-                l.finish(FinishReason::Constraint);
+                l.finish(FinishReason::Constraint, &mut self.outbox);
             }
         }
         for event in self.sched.commit_spec(&plan, &sampled) {
@@ -950,6 +1004,7 @@ impl LoopState<'_> {
             n_copy = plan.copy.len(),
             launch_ms = ms(launched),
             compute_ms = ms(computed),
+            sample_ms = ms(sampled_at - computed),
             ms = ms(started.elapsed()),
             schedule_ms = ms(started - plan_started),
             "step"
@@ -959,7 +1014,7 @@ impl LoopState<'_> {
 
     /// Samples every sampled item of the executed `plan`: its tokens in plan order, and the
     /// sequences whose constraint failed. Items are independent (each its own sampler and
-    /// constraint), so a large batch is sampled on `sample_threads` threads.
+    /// constraint), so a large batch is sampled in chunks on the sampling threads.
     fn sample(
         &mut self,
         plan: &StepPlan,
@@ -991,23 +1046,15 @@ impl LoopState<'_> {
                 })
                 .collect()
         };
-        let threads = self
-            .sample_threads
-            .min(tasks.len() / MIN_ITEMS_PER_SAMPLE_THREAD);
-        let results = if threads > 1 {
-            let chunk = tasks.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = tasks
-                    .chunks_mut(chunk)
-                    .map(|c| s.spawn(move || run(c)))
+        let results = match &self.sample_pool {
+            Some(pool) if tasks.len() >= 2 * MIN_ITEMS_PER_SAMPLE_THREAD => pool.install(|| {
+                let parts: Vec<_> = tasks
+                    .par_chunks_mut(MIN_ITEMS_PER_SAMPLE_THREAD)
+                    .map(&run)
                     .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect::<Vec<_>>()
-            })
-        } else {
-            run(&mut tasks)
+                parts.into_iter().flatten().collect::<Vec<_>>()
+            }),
+            _ => run(&mut tasks),
         };
         let mut sampled = Vec::with_capacity(results.len());
         let mut dead = Vec::new();
@@ -1054,31 +1101,37 @@ impl LoopState<'_> {
                 });
                 match l.stop.push(&text) {
                     StopOutcome::Continue(text) => {
-                        let _ = l.tx.send(Event::Token {
-                            token,
-                            text,
-                            logprobs,
-                        });
+                        self.outbox.push((
+                            l.tx.clone(),
+                            Event::Token {
+                                token,
+                                text,
+                                logprobs,
+                            },
+                        ));
                     }
                     StopOutcome::Stopped(text) => {
-                        let _ = l.tx.send(Event::Token {
-                            token,
-                            text,
-                            logprobs,
-                        });
+                        self.outbox.push((
+                            l.tx.clone(),
+                            Event::Token {
+                                token,
+                                text,
+                                logprobs,
+                            },
+                        ));
                         self.sched.stop(seq);
                         if let Some(mut l) = self.live.remove(&seq) {
                             // The stop string swallowed the rest; nothing more to release.
                             l.utf8 = Utf8Stream::new();
                             l.stop = StopMatcher::default();
-                            l.finish(FinishReason::Stop);
+                            l.finish(FinishReason::Stop, &mut self.outbox);
                         }
                     }
                 }
             }
             SeqEvent::Finished { seq, reason } => {
                 if let Some(l) = self.live.remove(&seq) {
-                    l.finish(reason);
+                    l.finish(reason, &mut self.outbox);
                 }
             }
         }
@@ -1140,7 +1193,15 @@ impl LoopState<'_> {
         }
     }
 
+    /// Sends the events of [`LoopState::outbox`].
+    fn flush(&mut self) {
+        for (tx, event) in self.outbox.drain(..) {
+            let _ = tx.send(event);
+        }
+    }
+
     fn fail_all(&mut self, message: &str) {
+        self.flush();
         for (id, l) in self.live.drain() {
             self.sched.abort(id);
             let _ = l.tx.send(Event::Error(message.to_owned()));

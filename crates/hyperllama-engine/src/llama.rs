@@ -373,6 +373,9 @@ pub struct ContextOptions {
     pub n_slots: usize,
     /// Most tokens in one step.
     pub n_batch: usize,
+    /// Most tokens in one of llama.cpp's micro-batches (a pass over the weights each); at
+    /// most `n_batch`.
+    pub n_ubatch: usize,
     /// CPU threads for computation.
     pub n_threads: usize,
     /// Keep every position in sliding-window layers (needed to share prefixes).
@@ -416,8 +419,8 @@ fn avoid_cuda_graphs_for_unquantized(path: &Path) {
 
 /// A context of `model` with a KV cache of `opts.n_kv_cells` cells for `n_seq_max` sequences
 /// (one unified pool, or with `opts.kv_streams` one stream per sequence), at most
-/// `opts.n_batch` tokens per decode in micro-batches of at most 512: the step backend's and a
-/// draft model's.
+/// `opts.n_batch` tokens per decode in micro-batches of at most `opts.n_ubatch`: the step
+/// backend's and a draft model's.
 fn unified_context<'m>(
     model: &'m Model,
     opts: &ContextOptions,
@@ -429,7 +432,7 @@ fn unified_context<'m>(
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(opts.n_batch as u32)
-        .with_n_ubatch(opts.n_batch.min(512) as u32)
+        .with_n_ubatch(opts.n_ubatch.clamp(1, opts.n_batch) as u32)
         .with_n_seq_max(n_seq_max as u32)
         .with_kv_unified(!opts.kv_streams)
         .with_swa_full(swa_full)

@@ -164,7 +164,14 @@ struct Inner {
     /// The context length each weights file was trained with (`None`: not in its GGUF), by
     /// path: read once per file, not per request.
     trained: Mutex<HashMap<std::path::PathBuf, Option<u64>>>,
+    /// What a weights file and its draft need for a number of KV cells ([`estimate_need`]),
+    /// by paths and cells: read once, not per request (blobs are content-addressed, and
+    /// parsing the GGUF header of a large vocabulary takes milliseconds, which a burst of
+    /// requests otherwise spends before reaching the engine).
+    needs: Mutex<NeedCache>,
 }
+
+type NeedCache = HashMap<(std::path::PathBuf, Option<std::path::PathBuf>, usize), u64>;
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -282,6 +289,7 @@ impl Residency {
             next_generation: AtomicU64::new(1),
             metrics: Arc::new(Metrics::default()),
             trained: Mutex::new(HashMap::new()),
+            needs: Mutex::new(HashMap::new()),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(reaper(Arc::downgrade(&inner), notify));
@@ -364,12 +372,32 @@ impl Residency {
                 let path = resolved.model_path.clone();
                 let draft = resolved.draft.clone().filter(|_| cfg.speculative);
                 let cells = n_ctx.saturating_mul(cfg.num_parallel.max(1));
-                tokio::task::spawn_blocking(move || {
-                    let draft = draft.map_or(0, |d| estimate_need(&d, cells));
-                    estimate_need(&path, cells).saturating_add(draft)
-                })
-                .await
-                .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?
+                let key = (path, draft, cells);
+                let cached = self
+                    .inner
+                    .needs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&key)
+                    .copied();
+                match cached {
+                    Some(need) => need,
+                    None => {
+                        let (path, draft) = (key.0.clone(), key.1.clone());
+                        let need = tokio::task::spawn_blocking(move || {
+                            let draft = draft.map_or(0, |d| estimate_need(&d, cells));
+                            estimate_need(&path, cells).saturating_add(draft)
+                        })
+                        .await
+                        .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?;
+                        self.inner
+                            .needs
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(key, need);
+                        need
+                    }
+                }
             }
         };
         let budget = self.inner.budget;
@@ -782,9 +810,15 @@ fn load(
         ecfg.sample_threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get() / 2)
             .clamp(1, 8);
-        // On a GPU a step of 2048 tokens (four micro-batches of 512, llama-server's defaults)
-        // costs little more than one of 512: bursts of prompts are computed in fewer steps.
-        ecfg.n_batch = GPU_STEP_TOKENS;
+        // On a GPU a large step costs little more per token than a small one: bursts of
+        // prompts are computed in fewer steps. With KV streams a step is one micro-batch
+        // (fewest passes over the weights and graphs to build, so even larger); else four
+        // micro-batches of 512, llama-server's defaults.
+        ecfg.n_batch = if ecfg.kv_streams {
+            GPU_STREAM_STEP_TOKENS
+        } else {
+            GPU_STEP_TOKENS
+        };
     }
     let n_kv_cells = ecfg.n_kv_cells;
     ecfg.queue_capacity = cfg.queue_limit.max(1);
@@ -840,6 +874,10 @@ fn load(
 
 /// Most tokens in one engine step when the model runs on a GPU (512 on a CPU).
 const GPU_STEP_TOKENS: usize = 2048;
+/// The same with per-sequence KV streams, where a step is one micro-batch: measured on an
+/// H200 with 64 prompts of 256 tokens arriving at once, 4096-token steps computed them in 6
+/// steps instead of 11, at 2.5% more output tokens per second overall.
+const GPU_STREAM_STEP_TOKENS: usize = 4096;
 
 /// Unloads expired models until the residency is dropped.
 async fn reaper(inner: Weak<Inner>, notify: Arc<Notify>) {
