@@ -3,7 +3,8 @@
 //! Each iteration: take new requests (blocking only when idle), drop requests whose client
 //! left, then `schedule` → `execute` → sample → `commit`, and stream each sequence's new text
 //! to its receiver. Sampling happens here, between the backend's forward pass and the
-//! scheduler's commit, with `hyperllama-core`'s sampler.
+//! scheduler's commit, with `hyperllama-core`'s sampler (`engine::sample`); the request and
+//! configuration types live in `engine::types`.
 //!
 //! # Invariants
 //! - The scheduler and the backend are owned by the engine thread alone.
@@ -35,19 +36,14 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hyperllama_core::constraint::{
-    Constraint, ConstraintCompiler, ConstraintError, ConstraintSpec,
-};
-use hyperllama_core::logprobs::{token_logprobs, TokenLogprobs, MAX_TOP_LOGPROBS};
-use hyperllama_core::sampling::{Sampler, SamplingParams};
-use hyperllama_core::sched::{
-    FinishReason, Pacer, PlanItem, Scheduler, SchedulerConfig, SeqEvent, SeqSpec, StepPlan,
-};
+use hyperllama_core::constraint::{Constraint, ConstraintCompiler, ConstraintError};
+use hyperllama_core::logprobs::{TokenLogprobs, MAX_TOP_LOGPROBS};
+use hyperllama_core::sampling::Sampler;
+use hyperllama_core::sched::{FinishReason, Pacer, Scheduler, SchedulerConfig, SeqEvent, SeqSpec};
 use hyperllama_core::spec::DraftControl;
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
 use hyperllama_core::utf8::Utf8Stream;
-use hyperllama_core::{SeqId, TokenId};
-use rayon::prelude::*;
+use hyperllama_core::SeqId;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::backend::StepBackend;
@@ -56,193 +52,18 @@ use crate::embed::{EmbedQueue, EmbedRequest, Embeddings, Job};
 use crate::llama::{ContextOptions, LlamaStepBackend, Model};
 use crate::Error;
 
+mod sample;
+mod types;
+
+pub use types::{
+    Alternative, Completion, EngineConfig, EngineStats, Event, GenerateRequest, TokenLogprob,
+};
+
 /// llama.cpp's limit on sequence ids in one context.
 pub const MAX_SLOTS: usize = 256;
 
 /// Positions per KV block: the granularity of prefix sharing.
 const BLOCK_SIZE: usize = 16;
-
-/// Engine settings, fixed for the engine's lifetime.
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    /// Context length per sequence (Ollama's `num_ctx`).
-    pub n_ctx: usize,
-    /// KV cells shared by all sequences; at least `n_ctx`.
-    pub n_kv_cells: usize,
-    /// Most sequences computed at once.
-    pub max_seqs: usize,
-    /// llama.cpp sequence slots (at most 256): running sequences plus prefix-cache entries.
-    pub n_slots: usize,
-    /// Keep finished sequences' KV and reuse it for prompts that start the same way.
-    pub prefix_cache: bool,
-    /// Most KV cells the prefix cache keeps beyond those running sequences hold
-    /// ([`SchedulerConfig::cache_cells`]); `None`: `n_ctx`, one whole conversation. Unbounded
-    /// with `kv_streams`, where cached cells widen no one's attention.
-    pub cache_cells: Option<usize>,
-    /// Threads that sample a step's items when it has many (each thread at least 8): more
-    /// than 1 only where the cores are not busy computing the step (a GPU), since llama.cpp's
-    /// CPU threads spin between steps. Default 1.
-    pub sample_threads: usize,
-    /// One KV stream of `n_ctx` cells per slot instead of one pool of `n_kv_cells` shared by
-    /// all (see [`crate::llama::LlamaStepBackend`]): each step's attention then spans each
-    /// sequence's own cells only, at the price of `n_slots × n_ctx` cells of memory and of a
-    /// whole-stream copy per shared prefix. `n_kv_cells` is ignored.
-    pub kv_streams: bool,
-    /// Most tokens per step.
-    pub n_batch: usize,
-    /// CPU threads llama.cpp may use.
-    pub n_threads: usize,
-    /// Requests that may wait beyond the `max_seqs` that run at once before `submit` and
-    /// `embed` report overload.
-    pub queue_capacity: usize,
-    /// Speculative decoding with prompt-lookup drafts (adaptive per sequence; see the module
-    /// docs). On by default.
-    pub speculative: bool,
-    /// A draft model for speculative decoding, replacing prompt lookup (see
-    /// [`crate::drafter`]); it must have the model's vocabulary ([`Model::check_draft`],
-    /// checked by [`Engine::start`]). Unused while `speculative` is off.
-    pub draft_model: Option<Arc<Model>>,
-}
-
-impl EngineConfig {
-    /// Settings for `n_ctx` tokens per sequence and up to `max_seqs` sequences at once.
-    pub fn new(n_ctx: usize, max_seqs: usize) -> Self {
-        Self {
-            n_ctx,
-            n_kv_cells: n_ctx,
-            max_seqs,
-            n_slots: (max_seqs * 2).clamp(max_seqs, MAX_SLOTS),
-            prefix_cache: true,
-            cache_cells: None,
-            kv_streams: false,
-            sample_threads: 1,
-            n_batch: 512,
-            n_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            queue_capacity: 256,
-            speculative: true,
-            draft_model: None,
-        }
-    }
-}
-
-/// One generation request, already tokenized.
-#[derive(Clone, Debug)]
-pub struct GenerateRequest {
-    /// Prompt tokens (the chat template, if any, is already applied).
-    pub prompt: Vec<TokenId>,
-    /// How to sample.
-    pub sampling: SamplingParams,
-    /// Most new tokens; `None` means until end of generation or the context is full.
-    pub num_predict: Option<usize>,
-    /// Stop strings: generation ends before any of them, which is never emitted.
-    pub stop: Vec<String>,
-    /// Keep going past end-of-generation tokens.
-    pub ignore_eos: bool,
-    /// Report each token's log-probability with this many alternatives (at most
-    /// [`MAX_TOP_LOGPROBS`]); `None` reports none.
-    pub logprobs: Option<usize>,
-    /// What the output must match (JSON, a JSON schema, a grammar); compiled at submission,
-    /// where an invalid one is refused.
-    pub constraint: Option<ConstraintSpec>,
-}
-
-/// A generated token's log-probability under the model, with the likeliest alternatives.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TokenLogprob {
-    /// The token's log-probability.
-    pub logprob: f32,
-    /// The token's bytes (a piece of UTF-8 text, possibly an incomplete character).
-    pub bytes: Vec<u8>,
-    /// The most likely tokens at this position, most likely first.
-    pub top: Vec<Alternative>,
-}
-
-/// One alternative token in a [`TokenLogprob`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct Alternative {
-    /// The token id.
-    pub token: TokenId,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
-    /// Its log-probability.
-    pub logprob: f32,
-}
-
-/// Statistics of a finished request, as Ollama reports them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Completion {
-    /// Why it ended.
-    pub reason: FinishReason,
-    /// Prompt tokens evaluated (computed, not taken from the prefix cache).
-    pub n_prompt: usize,
-    /// Prompt tokens taken from the prefix cache.
-    pub n_cached: usize,
-    /// Time spent on the prompt (from first scheduling to the first sampled token).
-    pub prompt_eval_duration: Duration,
-    /// Tokens generated.
-    pub n_eval: usize,
-    /// Time spent generating after the prompt.
-    pub eval_duration: Duration,
-    /// Time from submission to the end.
-    pub total_duration: Duration,
-    /// Draft tokens verified (speculative decoding).
-    pub n_drafted: usize,
-    /// Of those, how many were accepted (each saved a decode step).
-    pub n_accepted: usize,
-}
-
-impl Completion {
-    /// Accepted draft tokens per verified one; `None` when nothing was drafted.
-    pub fn acceptance_rate(&self) -> Option<f64> {
-        (self.n_drafted > 0).then(|| self.n_accepted as f64 / self.n_drafted as f64)
-    }
-}
-
-/// What a request's stream carries.
-#[derive(Clone, Debug)]
-pub enum Event {
-    /// A generated token and the text it completes (may be empty while a multi-byte character
-    /// or a possible stop string is incomplete).
-    Token {
-        /// The token id.
-        token: TokenId,
-        /// Text released by this token.
-        text: String,
-        /// The token's log-probability, when the request asked for it.
-        logprobs: Option<Box<TokenLogprob>>,
-    },
-    /// Trailing text released when the sequence ends (an incomplete character, or text held
-    /// back while it could have been the start of a stop string).
-    Text(String),
-    /// The request finished normally; the last event.
-    Done(Completion),
-    /// The request failed; the last event.
-    Error(String),
-}
-
-/// A snapshot of the engine's load, published after every step: it may lag the events that
-/// step sent by a moment, so a caller waiting for a value polls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Sequences holding KV.
-    pub n_running: usize,
-    /// Sequences waiting for admission.
-    pub n_waiting: usize,
-    /// KV cells (in whole blocks) used by running sequences.
-    pub n_kv_used: usize,
-    /// KV cells (in whole blocks) held only by the prefix cache: reclaimable on demand.
-    pub n_kv_cached: usize,
-    /// KV cells in total.
-    pub n_kv_cells: usize,
-    /// Preemptions so far.
-    pub n_preemptions: u64,
-    /// Steps executed so far.
-    pub n_steps: u64,
-    /// Draft tokens verified so far (speculative decoding).
-    pub n_drafted: u64,
-    /// Of those, how many were accepted.
-    pub n_accepted: u64,
-}
 
 enum Command {
     Generate {
@@ -526,78 +347,6 @@ impl Live {
     }
 }
 
-/// Samples a sequence's next token: under its constraint (restricted logits, then the
-/// grammar advanced), with its log-probabilities when asked. With a `draft` token, verifies
-/// it instead ([`Sampler::verify`]) and also says whether it was accepted.
-fn sample_live(
-    l: &mut Live,
-    logits: &[f32],
-    history: &[TokenId],
-    draft: Option<TokenId>,
-) -> Result<(TokenId, bool), ConstraintError> {
-    let pick = |sampler: &mut Sampler, logits: &[f32]| match draft {
-        Some(d) => sampler.verify(logits, history, d),
-        None => (sampler.sample(logits, history), false),
-    };
-    let (token, accepted) = match l.constraint.as_mut() {
-        Some(c) => {
-            l.scratch.clear();
-            l.scratch.extend_from_slice(logits);
-            c.restrict(&mut l.scratch)?;
-            let picked = pick(&mut l.sampler, &l.scratch);
-            c.commit(picked.0)?;
-            picked
-        }
-        None => pick(&mut l.sampler, logits),
-    };
-    if let Some(n) = l.logprobs {
-        l.pending_logprobs
-            .push_back(token_logprobs(logits, token, n));
-    }
-    Ok((token, accepted))
-}
-
-/// Samples one item's tokens: its accepted drafts, then one token at the first rejected
-/// position (or after the last draft). On a constraint error, the error and what was
-/// sampled before it plus the argmax (the sequence then ends).
-fn sample_item(
-    l: &mut Live,
-    rows: &[&[f32]],
-    item: &PlanItem,
-    history: &[TokenId],
-) -> (Vec<TokenId>, Option<ConstraintError>) {
-    let draft = item.draft();
-    let mut out = Vec::with_capacity(draft.len() + 1);
-    // With drafts, the history grows by each accepted token.
-    let mut grown = (!draft.is_empty()).then(|| history.to_vec());
-    // One row per draft token plus one after the last.
-    for (j, &logits) in rows.iter().enumerate().take(draft.len() + 1) {
-        let h = grown.as_deref().unwrap_or(history);
-        match sample_live(l, logits, h, draft.get(j).copied()) {
-            Ok((token, accepted)) => {
-                out.push(token);
-                if !accepted {
-                    break;
-                }
-                if let Some(g) = grown.as_mut() {
-                    g.push(token);
-                }
-            }
-            Err(e) => {
-                out.push(hyperllama_core::sampling::argmax(logits));
-                return (out, Some(e));
-            }
-        }
-    }
-    if !draft.is_empty() {
-        let n_acc = out.len() - 1;
-        l.draft.record(draft.len(), n_acc);
-        l.n_drafted += draft.len();
-        l.n_accepted += n_acc;
-    }
-    (out, None)
-}
-
 fn fallback_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -807,9 +556,6 @@ struct LoopState<'m> {
 /// Events waiting to be sent, with the channel each goes to.
 type Outbox = Vec<(UnboundedSender<Event>, Event)>;
 
-/// Fewest sampled items per sampling thread: below that a thread costs more than it saves.
-const MIN_ITEMS_PER_SAMPLE_THREAD: usize = 8;
-
 impl LoopState<'_> {
     fn stats(&self) -> EngineStats {
         EngineStats {
@@ -1010,61 +756,6 @@ impl LoopState<'_> {
             "step"
         );
         Ok(())
-    }
-
-    /// Samples every sampled item of the executed `plan`: its tokens in plan order, and the
-    /// sequences whose constraint failed. Items are independent (each its own sampler and
-    /// constraint), so a large batch is sampled in chunks on the sampling threads.
-    fn sample(
-        &mut self,
-        plan: &StepPlan,
-        backend: &dyn StepBackend,
-    ) -> (Vec<Vec<TokenId>>, Vec<(SeqId, ConstraintError)>) {
-        let rows: Vec<&[f32]> = (0..plan.n_rows()).map(|r| backend.logits(r)).collect();
-        let mut lives: HashMap<SeqId, &mut Live> =
-            self.live.iter_mut().map(|(&id, l)| (id, l)).collect();
-        let mut tasks = Vec::with_capacity(plan.n_samples());
-        let mut row = 0;
-        for item in plan.items.iter().filter(|i| i.sample) {
-            let n = item.n_rows();
-            let history = self.sched.tokens(item.seq).unwrap_or(&[]);
-            tasks.push((lives.remove(&item.seq), item, &rows[row..row + n], history));
-            row += n;
-        }
-        type Task<'a> = (
-            Option<&'a mut Live>,
-            &'a PlanItem,
-            &'a [&'a [f32]],
-            &'a [TokenId],
-        );
-        let run = |tasks: &mut [Task<'_>]| -> Vec<(Vec<TokenId>, Option<ConstraintError>)> {
-            tasks
-                .iter_mut()
-                .map(|(l, item, rows, history)| match l {
-                    Some(l) => sample_item(l, rows, item, history),
-                    None => (vec![hyperllama_core::sampling::argmax(rows[0])], None),
-                })
-                .collect()
-        };
-        let results = match &self.sample_pool {
-            Some(pool) if tasks.len() >= 2 * MIN_ITEMS_PER_SAMPLE_THREAD => pool.install(|| {
-                let parts: Vec<_> = tasks
-                    .par_chunks_mut(MIN_ITEMS_PER_SAMPLE_THREAD)
-                    .map(&run)
-                    .collect();
-                parts.into_iter().flatten().collect::<Vec<_>>()
-            }),
-            _ => run(&mut tasks),
-        };
-        let mut sampled = Vec::with_capacity(results.len());
-        let mut dead = Vec::new();
-        for ((_, item, _, _), (tokens, err)) in tasks.iter().zip(results) {
-            if let Some(e) = err {
-                dead.push((item.seq, e));
-            }
-            sampled.push(tokens);
-        }
-        (sampled, dead)
     }
 
     fn apply(&mut self, model: &Model, event: SeqEvent) {

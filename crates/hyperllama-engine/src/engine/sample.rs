@@ -1,0 +1,151 @@
+//! Sampling a step's results: every sampled item of an executed plan, each under its own
+//! sampler and constraint, on the engine's sampling threads when the batch is large.
+//!
+//! # Invariants
+//! - Items are independent: the tokens of each item depend only on its own rows, sampler,
+//!   constraint and history, so sampling them on several threads gives what one thread gives.
+//! - The results come back in plan order, one entry per sampled item.
+
+use std::collections::HashMap;
+
+use hyperllama_core::constraint::ConstraintError;
+use hyperllama_core::logprobs::token_logprobs;
+use hyperllama_core::sampling::Sampler;
+use hyperllama_core::sched::{PlanItem, StepPlan};
+use hyperllama_core::{SeqId, TokenId};
+use rayon::prelude::*;
+
+use super::{Live, LoopState};
+use crate::backend::StepBackend;
+
+/// Fewest sampled items per sampling thread: below that a thread costs more than it saves.
+const MIN_ITEMS_PER_SAMPLE_THREAD: usize = 8;
+
+impl LoopState<'_> {
+    /// Samples every sampled item of the executed `plan`: its tokens in plan order, and the
+    /// sequences whose constraint failed. Items are independent (each its own sampler and
+    /// constraint), so a large batch is sampled in chunks on the sampling threads.
+    pub(super) fn sample(
+        &mut self,
+        plan: &StepPlan,
+        backend: &dyn StepBackend,
+    ) -> (Vec<Vec<TokenId>>, Vec<(SeqId, ConstraintError)>) {
+        let rows: Vec<&[f32]> = (0..plan.n_rows()).map(|r| backend.logits(r)).collect();
+        let mut lives: HashMap<SeqId, &mut Live> =
+            self.live.iter_mut().map(|(&id, l)| (id, l)).collect();
+        let mut tasks = Vec::with_capacity(plan.n_samples());
+        let mut row = 0;
+        for item in plan.items.iter().filter(|i| i.sample) {
+            let n = item.n_rows();
+            let history = self.sched.tokens(item.seq).unwrap_or(&[]);
+            tasks.push((lives.remove(&item.seq), item, &rows[row..row + n], history));
+            row += n;
+        }
+        type Task<'a> = (
+            Option<&'a mut Live>,
+            &'a PlanItem,
+            &'a [&'a [f32]],
+            &'a [TokenId],
+        );
+        let run = |tasks: &mut [Task<'_>]| -> Vec<(Vec<TokenId>, Option<ConstraintError>)> {
+            tasks
+                .iter_mut()
+                .map(|(l, item, rows, history)| match l {
+                    Some(l) => sample_item(l, rows, item, history),
+                    None => (vec![hyperllama_core::sampling::argmax(rows[0])], None),
+                })
+                .collect()
+        };
+        let results = match &self.sample_pool {
+            Some(pool) if tasks.len() >= 2 * MIN_ITEMS_PER_SAMPLE_THREAD => pool.install(|| {
+                let parts: Vec<_> = tasks
+                    .par_chunks_mut(MIN_ITEMS_PER_SAMPLE_THREAD)
+                    .map(&run)
+                    .collect();
+                parts.into_iter().flatten().collect::<Vec<_>>()
+            }),
+            _ => run(&mut tasks),
+        };
+        let mut sampled = Vec::with_capacity(results.len());
+        let mut dead = Vec::new();
+        for ((_, item, _, _), (tokens, err)) in tasks.iter().zip(results) {
+            if let Some(e) = err {
+                dead.push((item.seq, e));
+            }
+            sampled.push(tokens);
+        }
+        (sampled, dead)
+    }
+}
+
+/// Samples a sequence's next token: under its constraint (restricted logits, then the
+/// grammar advanced), with its log-probabilities when asked. With a `draft` token, verifies
+/// it instead ([`Sampler::verify`]) and also says whether it was accepted.
+fn sample_live(
+    l: &mut Live,
+    logits: &[f32],
+    history: &[TokenId],
+    draft: Option<TokenId>,
+) -> Result<(TokenId, bool), ConstraintError> {
+    let pick = |sampler: &mut Sampler, logits: &[f32]| match draft {
+        Some(d) => sampler.verify(logits, history, d),
+        None => (sampler.sample(logits, history), false),
+    };
+    let (token, accepted) = match l.constraint.as_mut() {
+        Some(c) => {
+            l.scratch.clear();
+            l.scratch.extend_from_slice(logits);
+            c.restrict(&mut l.scratch)?;
+            let picked = pick(&mut l.sampler, &l.scratch);
+            c.commit(picked.0)?;
+            picked
+        }
+        None => pick(&mut l.sampler, logits),
+    };
+    if let Some(n) = l.logprobs {
+        l.pending_logprobs
+            .push_back(token_logprobs(logits, token, n));
+    }
+    Ok((token, accepted))
+}
+
+/// Samples one item's tokens: its accepted drafts, then one token at the first rejected
+/// position (or after the last draft). On a constraint error, the error and what was
+/// sampled before it plus the argmax (the sequence then ends).
+fn sample_item(
+    l: &mut Live,
+    rows: &[&[f32]],
+    item: &PlanItem,
+    history: &[TokenId],
+) -> (Vec<TokenId>, Option<ConstraintError>) {
+    let draft = item.draft();
+    let mut out = Vec::with_capacity(draft.len() + 1);
+    // With drafts, the history grows by each accepted token.
+    let mut grown = (!draft.is_empty()).then(|| history.to_vec());
+    // One row per draft token plus one after the last.
+    for (j, &logits) in rows.iter().enumerate().take(draft.len() + 1) {
+        let h = grown.as_deref().unwrap_or(history);
+        match sample_live(l, logits, h, draft.get(j).copied()) {
+            Ok((token, accepted)) => {
+                out.push(token);
+                if !accepted {
+                    break;
+                }
+                if let Some(g) = grown.as_mut() {
+                    g.push(token);
+                }
+            }
+            Err(e) => {
+                out.push(hyperllama_core::sampling::argmax(logits));
+                return (out, Some(e));
+            }
+        }
+    }
+    if !draft.is_empty() {
+        let n_acc = out.len() - 1;
+        l.draft.record(draft.len(), n_acc);
+        l.n_drafted += draft.len();
+        l.n_accepted += n_acc;
+    }
+    (out, None)
+}
