@@ -23,6 +23,13 @@ fn hyperllama(home: &Path) -> Command {
     cmd
 }
 
+/// `hyperllama bench` against the server at `url` over `api`, with the test model.
+fn bench(home: &Path, url: &str, api: &str) -> Command {
+    let mut cmd = hyperllama(home);
+    cmd.args(["bench", "--url", url, "--api", api, "--model", "smol"]);
+    cmd
+}
+
 /// A `hyperllama serve` child, killed when dropped (also when the test fails).
 struct Server {
     child: Child,
@@ -75,16 +82,7 @@ fn model_bench_measures_our_server_over_both_apis_and_compares() {
     for api in ["openai", "ollama"] {
         let json = home.join(format!("{api}.json"));
         let svg = home.join(format!("{api}.svg"));
-        let o = hyperllama(home)
-            .args([
-                "bench",
-                "--url",
-                &server.url,
-                "--api",
-                api,
-                "--model",
-                "smol",
-            ])
+        let o = bench(home, &server.url, api)
             .args(["--workload", "single,shared-prefix", "--requests", "2"])
             .args(["--users", "2", "--system-tokens", "60", "--max-tokens", "8"])
             .args(["--label", api, "--timeout", "120", "--json"])
@@ -138,16 +136,7 @@ fn model_bench_measures_our_server_over_both_apis_and_compares() {
 
     // --prompt-tokens sizes the sweep's prompts as the server counts them, template included.
     let json = home.join("sweep.json");
-    let o = hyperllama(home)
-        .args([
-            "bench",
-            "--url",
-            &server.url,
-            "--api",
-            "openai",
-            "--model",
-            "smol",
-        ])
+    let o = bench(home, &server.url, "openai")
         .args([
             "--workload",
             "sweep",

@@ -389,23 +389,20 @@ impl Scheduler {
                 deferred.push(id);
                 continue;
             }
-            if prefix.len() * self.cfg.block_size < self.cfg.min_copy_tokens {
-                // Too short to copy; kept only if the entry can be taken over in place (as
-                // below, once it is pinned).
-                let in_place = src.is_some_and(|e| {
-                    !pinned.contains(&e) && {
-                        pinned.insert(e);
-                        let ok = self.may_take_over(e, &pinned);
-                        pinned.remove(&e);
-                        ok
-                    }
-                });
-                if !in_place {
-                    prefix.clear();
-                    src = None;
+            let mut newly_pinned = src.is_some_and(|src| pinned.insert(src));
+            // With packed slots, a new sequence whose prefix lies in an entry that sits where
+            // it would go anyway takes that entry over: its KV stays, the positions past the
+            // prefix are trimmed, and nothing is copied (nor left behind among the running).
+            let in_place = src.is_some_and(|e| newly_pinned && self.may_take_over(e, &pinned));
+            if prefix.len() * self.cfg.block_size < self.cfg.min_copy_tokens && !in_place {
+                // Too short to copy: computed again.
+                if newly_pinned {
+                    pinned.remove(&src.take().expect("newly pinned"));
                 }
+                src = None;
+                prefix.clear();
+                newly_pinned = false;
             }
-            let newly_pinned = src.is_some_and(|src| pinned.insert(src));
             let n_tokens = self.seqs[&id].tokens.len();
             let mut needed = self.pool.blocks_for(n_tokens) - prefix.len();
             if needed > self.pool.n_free() + self.n_reclaimable(&pinned) && newly_pinned {
@@ -426,10 +423,8 @@ impl Scheduler {
             {
                 break;
             }
-            // With packed slots, a new sequence whose prefix lies in an entry that sits where
-            // it would go anyway takes that entry over: its KV stays, the positions past the
-            // prefix are trimmed, and nothing is copied (nor left behind among the running).
-            let takeover = src.filter(|&e| newly_pinned && self.may_take_over(e, &pinned));
+            // `src` is still the entry `in_place` was decided for (or gone).
+            let takeover = src.filter(|_| in_place);
             let slot = match takeover {
                 Some(e) => e,
                 None => match self.take_slot(&pinned) {

@@ -790,33 +790,25 @@ impl LoopState<'_> {
                             .collect(),
                     })
                 });
-                match l.stop.push(&text) {
-                    StopOutcome::Continue(text) => {
-                        self.outbox.push((
-                            l.tx.clone(),
-                            Event::Token {
-                                token,
-                                text,
-                                logprobs,
-                            },
-                        ));
-                    }
-                    StopOutcome::Stopped(text) => {
-                        self.outbox.push((
-                            l.tx.clone(),
-                            Event::Token {
-                                token,
-                                text,
-                                logprobs,
-                            },
-                        ));
-                        self.sched.stop(seq);
-                        if let Some(mut l) = self.live.remove(&seq) {
-                            // The stop string swallowed the rest; nothing more to release.
-                            l.utf8 = Utf8Stream::new();
-                            l.stop = StopMatcher::default();
-                            l.finish(FinishReason::Stop, &mut self.outbox);
-                        }
+                let (text, stopped) = match l.stop.push(&text) {
+                    StopOutcome::Continue(text) => (text, false),
+                    StopOutcome::Stopped(text) => (text, true),
+                };
+                self.outbox.push((
+                    l.tx.clone(),
+                    Event::Token {
+                        token,
+                        text,
+                        logprobs,
+                    },
+                ));
+                if stopped {
+                    self.sched.stop(seq);
+                    if let Some(mut l) = self.live.remove(&seq) {
+                        // The stop string swallowed the rest; nothing more to release.
+                        l.utf8 = Utf8Stream::new();
+                        l.stop = StopMatcher::default();
+                        l.finish(FinishReason::Stop, &mut self.outbox);
                     }
                 }
             }

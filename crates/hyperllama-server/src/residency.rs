@@ -301,31 +301,15 @@ impl Residency {
     /// once per weights file); `None` when the file does not say or cannot be read.
     pub async fn trained_context(&self, resolved: &ResolvedModel) -> Option<u64> {
         let path = resolved.model_path.clone();
-        let cached = self
-            .inner
-            .trained
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&path)
-            .copied();
-        if let Some(t) = cached {
-            return t;
-        }
         let read = path.clone();
-        let trained = tokio::task::spawn_blocking(move || {
+        cached_blocking(&self.inner.trained, path, move || {
             hyperllama_models::gguf::read_file(&read)
                 .ok()
                 .and_then(|f| f.context_length())
         })
         .await
         .ok()
-        .flatten();
-        self.inner
-            .trained
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(path, trained);
-        trained
+        .flatten()
     }
 
     /// Resolves `name` in the store (404 when it is not there).
@@ -372,32 +356,13 @@ impl Residency {
                 let path = resolved.model_path.clone();
                 let draft = resolved.draft.clone().filter(|_| cfg.speculative);
                 let cells = n_ctx.saturating_mul(cfg.num_parallel.max(1));
-                let key = (path, draft, cells);
-                let cached = self
-                    .inner
-                    .needs
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&key)
-                    .copied();
-                match cached {
-                    Some(need) => need,
-                    None => {
-                        let (path, draft) = (key.0.clone(), key.1.clone());
-                        let need = tokio::task::spawn_blocking(move || {
-                            let draft = draft.map_or(0, |d| estimate_need(&d, cells));
-                            estimate_need(&path, cells).saturating_add(draft)
-                        })
-                        .await
-                        .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?;
-                        self.inner
-                            .needs
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(key, need);
-                        need
-                    }
-                }
+                let (p, d) = (path.clone(), draft.clone());
+                cached_blocking(&self.inner.needs, (path, draft, cells), move || {
+                    let draft = d.map_or(0, |d| estimate_need(&d, cells));
+                    estimate_need(&p, cells).saturating_add(draft)
+                })
+                .await
+                .map_err(|e| ApiError::internal("the model's size estimate failed", &e))?
             }
         };
         let budget = self.inner.budget;
@@ -662,6 +627,33 @@ pub fn estimate_need(path: &std::path::Path, n_cells: usize) -> u64 {
         .saturating_mul(n_head_kv.saturating_mul(head_dim))
         .saturating_mul(4);
     file.saturating_add(kv)
+}
+
+/// The value `cache` holds for `key`, else what `compute` gives (on the blocking pool, for
+/// file reads), which is then kept; an error when the blocking task failed (nothing is kept).
+async fn cached_blocking<K, V>(
+    cache: &Mutex<HashMap<K, V>>,
+    key: K,
+    compute: impl FnOnce() -> V + Send + 'static,
+) -> Result<V, tokio::task::JoinError>
+where
+    K: Eq + std::hash::Hash,
+    V: Copy + Send + 'static,
+{
+    let cached = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .copied();
+    if let Some(v) = cached {
+        return Ok(v);
+    }
+    let v = tokio::task::spawn_blocking(compute).await?;
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, v);
+    Ok(v)
 }
 
 /// The engine for `resolved`: by the settings' routes and engines for its format; a GGUF
