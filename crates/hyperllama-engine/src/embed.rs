@@ -156,6 +156,14 @@ impl Job {
             _ticket: ticket,
         }
     }
+
+    /// Answers the request, after giving its ticket back: whoever reads the answer sees the
+    /// engine's request count without this job.
+    fn reply(self, result: Result<Embeddings, Error>) {
+        let Self { tx, _ticket, .. } = self;
+        drop(_ticket);
+        let _ = tx.send(result);
+    }
 }
 
 /// The engine thread's embedding state: the queue and the lazily created context.
@@ -187,7 +195,7 @@ impl<'m> EmbedQueue<'m> {
     /// Fails every queued request with `message`.
     pub(crate) fn fail_all(&mut self, message: &str) {
         for job in self.jobs.drain(..) {
-            let _ = job.tx.send(Err(Error::InvalidRequest(message.to_owned())));
+            job.reply(Err(Error::InvalidRequest(message.to_owned())));
         }
     }
 
@@ -239,7 +247,7 @@ impl<'m> EmbedQueue<'m> {
             // The first input is longer than the context granted (checked on submit against
             // the engine's n_ctx; llama.cpp may grant less).
             if let Some(job) = self.jobs.pop_front() {
-                let _ = job.tx.send(Err(Error::InvalidRequest(format!(
+                job.reply(Err(Error::InvalidRequest(format!(
                     "an input is longer than the embedding context of {n_ctx} tokens"
                 ))));
             }
@@ -267,7 +275,7 @@ impl<'m> EmbedQueue<'m> {
                 };
                 for &j in failed.iter().rev() {
                     if let Some(job) = self.jobs.remove(j) {
-                        let _ = job.tx.send(Err(Error::Backend(e)));
+                        job.reply(Err(Error::Backend(e)));
                     }
                 }
                 return;
@@ -278,14 +286,14 @@ impl<'m> EmbedQueue<'m> {
             .front()
             .is_some_and(|j| j.done.len() == j.req.inputs.len())
         {
-            if let Some(job) = self.jobs.pop_front() {
+            if let Some(mut job) = self.jobs.pop_front() {
                 let n_tokens = job.req.inputs.iter().map(Vec::len).sum();
                 let answer = Embeddings {
-                    vectors: job.done,
+                    vectors: std::mem::take(&mut job.done),
                     n_tokens,
                     duration: job.submitted.elapsed(),
                 };
-                let _ = job.tx.send(Ok(answer));
+                job.reply(Ok(answer));
             }
         }
     }
