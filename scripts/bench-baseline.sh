@@ -11,7 +11,7 @@
 # Servers, one at a time (never two at once: llama.cpp's spinning threads collapse when they
 # share cores), each started on a free 127.0.0.1 port and stopped after its workloads:
 #   hyperllama         `hyperllama serve`, NUM_PARALLEL sequences, NUM_CTX tokens each (one
-#                      unified KV cache of NUM_CTX x NUM_PARALLEL cells)
+#                      KV stream of NUM_CTX cells per sequence, the default on a CPU)
 #   hyperllama-nospec  the same with speculative decoding off (HYPERLLAMA_SPECULATIVE=off): no
 #                      workload may be more than 3% slower with it on
 #   llama-server-np1   llama-server as Ollama starts it: one slot, -c NUM_CTX

@@ -29,6 +29,7 @@ use hyperllama_core::sched::StepPlan;
 use hyperllama_core::{SlotId, TokenId};
 use hyperllama_models::gguf;
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -156,6 +157,8 @@ pub struct Model {
     inner: LlamaModel,
     info: ModelInfo,
     eog_tokens: Vec<TokenId>,
+    /// Whether contexts keep their KV cache in host memory (no layer on a GPU).
+    host_kv: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -189,7 +192,8 @@ impl Model {
         drop(meta);
 
         let params = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
-        if opts.n_gpu_layers > 0 && gpu_memory().is_some() {
+        let on_gpu = opts.n_gpu_layers > 0 && gpu_memory().is_some();
+        if on_gpu {
             avoid_cuda_graphs_for_unquantized(path);
         }
         let inner = LlamaModel::load_from_file(llama_backend(), path, &params).map_err(|e| {
@@ -227,6 +231,7 @@ impl Model {
             inner,
             info,
             eog_tokens,
+            host_kv: !on_gpu,
         }))
     }
 
@@ -473,6 +478,9 @@ pub struct LlamaStepBackend<'m> {
     item_rows: Vec<(i32, usize)>,
     order: Vec<usize>,
     streams: bool,
+    /// The KV cache is in host memory: a prefix crosses streams by serializing the source
+    /// sequence's cells (see `copy_slot`).
+    host_kv: bool,
     caps: Capabilities,
 }
 
@@ -493,6 +501,7 @@ impl<'m> LlamaStepBackend<'m> {
             item_rows: Vec::new(),
             order: Vec::new(),
             streams: opts.kv_streams,
+            host_kv: model.host_kv,
             caps,
         })
     }
@@ -563,10 +572,23 @@ impl StepBackend for LlamaStepBackend<'_> {
     fn copy_slot(&mut self, src: SlotId, dst: SlotId, n_tokens: usize) {
         if self.streams {
             // Across streams llama.cpp copies whole streams only (the destination is empty:
-            // a new sequence's slot); the positions past the prefix are then dropped.
-            let _ = self
-                .ctx
-                .copy_kv_cache_seq(src.0 as i32, dst.0 as i32, None, None);
+            // a new sequence's slot); the positions past the prefix are then dropped. In host
+            // memory, serializing the source's cells and reading them into the destination
+            // moves only the cells in use (a 500-token prefix of a 135M model: 12 MB instead
+            // of a 94 MB stream, single-threaded memcpy); on a GPU the whole-stream copy stays
+            // on the device.
+            let copied = self.host_kv
+                && self
+                    .ctx
+                    .state_seq_get(src.0 as i32, LlamaStateSeqFlags::empty())
+                    .and_then(|state| self.ctx.state_seq_set(&state, dst.0 as i32))
+                    .is_ok();
+            if !copied {
+                let _ = self.ctx.clear_kv_cache_seq(Some(dst.0), None, None);
+                let _ = self
+                    .ctx
+                    .copy_kv_cache_seq(src.0 as i32, dst.0 as i32, None, None);
+            }
             let _ = self
                 .ctx
                 .clear_kv_cache_seq(Some(dst.0), Some(n_tokens as u32), None);

@@ -42,8 +42,8 @@ pub struct ServerConfig {
     /// KV cells of finished requests each engine keeps for prefix reuse beyond those its
     /// running requests hold (`EngineConfig::cache_cells`); `None`: one context.
     pub cache_tokens: Option<usize>,
-    /// One KV stream per sequence (`EngineConfig::kv_streams`); `None`: on a GPU when
-    /// `num_ctx × num_parallel` cells fit there.
+    /// One KV stream per sequence (`EngineConfig::kv_streams`); `None`: when
+    /// `num_ctx × num_parallel` cells fit (on a GPU, beside the weights; always on a CPU).
     pub kv_streams: Option<bool>,
     /// CPU threads for llama.cpp; `None` uses every core.
     pub n_threads: Option<usize>,

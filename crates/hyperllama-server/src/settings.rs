@@ -194,7 +194,7 @@ pub const KEYS: &[Key] = &[
         "server.kv_streams",
         "HYPERLLAMA_KV_STREAMS",
         Kind::Bool,
-        "on a GPU when every sequence's full context fits",
+        "when every sequence's full context fits (always on a CPU)",
         "One KV cache stream per sequence (llama.cpp's non-unified cache; attention spans each sequence's own cells) instead of one pool shared by all",
     ),
     key(
