@@ -145,7 +145,7 @@ impl DraftControl {
         } else {
             self.len = ((self.len + accepted) / 2).max(1);
         }
-        if self.n_rounds >= 4 && self.rate < self.min_acceptance {
+        if self.n_rounds >= PROOF_ROUNDS && self.rate < self.min_acceptance {
             self.cooldown_left = self.next_cooldown;
             self.next_cooldown = (self.next_cooldown * 2).min(MAX_COOLDOWN);
         }
@@ -155,7 +155,21 @@ impl DraftControl {
     pub fn is_cooling_down(&self) -> bool {
         self.cooldown_left > 0
     }
+
+    /// Whether this sequence's drafts have proved themselves: verified at least
+    /// [`PROOF_ROUNDS`] times since the last (re)start, with a moving-average acceptance rate
+    /// at the current minimum. A fresh sequence's rate starts at 1 (optimistic, so that a
+    /// sequence alone starts drafting at once); where drafts must be accepted nearly always to
+    /// pay, as in a large batch on a CPU, that optimism would have many sequences draft at
+    /// once and mostly fail, so there only proven sequences draft.
+    pub fn is_proven(&self) -> bool {
+        self.cooldown_left == 0 && self.n_rounds >= PROOF_ROUNDS && self.rate >= self.min_acceptance
+    }
 }
+
+/// Verified drafts after which a sequence's acceptance rate counts as measured
+/// ([`DraftControl::is_proven`]); also the rounds before a low rate starts a cool-down.
+pub const PROOF_ROUNDS: u32 = 4;
 
 #[cfg(test)]
 mod tests {
@@ -214,5 +228,28 @@ mod tests {
             c.record(5, 3);
         }
         assert!(!c.is_cooling_down(), "where it is cheap, it does");
+    }
+
+    #[test]
+    fn a_sequence_proves_its_drafts_by_measured_acceptance() {
+        let mut c = DraftControl::new();
+        c.set_min_acceptance(0.8);
+        assert!(!c.is_proven(), "a fresh sequence has measured nothing");
+        for _ in 0..PROOF_ROUNDS {
+            let n = c.next_len();
+            c.record(n, n);
+        }
+        assert!(c.is_proven());
+        // Mostly rejected drafts: the rate falls under the minimum.
+        for _ in 0..3 {
+            let n = c.next_len();
+            if n > 0 {
+                c.record(n, 0);
+            }
+        }
+        assert!(!c.is_proven());
+        // Where drafts are cheap the same record proves them.
+        c.set_min_acceptance(0.0);
+        assert!(c.is_cooling_down() || c.is_proven());
     }
 }

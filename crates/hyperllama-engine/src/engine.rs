@@ -526,6 +526,14 @@ fn gpu_streams(cfg: &EngineConfig) -> bool {
     cfg.kv_streams && cfg.n_batch >= 4 * MIN_STREAM_PREFILL_CHUNK
 }
 
+/// From this draft-cost ratio on ([`Pacer::draft_cost_ratio`]), a sequence decoding in a batch
+/// of at least [`PROVEN_ONLY_BATCH`] drafts only once its drafts have proved themselves
+/// ([`DraftControl::is_proven`]).
+const PROVEN_ONLY_RATIO: f64 = 0.6;
+/// See [`PROVEN_ONLY_RATIO`]. Up to 4 sequences on a CPU, fresh sequences drafting together
+/// paid (sweep at 4 users: 1.10x SmolLM2's and 1.13x Gemma 3's output without speculation).
+const PROVEN_ONLY_BATCH: usize = 5;
+
 /// A step's prompt tokens may cost about this many decode steps (see [`Pacer`]): a step with a
 /// chunk then takes about twice a plain decode step.
 const PREFILL_RATIO: f64 = 1.0;
@@ -838,7 +846,8 @@ impl LoopState<'_> {
         // Every so often a plain step re-measures what decoding alone costs.
         let plain = self.pacer.wants_plain_step();
         // A draft token pays when accepted more often than this.
-        let min_acceptance = self.pacer.draft_cost_ratio(decoding.len());
+        let n_decode = decoding.len();
+        let min_acceptance = self.pacer.draft_cost_ratio(n_decode);
         let mut wants = Vec::new();
         for (id, room) in decoding {
             let Some(l) = self.live.get_mut(&id) else {
@@ -854,6 +863,18 @@ impl LoopState<'_> {
                 }
                 if let Some(r) = min_acceptance {
                     l.draft.set_min_acceptance(r as f32);
+                    // In a large batch where drafts pay only when nearly all accepted (a
+                    // CPU), only sequences whose drafts proved themselves draft: 16 fresh
+                    // sequences drafting at once made Gemma 3's steps several times longer
+                    // (sweep at 16 users: 0.67x the output without speculation), since with
+                    // KV streams llama.cpp computes a step's sequences of different token
+                    // counts in separate micro-batches, a cost the fitted line does not see.
+                    if n_decode >= PROVEN_ONLY_BATCH
+                        && r >= PROVEN_ONLY_RATIO
+                        && !l.draft.is_proven()
+                    {
+                        continue;
+                    }
                 }
             }
             let k = l.draft.next_len().min(room);
