@@ -35,12 +35,19 @@ pub const LOOKUP_WINDOW: usize = 8192;
 /// Proposes up to `k` tokens to follow `tokens`: the continuation of the most recent earlier
 /// occurrence of the longest suffix n-gram (see the module docs).
 pub fn propose(tokens: &[TokenId], k: usize) -> Vec<TokenId> {
+    propose_from(tokens, k, NGRAM_MIN)
+}
+
+/// [`propose`] with n-grams of at least `min_n` tokens (at most [`NGRAM_MAX`]): a sequence whose
+/// drafts have not been accepted lately asks for the stronger evidence of a longer match
+/// ([`DraftControl::min_ngram`]).
+pub fn propose_from(tokens: &[TokenId], k: usize, min_n: usize) -> Vec<TokenId> {
     let len = tokens.len();
     if k == 0 {
         return Vec::new();
     }
     let start = len.saturating_sub(LOOKUP_WINDOW);
-    for n in (NGRAM_MIN..=NGRAM_MAX).rev() {
+    for n in (min_n.clamp(NGRAM_MIN, NGRAM_MAX)..=NGRAM_MAX).rev() {
         if len <= n {
             continue;
         }
@@ -156,6 +163,19 @@ impl DraftControl {
         self.cooldown_left > 0
     }
 
+    /// The shortest n-gram this sequence's drafts may come from: [`NGRAM_MIN`] once a draft of
+    /// it has been verified and the acceptance rate is at least a half, else
+    /// [`NGRAM_STRICT`]. In free answers most 2-gram matches are chance ("of the"), and on two
+    /// cores a verified token costs about half a decode step (a lone extra token nearly a whole
+    /// one), so a fresh sequence waits for a longer match before it pays for a draft.
+    pub fn min_ngram(&self) -> usize {
+        if self.n_rounds > 0 && self.rate >= 0.5 {
+            NGRAM_MIN
+        } else {
+            NGRAM_STRICT
+        }
+    }
+
     /// Whether this sequence's drafts have proved themselves: verified at least
     /// [`PROOF_ROUNDS`] times since the last (re)start, with a moving-average acceptance rate
     /// at the current minimum. A fresh sequence's rate starts at 1 (optimistic, so that a
@@ -166,6 +186,9 @@ impl DraftControl {
         self.cooldown_left == 0 && self.n_rounds >= PROOF_ROUNDS && self.rate >= self.min_acceptance
     }
 }
+
+/// Shortest n-gram a sequence matches while its drafts are unproven ([`DraftControl::min_ngram`]).
+pub const NGRAM_STRICT: usize = 3;
 
 /// Verified drafts after which a sequence's acceptance rate counts as measured
 /// ([`DraftControl::is_proven`]); also the rounds before a low rate starts a cool-down.
@@ -188,6 +211,12 @@ mod tests {
         assert!(propose(&t, 0).is_empty());
         // No bigram recurs: nothing.
         assert!(propose(&[1, 2, 3, 4, 5, 1], 4).is_empty());
+        // "5 6" recurs but no trigram does: only the weaker evidence matches.
+        let t = [5, 6, 7, 8, 1, 5, 6];
+        assert_eq!(propose(&t, 2), vec![7, 8]);
+        assert!(propose_from(&t, 2, NGRAM_STRICT).is_empty());
+        let t = [4, 5, 6, 7, 8, 1, 4, 5, 6];
+        assert_eq!(propose_from(&t, 2, NGRAM_STRICT), vec![7, 8]);
         assert!(propose(&[], 4).is_empty());
     }
 
@@ -235,11 +264,13 @@ mod tests {
         let mut c = DraftControl::new();
         c.set_min_acceptance(0.8);
         assert!(!c.is_proven(), "a fresh sequence has measured nothing");
+        assert_eq!(c.min_ngram(), NGRAM_STRICT);
         for _ in 0..PROOF_ROUNDS {
             let n = c.next_len();
             c.record(n, n);
         }
         assert!(c.is_proven());
+        assert_eq!(c.min_ngram(), NGRAM_MIN);
         // Mostly rejected drafts: the rate falls under the minimum.
         for _ in 0..3 {
             let n = c.next_len();

@@ -43,7 +43,7 @@
 use std::collections::HashSet;
 
 use hyperllama_core::sampling::argmax;
-use hyperllama_core::spec::propose;
+use hyperllama_core::spec::propose_from;
 use hyperllama_core::{SeqId, TokenId};
 
 use crate::llama::{ContextOptions, DraftContext, DraftToken, Model};
@@ -61,6 +61,11 @@ pub struct DraftWant<'a> {
     pub tokens: &'a [TokenId],
     /// Most draft tokens wanted.
     pub k: usize,
+    /// Shortest n-gram prompt lookup may match ([`DraftControl::min_ngram`]; a draft model
+    /// ignores it).
+    ///
+    /// [`DraftControl::min_ngram`]: hyperllama_core::spec::DraftControl::min_ngram
+    pub min_ngram: usize,
 }
 
 /// Where an engine's drafts come from.
@@ -80,7 +85,10 @@ impl DraftSource<'_> {
         alive: &dyn Fn(SeqId) -> bool,
     ) -> Vec<Vec<TokenId>> {
         match self {
-            DraftSource::Lookup => wants.iter().map(|w| propose(w.tokens, w.k)).collect(),
+            DraftSource::Lookup => wants
+                .iter()
+                .map(|w| propose_from(w.tokens, w.k, w.min_ngram))
+                .collect(),
             DraftSource::Model(m) => {
                 m.release(alive);
                 m.propose(wants)

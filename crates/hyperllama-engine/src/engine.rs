@@ -881,7 +881,12 @@ impl LoopState<'_> {
             let Some(tokens) = self.sched.tokens(id) else {
                 continue;
             };
-            wants.push(DraftWant { seq: id, tokens, k });
+            wants.push(DraftWant {
+                seq: id,
+                tokens,
+                k,
+                min_ngram: l.draft.min_ngram(),
+            });
         }
         let live = &self.live;
         let drafts = self.source.propose(&wants, &|id| live.contains_key(&id));

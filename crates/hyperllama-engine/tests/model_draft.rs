@@ -142,6 +142,7 @@ fn model_the_drafter_batches_sequences_and_keeps_only_what_matches() {
             seq: SeqId(i as u64 + 1),
             tokens: p,
             k,
+            min_ngram: hyperllama_core::spec::NGRAM_MIN,
         })
         .collect();
     let mut d = ModelDrafter::new(&model, &opts).expect("drafter");
@@ -167,6 +168,7 @@ fn model_the_drafter_batches_sequences_and_keeps_only_what_matches() {
         seq: SeqId(1),
         tokens: &moved,
         k: 2,
+        min_ngram: hyperllama_core::spec::NGRAM_MIN,
     }]);
     assert_eq!(again[0].len(), 2);
     assert_eq!(
@@ -182,11 +184,13 @@ fn model_the_drafter_batches_sequences_and_keeps_only_what_matches() {
         seq: SeqId(4),
         tokens: &prompts[2],
         k: 1,
+        min_ngram: hyperllama_core::spec::NGRAM_MIN,
     };
     let first = DraftWant {
         seq: SeqId(1),
         tokens: &moved,
         k: 1,
+        min_ngram: hyperllama_core::spec::NGRAM_MIN,
     };
     let out = d.propose(&[fourth, first]);
     assert_eq!(out[0], drafts[2][..1], "same tokens, same greedy guess");
@@ -207,6 +211,7 @@ fn model_the_drafter_batches_sequences_and_keeps_only_what_matches() {
             seq: SeqId(s),
             tokens: &prompts[0],
             k: 1,
+            min_ngram: hyperllama_core::spec::NGRAM_MIN,
         })
         .collect();
     let out = d.propose(&many);
@@ -255,6 +260,7 @@ fn model_the_drafter_makes_room_in_its_kv_cells() {
         seq: SeqId(seq),
         tokens,
         k: 2,
+        min_ngram: hyperllama_core::spec::NGRAM_MIN,
     };
     assert_eq!(d.propose(&[want(1, &a)])[0].len(), 2);
     assert_eq!(d.propose(&[want(2, &b)])[0].len(), 2);
