@@ -10,7 +10,10 @@
 //!
 //! n-gram lengths are tried from [`NGRAM_MAX`] (4) down to [`NGRAM_MIN`] (2): a match of one
 //! token is too weak a signal (a common token such as a space or a comma matches almost
-//! anywhere), and a longer n-gram makes a more specific, more often right, guess.
+//! anywhere), and a longer n-gram makes a more specific, more often right, guess. A sequence
+//! whose drafts have not been accepted lately starts at [`NGRAM_STRICT`] (3) instead
+//! ([`DraftControl::min_ngram`], [`propose_from`]): in free answers most 2-gram matches are
+//! chance, and a rejected draft costs about half a decode step per token on a CPU.
 //!
 //! # Invariants
 //! - [`propose`] returns at most `k` tokens, all taken from the sequence itself, and none when

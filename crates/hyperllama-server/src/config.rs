@@ -34,7 +34,8 @@ pub struct ServerConfig {
     /// Context length per sequence when neither the request nor the model sets `num_ctx`.
     pub default_num_ctx: usize,
     /// Sequences one model computes at once (Ollama's `OLLAMA_NUM_PARALLEL`). The KV cache
-    /// holds `num_ctx × num_parallel` cells, shared by all of them.
+    /// holds `num_ctx × num_parallel` cells: one stream of `num_ctx` per sequence (see
+    /// `kv_streams`), or one pool shared by all of them.
     pub num_parallel: usize,
     /// Speculative decoding (prompt-lookup drafts, or a model's `DRAFT` model) in the engines
     /// this server starts.
