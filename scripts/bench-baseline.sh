@@ -255,6 +255,7 @@ def metrics(doc):
             "itl_p50": (r.get("itl_ms") or {}).get("p50"),
             "itl_p99": (r.get("itl_ms") or {}).get("p99"),
             "errors": r.get("errors"),
+            "drafted": extras.get("drafted"),
         }
         if name == "sweep":
             found[f"sweep@{r.get('concurrency')}"] = m
@@ -422,6 +423,10 @@ for m in models:
     if worst is not None:
         line(f"speculation on / off, the worst workload ({worst[0]}; of {', '.join(keys)}): throughput "
              "(target ≥ 0.97)", worst[1], lambda v: v >= 0.97)
+        drafted = get("hyperllama", worst[0], "drafted")
+        if drafted is not None:
+            # A row without drafts runs the same steps either way: its ratio is run-to-run noise.
+            p(f"  - (draft tokens verified in that workload with speculation on: {int(drafted)})")
     served, refused = get("hyperllama", "burst", "served"), get("hyperllama", "burst", "refused")
     if served is not None:
         alive = get("hyperllama", "burst", "alive_after") == 1

@@ -278,6 +278,22 @@ impl Target {
     /// KV cells in use, summed over models, from the server's Prometheus `/metrics`
     /// (`hyperllama_kv_cells_used`); `None` when the server has no such metric.
     pub async fn kv_cells_used(&self) -> Option<f64> {
+        metric_sum(&self.metrics().await?, "hyperllama_kv_cells_used")
+    }
+
+    /// Draft tokens verified and accepted by speculative decoding since the models loaded,
+    /// summed over models (`hyperllama_draft_tokens`, `hyperllama_draft_tokens_accepted`);
+    /// `None` when the server has no such metrics (llama-server).
+    pub async fn draft_tokens(&self) -> Option<(f64, f64)> {
+        let text = self.metrics().await?;
+        Some((
+            metric_sum(&text, "hyperllama_draft_tokens")?,
+            metric_sum(&text, "hyperllama_draft_tokens_accepted")?,
+        ))
+    }
+
+    /// The server's Prometheus `/metrics` text; `None` when it has none.
+    async fn metrics(&self) -> Option<String> {
         let resp = self
             .client
             .get(format!("{}/metrics", self.url))
@@ -287,16 +303,16 @@ impl Target {
         if !resp.status().is_success() {
             return None;
         }
-        let text = resp.text().await.ok()?;
-        kv_cells_used(&text)
+        resp.text().await.ok()
     }
 }
 
-/// The sum of the `hyperllama_kv_cells_used` samples in a Prometheus text exposition.
-pub fn kv_cells_used(exposition: &str) -> Option<f64> {
+/// The sum of the samples of metric `name` (any labels) in a Prometheus text exposition;
+/// `None` when there is none.
+pub fn metric_sum(exposition: &str, name: &str) -> Option<f64> {
     let mut found = None;
     for line in exposition.lines() {
-        let Some(rest) = line.strip_prefix("hyperllama_kv_cells_used") else {
+        let Some(rest) = line.strip_prefix(name) else {
             continue;
         };
         if !(rest.starts_with('{') || rest.starts_with(' ')) {
@@ -465,8 +481,14 @@ pub(crate) mod tests {
     #[test]
     fn kv_usage_is_read_from_metrics() {
         let text = "# TYPE hyperllama_kv_cells_used gauge\nhyperllama_kv_cells_used{model=\"a\"} 32\nhyperllama_kv_cells_used{model=\"b\"} 16\nhyperllama_kv_cells_used_total 5\n";
-        assert_eq!(kv_cells_used(text), Some(48.0));
-        assert_eq!(kv_cells_used("other 1\n"), None);
+        assert_eq!(metric_sum(text, "hyperllama_kv_cells_used"), Some(48.0));
+        assert_eq!(metric_sum("other 1\n", "hyperllama_kv_cells_used"), None);
+        let text = "hyperllama_draft_tokens{model=\"a\"} 10\nhyperllama_draft_tokens_accepted{model=\"a\"} 7\n";
+        assert_eq!(metric_sum(text, "hyperllama_draft_tokens"), Some(10.0));
+        assert_eq!(
+            metric_sum(text, "hyperllama_draft_tokens_accepted"),
+            Some(7.0)
+        );
     }
 
     #[tokio::test]

@@ -102,7 +102,7 @@ const MIN_DECODER_TOKENS: u32 = 1024;
 /// Runs one workload.
 pub async fn run(w: Workload, target: &Arc<Target>, p: &Params) -> Vec<Metrics> {
     match w {
-        Workload::Single => vec![single(target, p).await],
+        Workload::Single => vec![with_drafts(target, single(target, p)).await],
         Workload::Sweep => {
             let n_text = if p.prompt_tokens > 0 {
                 fit_text(target, p).await
@@ -111,18 +111,34 @@ pub async fn run(w: Workload, target: &Arc<Target>, p: &Params) -> Vec<Metrics> 
             };
             let mut out = Vec::new();
             for &c in &p.concurrency {
-                out.push(sweep_level(target, p, c, n_text).await);
+                out.push(with_drafts(target, sweep_level(target, p, c, n_text)).await);
             }
             out
         }
-        Workload::SharedPrefix => vec![shared_prefix(target, p).await],
-        Workload::MultiTurn => vec![multi_turn(target, p).await],
-        Workload::LongPrompt => vec![long_prompt(target, p).await],
+        Workload::SharedPrefix => vec![with_drafts(target, shared_prefix(target, p)).await],
+        Workload::MultiTurn => vec![with_drafts(target, multi_turn(target, p)).await],
+        Workload::LongPrompt => vec![with_drafts(target, long_prompt(target, p)).await],
         Workload::Burst => vec![burst(target, p).await],
         Workload::Disconnect => vec![disconnect(target, p).await],
-        Workload::Grounded => vec![grounded(target, p).await],
+        Workload::Grounded => vec![with_drafts(target, grounded(target, p)).await],
         Workload::All => Vec::new(),
     }
+}
+
+/// Runs `row` and adds to its extras the draft tokens the server verified (`drafted`) and
+/// accepted (`accepted`) meanwhile, from its `/metrics` (none for servers without them, or
+/// when a model reloaded meanwhile): whether a row's speculation on/off difference comes from
+/// drafting at all.
+async fn with_drafts(target: &Target, row: impl std::future::Future<Output = Metrics>) -> Metrics {
+    let before = target.draft_tokens().await;
+    let mut m = row.await;
+    if let (Some((d0, a0)), Some((d1, a1))) = (before, target.draft_tokens().await) {
+        if d1 >= d0 && a1 >= a0 {
+            m.extras.insert("drafted".into(), d1 - d0);
+            m.extras.insert("accepted".into(), a1 - a0);
+        }
+    }
+    m
 }
 
 /// Metrics of a set of request results, all finished now; the wall time runs from `start`.
