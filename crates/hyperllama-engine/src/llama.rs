@@ -157,8 +157,8 @@ pub struct Model {
     inner: LlamaModel,
     info: ModelInfo,
     eog_tokens: Vec<TokenId>,
-    /// Whether contexts keep their KV cache in host memory (no layer on a GPU).
-    host_kv: bool,
+    /// Whether layers (and with them the KV cache) were offloaded to a GPU.
+    on_gpu: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -231,13 +231,19 @@ impl Model {
             inner,
             info,
             eog_tokens,
-            host_kv: !on_gpu,
+            on_gpu,
         }))
     }
 
     /// What is known about the model.
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// Whether its layers were offloaded to a GPU (`n_gpu_layers > 0` and a GPU present):
+    /// contexts of it then keep their KV cache there, else in host memory.
+    pub fn on_gpu(&self) -> bool {
+        self.on_gpu
     }
 
     /// Tokens that end generation (end of sequence, end of turn).
@@ -501,7 +507,7 @@ impl<'m> LlamaStepBackend<'m> {
             item_rows: Vec::new(),
             order: Vec::new(),
             streams: opts.kv_streams,
-            host_kv: model.host_kv,
+            host_kv: !model.on_gpu,
             caps,
         })
     }
@@ -584,7 +590,6 @@ impl StepBackend for LlamaStepBackend<'_> {
                     .and_then(|state| self.ctx.state_seq_set(&state, dst.0 as i32))
                     .is_ok();
             if !copied {
-                let _ = self.ctx.clear_kv_cache_seq(Some(dst.0), None, None);
                 let _ = self
                     .ctx
                     .copy_kv_cache_seq(src.0 as i32, dst.0 as i32, None, None);

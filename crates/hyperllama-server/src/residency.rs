@@ -778,7 +778,7 @@ fn load(
     ecfg.n_kv_cells = wanted;
     // Free GPU memory once the weights are placed (one NVML query).
     let gpu_after_load = gpu_memory();
-    let on_gpu = opts.n_gpu_layers > 0 && gpu_after_load.is_some();
+    let on_gpu = model.on_gpu();
     if let Some(gpu) = gpu_after_load {
         // The KV cache lives on the GPU with the layers: at most 90 % of what the weights left
         // free, less 1.5 GiB for compute buffers, and never under one full context.
