@@ -325,16 +325,25 @@ fn max_of(values: &[f32]) -> f32 {
 
 /// Index of the largest value; ties go to the lowest index, NaN never wins.
 ///
-/// Two passes that vectorize (the maximum over 16 lanes, then the first index holding it):
-/// a 50k-entry vocabulary for each of 64 sequences every step is otherwise a visible share of
-/// a GPU step.
+/// One vectorized pass over blocks (each block's maximum over 16 lanes; the first block with
+/// the largest), then the first index holding it within that block: a 50k-entry vocabulary
+/// for each of 64 sequences every step is otherwise a visible share of a GPU step, and the
+/// logits are read from memory once (half the time of a maximum pass and an index pass).
 pub fn argmax(logits: &[f32]) -> TokenId {
-    let max = max_of(logits);
+    const BLOCK: usize = 512;
+    let (mut max, mut at) = (f32::NEG_INFINITY, 0);
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        let m = max_of(block);
+        if m > max {
+            (max, at) = (m, b);
+        }
+    }
     if max == f32::NEG_INFINITY {
-        // All -inf or NaN: the first -inf, else 0, as the one-pass scan gave.
+        // All -inf or NaN: 0.
         return 0;
     }
-    logits.iter().position(|&v| v == max).unwrap_or(0) as TokenId
+    let start = at * BLOCK;
+    (start + logits[start..].iter().position(|&v| v == max).unwrap_or(0)) as TokenId
 }
 
 /// llama.cpp's penalties: repeat (divide positive logits, multiply negative ones), then
@@ -403,7 +412,8 @@ mod tests {
             best as TokenId
         };
         let mut rng = Rng::seed_from_u64(7);
-        for len in 1..80 {
+        // Short ones, and ones across blocks (ties between blocks are common with 8 values).
+        for len in (1..80).chain([511, 512, 513, 1025, 1600, 3000]) {
             for _ in 0..20 {
                 let mut l: Vec<f32> = (0..len).map(|_| (rng.next_f32() * 8.0).floor()).collect();
                 if rng.next_f32() < 0.3 {

@@ -4,7 +4,11 @@
 //! prefill or decode modes: every sequence carries `n_computed` (tokens whose KV exists) and its
 //! tokens; the scheduler closes the gap in chunks within a token budget. Running sequences'
 //! decode tokens are planned first, then prompt chunks, then new admissions (first come, first
-//! served). A prompt longer than the budget is prefilled over several steps.
+//! served). A prompt longer than the budget is prefilled over several steps. With
+//! `equal_chunk_slack` (per-slot KV streams, where llama.cpp computes one pass over the weights
+//! per distinct number of tokens per sequence), a step's prompt chunks that are a few tokens
+//! longer than a shorter one are cut to its length, and those few tokens then go one per step,
+//! beside the decode tokens.
 //!
 //! KV capacity is a ledger of blocks ([`KvPool`]). With prefix caching on, a sequence that ends
 //! (or is cancelled, or preempted) leaves its KV behind as a *cache entry* that keeps its slot;
@@ -67,6 +71,9 @@ struct Sequence {
     prompt_reported: bool,
     /// Draft tokens for the next step (set by the engine, consumed by `schedule`).
     draft: Vec<TokenId>,
+    /// Its prompt chunk was cut to a shorter one of the same step: the few tokens left are
+    /// computed one per step (`SchedulerConfig::equal_chunk_slack`).
+    trickle: bool,
 }
 
 impl Sequence {
@@ -165,6 +172,7 @@ impl Scheduler {
                 hashes: Vec::new(),
                 prompt_reported: false,
                 draft: Vec::new(),
+                trickle: false,
             },
         );
         self.waiting.push_back(spec.id);
@@ -328,12 +336,16 @@ impl Scheduler {
         let mut idx = 0;
         while idx < self.running.len() {
             let id = self.running[idx];
-            let (remaining, n_computed) = {
+            let (remaining, n_computed, trickle) = {
                 let s = &self.seqs[&id];
-                (s.tokens.len() - s.n_computed, s.n_computed)
+                (s.tokens.len() - s.n_computed, s.n_computed, s.trickle)
             };
             let is_prefill = remaining > 1;
-            let n = if is_prefill {
+            // The tail of a cut chunk rides in the pass of the decode tokens.
+            let trickle = trickle && remaining <= self.cfg.equal_chunk_slack + 1;
+            let n = if is_prefill && trickle {
+                1
+            } else if is_prefill {
                 chunk_len(remaining, budget, prefill_left)
             } else {
                 remaining.min(budget)
@@ -366,7 +378,7 @@ impl Scheduler {
             budget -= n + n_draft;
             if is_prefill {
                 prefill_left = prefill_left.saturating_sub(n);
-                prompt_in_step = true;
+                prompt_in_step |= !trickle;
             }
             idx += 1;
         }
@@ -483,6 +495,9 @@ impl Scheduler {
 
         for id in deferred.into_iter().rev() {
             self.waiting.push_front(id);
+        }
+        if self.cfg.equal_chunk_slack > 0 {
+            self.equalize(&mut items);
         }
         self.trim_cache(&pinned);
 
@@ -736,6 +751,38 @@ impl Scheduler {
             .collect()
     }
 
+    /// Cuts the step's prompt chunks that are at most `equal_chunk_slack` tokens longer than
+    /// a shorter one to that length (walking up from the shortest, a chunk further than the
+    /// slack from the last length kept is kept as it is). A sequence whose prompt then has at
+    /// most the slack left computes it one token per step (`Sequence::trickle`).
+    fn equalize(&mut self, items: &mut [PlanItem]) {
+        let slack = self.cfg.equal_chunk_slack;
+        let is_chunk = |i: &PlanItem| i.n_draft == 0 && i.tokens.len() >= 2;
+        let mut lens: Vec<usize> = items
+            .iter()
+            .filter(|i| is_chunk(i))
+            .map(|i| i.tokens.len())
+            .collect();
+        lens.sort_unstable();
+        let mut kept: Vec<usize> = Vec::new();
+        for l in lens {
+            if kept.last().is_none_or(|&k| l > k + slack) {
+                kept.push(l);
+            }
+        }
+        for item in items.iter_mut().filter(|i| is_chunk(i)) {
+            let len = kept[kept.partition_point(|&k| k <= item.tokens.len()) - 1];
+            if len == item.tokens.len() {
+                continue;
+            }
+            item.tokens.truncate(len);
+            item.sample = false;
+            let s = self.seqs.get_mut(&item.seq).expect("planned ids exist");
+            s.n_planned = len;
+            s.trickle = s.tokens.len() - (item.pos + len) <= slack + 1;
+        }
+    }
+
     fn plan_item(&mut self, id: SeqId, n: usize, n_draft: usize) -> PlanItem {
         let s = self.seqs.get_mut(&id).expect("planned ids exist");
         let pos = s.n_computed;
@@ -778,6 +825,7 @@ impl Scheduler {
         let n_tokens = s.n_computed;
         s.n_computed = 0;
         s.n_cached = 0;
+        s.trickle = false;
         let Some(slot) = s.slot.take() else {
             debug_assert!(table.is_empty());
             return;

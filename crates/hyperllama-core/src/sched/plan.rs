@@ -42,6 +42,14 @@ pub struct SchedulerConfig {
     /// llama.cpp re-plans its graphs after it, which costs more than computing a short
     /// prefix. An entry the sequence takes over in place (no copy) is used at any length.
     pub min_copy_tokens: usize,
+    /// Prompt chunks of one step at most this many tokens longer than a shorter chunk of the
+    /// step are cut to its length, and a sequence whose chunk was cut so computes the rest
+    /// of its prompt (at most this many tokens) one token per step, beside the decode tokens.
+    /// llama.cpp computes a step of per-slot KV streams in one pass over the weights per
+    /// distinct number of tokens per sequence: 64 prompts of 256 to 260 tokens cost a pass
+    /// of a few tokens for each length beyond the shortest, each about a decode step, while
+    /// one token more per sequence in the decode pass costs next to nothing. 0: off.
+    pub equal_chunk_slack: usize,
 }
 
 impl SchedulerConfig {
@@ -67,6 +75,7 @@ impl SchedulerConfig {
             packed_slots: false,
             whole_prompts: false,
             min_copy_tokens: 0,
+            equal_chunk_slack: 0,
         }
     }
 }

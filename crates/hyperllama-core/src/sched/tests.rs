@@ -113,6 +113,7 @@ fn test_config(max_batched_tokens: usize, max_seqs: usize, n_kv_cells: usize) ->
         packed_slots: false,
         whole_prompts: false,
         min_copy_tokens: 0,
+        equal_chunk_slack: 0,
     }
 }
 
@@ -535,6 +536,74 @@ fn with_whole_prompts_only_a_steps_first_prompt_is_cut() {
 }
 
 #[test]
+fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() {
+    let mut cfg = test_config(256, 8, 512);
+    cfg.prefix_cache = false;
+    cfg.whole_prompts = true;
+    cfg.packed_slots = true;
+    cfg.equal_chunk_slack = 4;
+    let mut sched = Scheduler::new(cfg);
+    let mut backend = FakeBackend::new(512);
+    // 20, 22 and 24 tokens cluster at 20; 40 is further than the slack and keeps its length.
+    let lens = [22usize, 20, 24, 40];
+    let reqs: Vec<SeqSpec> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| spec(i as u64, vec![3 + i as TokenId; n], 3))
+        .collect();
+    for r in &reqs {
+        sched.add(r.clone()).expect("fits");
+    }
+    let mut plans = Vec::new();
+    let mut outputs: HashMap<SeqId, Vec<TokenId>> = HashMap::new();
+    while sched.has_work() {
+        let (plan, events) = step(&mut sched, &mut backend);
+        for e in events {
+            if let SeqEvent::Token { seq, token } = e {
+                outputs.entry(seq).or_default().push(token);
+            }
+        }
+        plans.push(
+            plan.items
+                .iter()
+                .map(|i| (i.seq.0, i.tokens.len(), i.sample))
+                .collect::<Vec<_>>(),
+        );
+        sched.check_invariants();
+    }
+    assert_eq!(
+        plans[0],
+        vec![(0, 20, false), (1, 20, true), (2, 20, false), (3, 40, true)]
+    );
+    // The 2- and 4-token tails go one token per step; the last one samples.
+    assert_eq!(
+        plans[1],
+        vec![(0, 1, false), (1, 1, true), (2, 1, false), (3, 1, true)]
+    );
+    assert_eq!(
+        plans[2],
+        vec![(0, 1, true), (1, 1, true), (2, 1, false), (3, 1, true)]
+    );
+    for r in &reqs {
+        assert_eq!(outputs[&r.id], run_alone(r).0, "request {:?}", r.id);
+    }
+    // A chunk cut short of a long prompt (the budget's) goes on as a chunk, not one by one.
+    let mut cfg = test_config(24, 4, 512);
+    cfg.prefix_cache = false;
+    cfg.equal_chunk_slack = 4;
+    let mut sched = Scheduler::new(cfg);
+    let mut backend = FakeBackend::new(512);
+    sched.add(spec(0, vec![5; 10], 2)).expect("fits");
+    sched.add(spec(1, vec![6; 60], 2)).expect("fits");
+    let (plan, _) = step(&mut sched, &mut backend);
+    let lens: Vec<usize> = plan.items.iter().map(|i| i.tokens.len()).collect();
+    assert_eq!(lens, vec![10, 10], "the 14-token chunk is cut to 10");
+    let (plan, _) = step(&mut sched, &mut backend);
+    let lens: Vec<usize> = plan.items.iter().map(|i| i.tokens.len()).collect();
+    assert_eq!(lens, vec![1, 23]);
+}
+
+#[test]
 fn a_cached_prefix_below_min_copy_tokens_is_computed_again_unless_taken_over() {
     // Sequence 1 (slot 0) runs on while sequence 2 finishes and leaves a 2-block entry in
     // slot 1; sequence 3 shares those 8 tokens and gets slot 2.
@@ -725,6 +794,7 @@ fn batched_cached_and_preempted_output_equals_unbatched_output() {
         let n_kv = 64 + rng.next_u64() as usize % 64;
         let mut cfg = test_config(budget, max_seqs, n_kv);
         cfg.prefix_cache = round % 3 != 0;
+        cfg.equal_chunk_slack = [0, 2, 8][(round / 3) % 3];
         let (out, mut sched) = run_all(cfg, &reqs, &arrivals);
         n_copied += LAST_COPIED.with(std::cell::Cell::get);
         n_preempted += sched.n_preemptions();
@@ -769,6 +839,7 @@ proptest! {
         cfg.cache_cells = cache_cells;
         cfg.packed_slots = packed;
         cfg.whole_prompts = packed;
+        cfg.equal_chunk_slack = if packed { 4 } else { 0 };
         let (out, mut sched) = run_all_capped(cfg, &reqs, &arrivals, cap);
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
@@ -854,6 +925,7 @@ fn speculative_output_equals_unbatched_output_and_nothing_leaks() {
         let n_kv = 64 + rng.next_u64() as usize % 64;
         let mut cfg = test_config(budget, max_seqs, n_kv);
         cfg.prefix_cache = round % 3 != 0;
+        cfg.equal_chunk_slack = [0, 3, 8][(round / 3) % 3];
         let cap = if round % 2 == 0 {
             usize::MAX
         } else {
@@ -905,6 +977,7 @@ proptest! {
         cfg.cache_cells = cache_cells;
         cfg.packed_slots = packed;
         cfg.whole_prompts = packed;
+        cfg.equal_chunk_slack = if packed { 4 } else { 0 };
         let (out, mut sched) = run_all_spec(cfg, &reqs, &arrivals, cap, Some(seed));
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
