@@ -4,8 +4,9 @@
 //! of HyperLlama sees [`Model`] and [`LlamaStepBackend`] only. The `llama-cpp-2` crate holds
 //! the `unsafe` FFI itself, so this module needs none of its own.
 //!
-//! One context per loaded model, with a *unified* KV cache: all sequences share one pool of
-//! `n_ctx` cells (no fixed per-slot split), and sequence ids are the scheduler's slots.
+//! One context per loaded model, sequence ids being the scheduler's slots, with either a
+//! *unified* KV cache (all sequences share one pool of cells) or one KV stream per slot
+//! (`ContextOptions::kv_streams`; see ARCHITECTURE.md for when each is used).
 //!
 //! Embeddings use a second context of the same model ([`EmbedContext`]) with embeddings on
 //! and a pooling type; see `crate::embed` for who owns it and when it runs. A draft model for
@@ -18,6 +19,9 @@
 //!   that is missing, not GGUF or truncated gets our clear error, never a crash in C++.
 //! - `llama_decode` return codes never leave this module as integers: they become
 //!   [`BackendError`].
+//! - A filler token (`ContextOptions::fill_gaps`) lives for one step only: it is removed at
+//!   the start of the next `execute`, before the plan's trims, clears and copies, so a slot's
+//!   KV outside a step holds exactly what the scheduler planned.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -193,9 +197,6 @@ impl Model {
 
         let params = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
         let on_gpu = opts.n_gpu_layers > 0 && gpu_memory().is_some();
-        if on_gpu {
-            avoid_cuda_graphs_for_unquantized(path);
-        }
         let inner = LlamaModel::load_from_file(llama_backend(), path, &params).map_err(|e| {
             tracing::debug!(error = %e, "llama.cpp refused the model");
             Error::ModelLoad {
@@ -394,23 +395,39 @@ pub struct ContextOptions {
     /// One KV stream per slot (llama.cpp's non-unified cache), `n_kv_cells / n_slots` cells
     /// each, instead of one pool shared by all: see [`LlamaStepBackend`].
     pub kv_streams: bool,
+    /// With `kv_streams`: fill short gaps between a step's slots with filler tokens, so that
+    /// llama.cpp computes them in one micro-batch (see [`LlamaStepBackend`]). Worth it where
+    /// a pass over the weights costs far more than a token (a GPU).
+    pub fill_gaps: bool,
 }
 
 /// Environment variable with which ggml's CUDA backend runs every graph without CUDA graphs.
 const CUDA_GRAPHS_OFF: &str = "GGML_CUDA_DISABLE_GRAPHS";
 
 /// Turns CUDA graphs off for this process when `path` holds unquantized (16- or 32-bit)
-/// weights and the user has not decided: llama.cpp's CUDA backend (the vendored version)
-/// fails with "an illegal instruction" inside a replayed CUDA graph once 32 or more sequences
-/// decode an F16 model together (measured on H100/H200; quantized models are unaffected, and
-/// without CUDA graphs F16 runs every concurrency). ggml reads the variable once, at its first
-/// graph on a GPU, so this must happen before the first step; a quantized model loaded first
-/// keeps CUDA graphs for the whole process. No-op without a GPU backend, and when
-/// `HYPERLLAMA_CUDA_GRAPHS=on` keeps them (to re-check the fault).
-fn avoid_cuda_graphs_for_unquantized(path: &Path) {
+/// weights and the user has not decided, for a context with one unified KV cache on a GPU:
+/// llama.cpp's CUDA backend (the vendored version) fails with "an illegal instruction"
+/// inside a replayed CUDA graph once 32 or more sequences decode an F16 model together in one
+/// unified cache (measured on H100/H200; quantized models are unaffected, and without CUDA
+/// graphs F16 runs every concurrency). With one KV stream per sequence (the default on a GPU
+/// where the cells fit) the same workloads ran with CUDA graphs on an H200 and an H100, and
+/// graphs make each F16 decode step of 64 sequences about 2 ms shorter (the kernels are
+/// launched from one graph instead of one by one). ggml reads the variable once, at its first
+/// graph on a GPU, so this must happen before the first step; whatever ran first decides for
+/// the whole process. `HYPERLLAMA_CUDA_GRAPHS=on` keeps them in any case (to re-check the
+/// fault), `=off` turns them off for every model.
+fn avoid_cuda_graphs_for_unquantized(path: &Path, unified: bool) {
     if std::env::var_os(CUDA_GRAPHS_OFF).is_some()
         || std::env::var("HYPERLLAMA_CUDA_GRAPHS").is_ok_and(|v| v == "on")
     {
+        return;
+    }
+    if std::env::var("HYPERLLAMA_CUDA_GRAPHS").is_ok_and(|v| v == "off") {
+        // Rust 2021's `set_var`: see below.
+        std::env::set_var(CUDA_GRAPHS_OFF, "1");
+        return;
+    }
+    if !unified {
         return;
     }
     let Ok(meta) = gguf::read_file(path) else {
@@ -420,7 +437,7 @@ fn avoid_cuda_graphs_for_unquantized(path: &Path) {
     let unquantized = matches!(meta.get_u64("general.file_type"), Some(0 | 1 | 32));
     if unquantized {
         tracing::warn!(
-            "unquantized weights on a GPU: CUDA graphs off ({CUDA_GRAPHS_OFF}=1), which llama.cpp needs to decode many sequences of such a model"
+            "unquantized weights on a GPU with one unified KV cache: CUDA graphs off ({CUDA_GRAPHS_OFF}=1), which llama.cpp needs to decode many sequences of such a model there"
         );
         // Rust 2021's `set_var`: it runs on the loading thread before llama.cpp reads the
         // variable, and no other code of ours reads it.
@@ -440,6 +457,9 @@ fn unified_context<'m>(
 ) -> Result<LlamaContext<'m>, Error> {
     let n_ctx = u32::try_from(opts.n_kv_cells).unwrap_or(u32::MAX);
     let threads = i32::try_from(opts.n_threads.max(1)).unwrap_or(1);
+    if model.on_gpu {
+        avoid_cuda_graphs_for_unquantized(&model.info.path, !opts.kv_streams);
+    }
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(opts.n_batch as u32)
@@ -487,6 +507,11 @@ pub struct LlamaStepBackend<'m> {
     /// The KV cache is in host memory: a prefix crosses streams by serializing the source
     /// sequence's cells (see `copy_slot`).
     host_kv: bool,
+    /// `ContextOptions::fill_gaps` (with streams).
+    fill_gaps: bool,
+    /// Filler tokens of the last step, removed before the next one (see `gap_fills`).
+    fillers: Vec<(i32, u32)>,
+    n_fillers: u64,
     caps: Capabilities,
 }
 
@@ -508,13 +533,69 @@ impl<'m> LlamaStepBackend<'m> {
             order: Vec::new(),
             streams: opts.kv_streams,
             host_kv: !model.on_gpu,
+            fill_gaps: opts.kv_streams && opts.fill_gaps,
+            fillers: Vec::new(),
+            n_fillers: 0,
             caps,
         })
     }
+
+    /// Filler tokens computed so far (see `ContextOptions::fill_gaps`).
+    pub fn n_fillers(&self) -> u64 {
+        self.n_fillers
+    }
+
+    /// With `fill_gaps`: a filler token for each slot in a short gap between the step's
+    /// slots. llama.cpp computes a micro-batch over a run of consecutive streams
+    /// only, so a gap left by a finished sequence costs another pass over the weights (a few
+    /// milliseconds each; 64 decoding sequences with a dozen gaps took three times a step).
+    /// A filler is one token at the gap slot's next position (with logits nobody reads, so
+    /// that a decode step's graph keeps its shape), removed before the next step; it is not
+    /// placed where its position would widen the step's attention (past the furthest position
+    /// the step computes), and the step's size stays within `n_batch`. Returns (slot,
+    /// position) pairs.
+    fn gap_fills(&self, plan: &StepPlan) -> Vec<(i32, u32)> {
+        let mut fills = Vec::new();
+        if !self.fill_gaps {
+            return fills;
+        }
+        let furthest = plan
+            .items
+            .iter()
+            .map(|i| i.pos + i.tokens.len())
+            .max()
+            .unwrap_or(0);
+        let mut room = self.caps.max_batch_tokens.saturating_sub(plan.n_tokens());
+        for pair in self.order.windows(2) {
+            let (a, b) = (plan.items[pair[0]].slot.0, plan.items[pair[1]].slot.0);
+            let gap = b.saturating_sub(a + 1) as usize;
+            if gap == 0 || gap > MAX_FILLED_GAP || gap > room {
+                continue;
+            }
+            let next: Vec<(i32, u32)> = (a + 1..b)
+                .map(|slot| (slot as i32, self.ctx.kv_cache_seq_pos_max(slot as i32) + 1))
+                .map(|(slot, pos)| (slot, pos.max(0) as u32))
+                .collect();
+            if next.iter().all(|&(_, pos)| (pos as usize) < furthest) {
+                room -= gap;
+                fills.extend(next);
+            }
+        }
+        fills
+    }
 }
+
+/// Longest gap between a step's slots that [`LlamaStepBackend::gap_fills`] fills: a filler
+/// costs about what one more decoding sequence does.
+const MAX_FILLED_GAP: usize = 16;
 
 impl StepBackend for LlamaStepBackend<'_> {
     fn execute(&mut self, plan: &StepPlan) -> Result<(), BackendError> {
+        for (slot, pos) in self.fillers.drain(..) {
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot as u32), Some(pos), None);
+        }
         for trim in &plan.trim {
             // Rejected draft positions: the tail of the sequence, always removable.
             let _ = self
@@ -540,19 +621,38 @@ impl StepBackend for LlamaStepBackend<'_> {
         }
         self.item_rows.clear();
         self.item_rows.resize(plan.items.len(), (0, 0));
+        // llama.cpp takes a micro-batch's sequences in batch order and consecutive slots
+        // only: fillers go between the items they join.
+        let fills = self.gap_fills(plan);
+        let mut next_fill = fills.iter().peekable();
         for &i in &self.order {
             let item = &plan.items[i];
+            while let Some(&&(slot, pos)) = next_fill.peek() {
+                if slot >= item.slot.0 as i32 {
+                    break;
+                }
+                // Logits nobody reads, as for a lone unsampled token below.
+                self.batch
+                    .add(LlamaToken(0), pos as i32, &[slot], true)
+                    .map_err(|_| BackendError::InvalidBatch)?;
+                next_fill.next();
+            }
             let seq = [item.slot.0 as i32];
             let last = item.tokens.len().saturating_sub(1);
             for (j, &token) in item.tokens.iter().enumerate() {
                 // A speculating item needs logits after its last token and every draft.
                 let want_logits = item.sample && j + item.n_draft >= last;
+                // A lone token that is not sampled (a prompt's tail going one token per step)
+                // still asks for logits, which nobody reads, where fillers are used: a decode
+                // step's graph then keeps its shape (every token an output) and llama.cpp
+                // replays it instead of building and capturing another.
+                let steady = self.fill_gaps && item.tokens.len() == 1;
                 self.batch
                     .add(
                         LlamaToken(token as i32),
                         (item.pos + j) as i32,
                         &seq,
-                        want_logits,
+                        want_logits || steady,
                     )
                     .map_err(|_| BackendError::InvalidBatch)?;
                 if want_logits {
@@ -564,6 +664,8 @@ impl StepBackend for LlamaStepBackend<'_> {
                 }
             }
         }
+        self.n_fillers += fills.len() as u64;
+        self.fillers = fills;
         // Logits rows in plan order: an item's rows are consecutive in the batch.
         for &(first, n) in &self.item_rows {
             self.rows.extend((0..n as i32).map(|k| first + k));

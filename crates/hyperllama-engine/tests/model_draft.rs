@@ -133,6 +133,7 @@ fn model_the_drafter_batches_sequences_and_keeps_only_what_matches() {
         n_threads: test_threads(),
         swa_full: true,
         kv_streams: false,
+        fill_gaps: false,
     };
     let k = 4;
     let wants: Vec<DraftWant<'_>> = prompts
@@ -250,6 +251,7 @@ fn model_the_drafter_makes_room_in_its_kv_cells() {
         n_threads: test_threads(),
         swa_full: true,
         kv_streams: false,
+        fill_gaps: false,
     };
     let mut d = ModelDrafter::new(&model, &opts).expect("drafter");
     let cells = d.n_cells();

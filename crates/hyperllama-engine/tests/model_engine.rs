@@ -10,9 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{collect_logprobs, model_path, repo_root, test_threads, GEMMA3, SMOLLM2};
-use hyperllama_core::sampling::SamplingParams;
-use hyperllama_core::TokenId;
+use hyperllama_core::sampling::{argmax, SamplingParams};
+use hyperllama_core::sched::{PlanItem, StepPlan};
+use hyperllama_core::{SeqId, SlotId, TokenId};
+use hyperllama_engine::backend::StepBackend;
 use hyperllama_engine::chat::{ChatFormatter, TemplateSource};
+use hyperllama_engine::llama::{ContextOptions, LlamaStepBackend};
 use hyperllama_engine::{
     Completion, Engine, EngineConfig, EngineStats, Error, Event, FinishReason, GenerateRequest,
     LoadOptions, Model,
@@ -794,4 +797,75 @@ fn model_speculation_under_a_json_schema_keeps_the_constrained_output() {
         "sampled: drafted {}, accepted {}: {text}",
         done.n_drafted, done.n_accepted
     );
+}
+
+/// With per-slot streams, a gap between a step's slots (a sequence that is not in the step)
+/// is filled with a filler token so that llama.cpp computes the step in one micro-batch: the
+/// other sequences' answers do not change, and the gap's own sequence later goes on from its
+/// KV as if nothing had been written there.
+#[test]
+fn model_gap_fillers_change_no_answer_and_leave_the_gap_slot_as_it_was() {
+    let model = load(SMOLLM2);
+    let prompts: Vec<Vec<TokenId>> = ["The capital of France is", "Hi", "Two plus two is"]
+        .iter()
+        .map(|p| model.tokenize(p, true, true))
+        .collect();
+    let item = |i: usize, pos: usize, tokens: Vec<TokenId>| PlanItem {
+        seq: SeqId(i as u64),
+        slot: SlotId(i as u32),
+        pos,
+        tokens,
+        sample: true,
+        n_draft: 0,
+    };
+    let plan = |items: Vec<PlanItem>| StepPlan {
+        trim: Vec::new(),
+        clear: Vec::new(),
+        copy: Vec::new(),
+        items,
+    };
+    let run = |fill: bool| {
+        let opts = ContextOptions {
+            n_kv_cells: 3 * 128,
+            n_slots: 3,
+            n_batch: 64,
+            n_ubatch: 64,
+            n_threads: test_threads(),
+            swa_full: false,
+            kv_streams: true,
+            fill_gaps: fill,
+        };
+        let mut b = LlamaStepBackend::new(&model, &opts).expect("backend");
+        let all = (0..3).map(|i| item(i, 0, prompts[i].clone())).collect();
+        b.execute(&plan(all)).expect("prompts");
+        let mut next: Vec<TokenId> = (0..3).map(|r| argmax(b.logits(r))).collect();
+        let mut pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let mut out = vec![Vec::new(); 3];
+        // Slots 0 and 2 decode; slot 1 waits, holding its prompt.
+        for _ in 0..6 {
+            let items = [0, 2].map(|i| item(i, pos[i], vec![next[i]])).to_vec();
+            b.execute(&plan(items)).expect("decode");
+            for (row, i) in [0, 2].into_iter().enumerate() {
+                out[i].push(next[i]);
+                pos[i] += 1;
+                next[i] = argmax(b.logits(row));
+            }
+        }
+        for _ in 0..3 {
+            b.execute(&plan(vec![item(1, pos[1], vec![next[1]])]))
+                .expect("slot 1");
+            out[1].push(next[1]);
+            pos[1] += 1;
+            next[1] = argmax(b.logits(0));
+        }
+        (out, b.n_fillers())
+    };
+    let (plain, n_plain) = run(false);
+    let (filled, n_filled) = run(true);
+    assert_eq!(n_plain, 0);
+    assert_eq!(
+        n_filled, 6,
+        "one filler in slot 1 per decode step of slots 0 and 2"
+    );
+    assert_eq!(plain, filled);
 }

@@ -30,7 +30,9 @@ impl LoopState<'_> {
         plan: &StepPlan,
         backend: &dyn StepBackend,
     ) -> (Vec<Vec<TokenId>>, Vec<(SeqId, ConstraintError)>) {
+        let t0 = std::time::Instant::now();
         let rows: Vec<&[f32]> = (0..plan.n_rows()).map(|r| backend.logits(r)).collect();
+        self.rows_time = t0.elapsed();
         let mut lives: HashMap<SeqId, &mut Live> =
             self.live.iter_mut().map(|(&id, l)| (id, l)).collect();
         let mut tasks = Vec::with_capacity(plan.n_samples());
