@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// One KV stream per sequence (`EngineConfig::kv_streams`); `None`: when
     /// `num_ctx × num_parallel` cells fit (on a GPU, beside the weights; always on a CPU).
     pub kv_streams: Option<bool>,
+    /// Most tokens one engine step computes (Ollama's `num_batch`); `None`: 512 on a CPU,
+    /// on a GPU 4,096 plus one token per sequence with KV streams (a step is one micro-batch
+    /// there) and 2,048 without.
+    pub num_batch: Option<usize>,
     /// CPU threads for llama.cpp; `None` uses every core.
     pub n_threads: Option<usize>,
     /// Largest request body in bytes; larger bodies get 413.
@@ -84,6 +88,7 @@ impl ServerConfig {
             speculative: true,
             cache_tokens: None,
             kv_streams: None,
+            num_batch: None,
             n_threads: None,
             max_body_bytes: 32 * 1024 * 1024,
             allowed_origins: Vec::new(),

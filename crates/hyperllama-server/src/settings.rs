@@ -191,6 +191,13 @@ pub const KEYS: &[Key] = &[
         "Tokens of finished requests' KV kept for prefix reuse beyond what running requests hold (every cached token widens each step's attention)",
     ),
     key(
+        "server.num_batch",
+        "HYPERLLAMA_NUM_BATCH",
+        Kind::Positive,
+        "512 on a CPU; on a GPU 4096 + num_parallel with kv_streams, else 2048",
+        "Most tokens one engine step computes (prompt chunks and decode tokens together)",
+    ),
+    key(
         "server.kv_streams",
         "HYPERLLAMA_KV_STREAMS",
         Kind::Bool,

@@ -158,6 +158,7 @@ fn summarize(
     let mut itl = Vec::new();
     // Per-stream decoding: tokens after the first, over the time from first to last chunk.
     let (mut decoded, mut decode_s) = (0u64, 0.0);
+    let (mut prompt_min, mut prompt_max) = (u64::MAX, 0u64);
     for r in results {
         match r {
             Ok(o) => {
@@ -169,6 +170,10 @@ fn summarize(
                 }
                 m.output_tokens += o.output_tokens;
                 m.prompt_tokens += o.prompt_tokens.unwrap_or(0);
+                if let Some(n) = o.prompt_tokens {
+                    prompt_min = prompt_min.min(n);
+                    prompt_max = prompt_max.max(n);
+                }
                 ttft.extend(o.ttft_ms);
                 itl.extend(inter_token_latencies(&o.chunks));
             }
@@ -194,6 +199,14 @@ fn summarize(
             "prompt_tokens_mean".into(),
             m.prompt_tokens as f64 / ok as f64,
         );
+        // How ragged the prompts are: llama.cpp computes the prompts of one step in a pass per
+        // distinct remaining length when each sequence has its own KV stream.
+        if prompt_max >= prompt_min {
+            m.extras
+                .insert("prompt_tokens_min".into(), prompt_min as f64);
+            m.extras
+                .insert("prompt_tokens_max".into(), prompt_max as f64);
+        }
     }
     m
 }
@@ -601,7 +614,13 @@ async fn long_prompt(target: &Arc<Target>, p: &Params) -> Metrics {
     }
     results.push(long.clone());
     let mut m = summarize(w, None, &results, start);
-    m.extras.remove("prompt_tokens_mean");
+    for k in [
+        "prompt_tokens_mean",
+        "prompt_tokens_min",
+        "prompt_tokens_max",
+    ] {
+        m.extras.remove(k);
+    }
     if let Ok(o) = &long {
         if let Some(t) = o.ttft_ms {
             m.extras.insert("long_ttft_ms".into(), t);
