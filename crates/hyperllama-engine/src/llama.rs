@@ -545,17 +545,26 @@ impl<'m> LlamaStepBackend<'m> {
         self.n_fillers
     }
 
-    /// With `fill_gaps`: a filler token for each slot in a short gap between the step's
-    /// slots. llama.cpp computes a micro-batch over a run of consecutive streams
-    /// only, so a gap left by a finished sequence costs another pass over the weights (a few
-    /// milliseconds each; 64 decoding sequences with a dozen gaps took three times a step).
-    /// A filler is one token at the gap slot's next position (with logits nobody reads, so
-    /// that a decode step's graph keeps its shape), removed before the next step; it is not
-    /// placed where its position would widen the step's attention (past the furthest position
-    /// the step computes), and the step's size stays within `n_batch`. Returns (slot,
-    /// position) pairs.
+    /// With `fill_gaps`: a filler token for each slot that no item of the step holds below
+    /// the step's highest slot, rounded up to a bucket ([`SPAN_BUCKETS`]). llama.cpp computes
+    /// a micro-batch over a run of consecutive streams only, so a gap left by a finished
+    /// sequence costs another pass over the weights (a few milliseconds each; 64 decoding
+    /// sequences with a dozen gaps took three times a step); and a step whose set of slots
+    /// changes gets a new graph, which llama.cpp builds and the GPU runs kernel by kernel
+    /// until the shape repeats (the steps where a burst's sequences finish one group after
+    /// another took 17-35 ms instead of 14.5). With the span rounded up, a decode step keeps
+    /// its shape while sequences finish, and its graph is replayed.
+    /// A filler is one token at the slot's next position (with logits nobody reads, so that a
+    /// decode step's graph keeps its shape), removed before the next step; it is not placed
+    /// where its position would widen the step's attention (llama.cpp attends over the cells
+    /// of the fullest stream, rounded up to [`KV_PAD`]: a filler must not round past the
+    /// furthest position the step computes), and the step's size stays within `n_batch`.
+    /// Returns (slot, position) pairs in slot order.
     fn gap_fills(&self, plan: &StepPlan) -> Vec<(i32, u32)> {
         let mut fills = Vec::new();
+        let Some(&last) = self.order.last() else {
+            return fills;
+        };
         if !self.fill_gaps {
             return fills;
         }
@@ -566,28 +575,43 @@ impl<'m> LlamaStepBackend<'m> {
             .max()
             .unwrap_or(0);
         let mut room = self.caps.max_batch_tokens.saturating_sub(plan.n_tokens());
-        for pair in self.order.windows(2) {
-            let (a, b) = (plan.items[pair[0]].slot.0, plan.items[pair[1]].slot.0);
-            let gap = b.saturating_sub(a + 1) as usize;
-            if gap == 0 || gap > MAX_FILLED_GAP || gap > room {
+        let span = plan.items[last].slot.0 as usize + 1;
+        let end = SPAN_BUCKETS
+            .iter()
+            .copied()
+            .find(|&b| b >= span)
+            .unwrap_or(span)
+            .min(self.caps.n_slots);
+        // `order` lists the items by ascending slot.
+        let mut held = self
+            .order
+            .iter()
+            .map(|&i| plan.items[i].slot.0 as usize)
+            .peekable();
+        for slot in 0..end {
+            if held.peek() == Some(&slot) {
+                held.next();
                 continue;
             }
-            let next: Vec<(i32, u32)> = (a + 1..b)
-                .map(|slot| (slot as i32, self.ctx.kv_cache_seq_pos_max(slot as i32) + 1))
-                .map(|(slot, pos)| (slot, pos.max(0) as u32))
-                .collect();
-            if next.iter().all(|&(_, pos)| (pos as usize) < furthest) {
-                room -= gap;
-                fills.extend(next);
+            if room == 0 {
+                break;
+            }
+            let pos = (self.ctx.kv_cache_seq_pos_max(slot as i32) + 1).max(0) as usize;
+            if (pos + 1).next_multiple_of(KV_PAD) <= furthest.next_multiple_of(KV_PAD) {
+                fills.push((slot as i32, pos as u32));
+                room -= 1;
             }
         }
         fills
     }
 }
 
-/// Longest gap between a step's slots that [`LlamaStepBackend::gap_fills`] fills: a filler
-/// costs about what one more decoding sequence does.
-const MAX_FILLED_GAP: usize = 16;
+/// What llama.cpp rounds the cells a step attends over up to (at least; `get_n_kv`).
+const KV_PAD: usize = 256;
+
+/// The slot spans a step is padded to with fillers ([`LlamaStepBackend::gap_fills`]): a
+/// filler costs about what one more decoding sequence does, a pass or a graph more far more.
+const SPAN_BUCKETS: [usize; 13] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256];
 
 impl StepBackend for LlamaStepBackend<'_> {
     fn execute(&mut self, plan: &StepPlan) -> Result<(), BackendError> {
@@ -663,6 +687,12 @@ impl StepBackend for LlamaStepBackend<'_> {
                     rows.1 += 1;
                 }
             }
+        }
+        // Fillers past the last item's slot.
+        for &(slot, pos) in next_fill {
+            self.batch
+                .add(LlamaToken(0), pos as i32, &[slot], true)
+                .map_err(|_| BackendError::InvalidBatch)?;
         }
         self.n_fillers += fills.len() as u64;
         self.fillers = fills;

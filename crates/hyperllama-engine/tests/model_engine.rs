@@ -799,17 +799,20 @@ fn model_speculation_under_a_json_schema_keeps_the_constrained_output() {
     );
 }
 
-/// With per-slot streams, a gap between a step's slots (a sequence that is not in the step)
-/// is filled with a filler token so that llama.cpp computes the step in one micro-batch: the
-/// other sequences' answers do not change, and the gap's own sequence later goes on from its
-/// KV as if nothing had been written there.
+/// With per-slot streams, the slots a step leaves out below its highest slot (rounded up to a
+/// bucket) get filler tokens so that llama.cpp computes the step in one micro-batch of an
+/// unchanged shape: the other sequences' answers do not change, and the filled slots'
+/// sequences later go on from their KV as if nothing had been written there.
 #[test]
-fn model_gap_fillers_change_no_answer_and_leave_the_gap_slot_as_it_was() {
+fn model_gap_fillers_change_no_answer_and_leave_the_filled_slots_as_they_were() {
     let model = load(SMOLLM2);
-    let prompts: Vec<Vec<TokenId>> = ["The capital of France is", "Hi", "Two plus two is"]
+    // Slot 3's prompt is longer than the 256 cells llama.cpp rounds attention up to.
+    let long = format!("{} Yes", "Yes, we can. ".repeat(80));
+    let prompts: Vec<Vec<TokenId>> = ["The capital of France is", "Hi", "Two plus two is", &long]
         .iter()
         .map(|p| model.tokenize(p, true, true))
         .collect();
+    assert!(prompts[3].len() > 256 && prompts[3].len() < 500);
     let item = |i: usize, pos: usize, tokens: Vec<TokenId>| PlanItem {
         seq: SeqId(i as u64),
         slot: SlotId(i as u32),
@@ -826,46 +829,42 @@ fn model_gap_fillers_change_no_answer_and_leave_the_gap_slot_as_it_was() {
     };
     let run = |fill: bool| {
         let opts = ContextOptions {
-            n_kv_cells: 3 * 128,
-            n_slots: 3,
-            n_batch: 64,
-            n_ubatch: 64,
+            n_kv_cells: 4 * 512,
+            n_slots: 4,
+            n_batch: 1024,
+            n_ubatch: 1024,
             n_threads: test_threads(),
             swa_full: false,
             kv_streams: true,
             fill_gaps: fill,
         };
         let mut b = LlamaStepBackend::new(&model, &opts).expect("backend");
-        let all = (0..3).map(|i| item(i, 0, prompts[i].clone())).collect();
+        let all = (0..4).map(|i| item(i, 0, prompts[i].clone())).collect();
         b.execute(&plan(all)).expect("prompts");
-        let mut next: Vec<TokenId> = (0..3).map(|r| argmax(b.logits(r))).collect();
+        let mut next: Vec<TokenId> = (0..4).map(|r| argmax(b.logits(r))).collect();
         let mut pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
-        let mut out = vec![Vec::new(); 3];
-        // Slots 0 and 2 decode; slot 1 waits, holding its prompt.
-        for _ in 0..6 {
-            let items = [0, 2].map(|i| item(i, pos[i], vec![next[i]])).to_vec();
-            b.execute(&plan(items)).expect("decode");
-            for (row, i) in [0, 2].into_iter().enumerate() {
-                out[i].push(next[i]);
-                pos[i] += 1;
-                next[i] = argmax(b.logits(row));
+        let mut out = vec![Vec::new(); 4];
+        // Slots 0 and 2 decode while 1 (a gap) and 3 (past the last item, within the span
+        // rounded up to 4) wait, holding their prompts; then 1 and 3 go on together while 0
+        // and 2 wait.
+        for (steps, slots) in [(6, [0, 2]), (3, [1, 3])] {
+            for _ in 0..steps {
+                let items = slots.map(|i| item(i, pos[i], vec![next[i]])).to_vec();
+                b.execute(&plan(items)).expect("decode");
+                for (row, i) in slots.into_iter().enumerate() {
+                    out[i].push(next[i]);
+                    pos[i] += 1;
+                    next[i] = argmax(b.logits(row));
+                }
             }
-        }
-        for _ in 0..3 {
-            b.execute(&plan(vec![item(1, pos[1], vec![next[1]])]))
-                .expect("slot 1");
-            out[1].push(next[1]);
-            pos[1] += 1;
-            next[1] = argmax(b.logits(0));
         }
         (out, b.n_fillers())
     };
     let (plain, n_plain) = run(false);
     let (filled, n_filled) = run(true);
     assert_eq!(n_plain, 0);
-    assert_eq!(
-        n_filled, 6,
-        "one filler in slot 1 per decode step of slots 0 and 2"
-    );
+    // Slot 1 in each step of slots 0 and 2, but not slot 3 (its filler would widen their
+    // attention past 256 cells); slots 0 and 2 in each step of slots 1 and 3.
+    assert_eq!(n_filled, 6 + 6);
     assert_eq!(plain, filled);
 }
