@@ -1,0 +1,280 @@
+//! The step backend on llama.cpp: one context, one batch per step (see [`LlamaStepBackend`]).
+//!
+//! # Invariants
+//! - A step's items reach llama.cpp in ascending slot order, with filler tokens between and
+//!   after them (`ContextOptions::fill_gaps`), each of which lives for that step only.
+//! - Logits rows are numbered in plan order: an item's rows are consecutive in the batch.
+
+use hyperllama_core::sched::StepPlan;
+use hyperllama_core::SlotId;
+use llama_cpp_2::context::session::LlamaStateSeqFlags;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::token::LlamaToken;
+
+use super::{backend_error, unified_context, ContextOptions, Model};
+use crate::backend::{BackendError, Capabilities, StepBackend};
+use crate::error::Error;
+
+/// The llama.cpp step backend: one context, one batch per step.
+///
+/// Its KV cache is either one unified pool (`seq_cp` of a prefix only tags the same cells with
+/// another sequence id, but every step's attention and mask span every cell in use), or, with
+/// [`ContextOptions::kv_streams`], one stream per slot: a sequence's attention spans its own
+/// cells only (what llama-server and llama-batched-bench run), a prefix copy is a copy of the
+/// source's whole stream (applied by llama.cpp before the next decode) with the positions past
+/// the prefix then removed, and the batch lists its items by ascending slot, since llama.cpp
+/// computes consecutive slots with equally many tokens in one micro-batch.
+pub struct LlamaStepBackend<'m> {
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    rows: Vec<i32>,
+    /// Per plan item: its first logits row in the batch and how many.
+    item_rows: Vec<(i32, usize)>,
+    order: Vec<usize>,
+    streams: bool,
+    /// The KV cache is in host memory: a prefix crosses streams by serializing the source
+    /// sequence's cells (see `copy_slot`).
+    host_kv: bool,
+    /// `ContextOptions::fill_gaps` (with streams).
+    fill_gaps: bool,
+    /// Filler tokens of the last step, removed before the next one (see `gap_fills`).
+    fillers: Vec<(i32, u32)>,
+    n_fillers: u64,
+    caps: Capabilities,
+}
+
+impl<'m> LlamaStepBackend<'m> {
+    /// Creates the context for `model`.
+    pub fn new(model: &'m Model, opts: &ContextOptions) -> Result<Self, Error> {
+        let ctx = unified_context(model, opts, opts.n_slots, opts.swa_full)?;
+        let caps = Capabilities {
+            n_vocab: model.info.n_vocab,
+            n_kv_cells: ctx.n_ctx() as usize,
+            n_slots: opts.n_slots,
+            max_batch_tokens: opts.n_batch,
+        };
+        Ok(Self {
+            ctx,
+            batch: LlamaBatch::new(opts.n_batch, 1),
+            rows: Vec::new(),
+            item_rows: Vec::new(),
+            order: Vec::new(),
+            streams: opts.kv_streams,
+            host_kv: !model.on_gpu,
+            fill_gaps: opts.kv_streams && opts.fill_gaps,
+            fillers: Vec::new(),
+            n_fillers: 0,
+            caps,
+        })
+    }
+
+    /// Filler tokens computed so far (see `ContextOptions::fill_gaps`).
+    pub fn n_fillers(&self) -> u64 {
+        self.n_fillers
+    }
+
+    /// With `fill_gaps`: a filler token for each slot that no item of the step holds below
+    /// the step's highest slot, rounded up to a bucket ([`SPAN_BUCKETS`]). llama.cpp computes
+    /// a micro-batch over a run of consecutive streams only, so a gap left by a finished
+    /// sequence costs another pass over the weights (a few milliseconds each; 64 decoding
+    /// sequences with a dozen gaps took three times a step); and a step whose set of slots
+    /// changes gets a new graph, which llama.cpp builds and the GPU runs kernel by kernel
+    /// until the shape repeats (the steps where a burst's sequences finish one group after
+    /// another took 17-35 ms instead of 14.5). With the span rounded up, a decode step keeps
+    /// its shape while sequences finish, and its graph is replayed.
+    /// A filler is one token at the slot's next position (with logits nobody reads, so that a
+    /// decode step's graph keeps its shape), removed before the next step; it is not placed
+    /// where its position would widen the step's attention (llama.cpp attends over the cells
+    /// of the fullest stream, rounded up to [`KV_PAD`]: a filler must not round past the
+    /// furthest position the step computes), and the step's size stays within `n_batch`.
+    /// Returns (slot, position) pairs in slot order.
+    fn gap_fills(&self, plan: &StepPlan) -> Vec<(i32, u32)> {
+        let mut fills = Vec::new();
+        let Some(&last) = self.order.last() else {
+            return fills;
+        };
+        if !self.fill_gaps {
+            return fills;
+        }
+        let furthest = plan
+            .items
+            .iter()
+            .map(|i| i.pos + i.tokens.len())
+            .max()
+            .unwrap_or(0);
+        let mut room = self.caps.max_batch_tokens.saturating_sub(plan.n_tokens());
+        let span = plan.items[last].slot.0 as usize + 1;
+        let end = SPAN_BUCKETS
+            .iter()
+            .copied()
+            .find(|&b| b >= span)
+            .unwrap_or(span)
+            .min(self.caps.n_slots);
+        // `order` lists the items by ascending slot.
+        let mut held = self
+            .order
+            .iter()
+            .map(|&i| plan.items[i].slot.0 as usize)
+            .peekable();
+        for slot in 0..end {
+            if held.peek() == Some(&slot) {
+                held.next();
+                continue;
+            }
+            if room == 0 {
+                break;
+            }
+            let pos = (self.ctx.kv_cache_seq_pos_max(slot as i32) + 1).max(0) as usize;
+            if (pos + 1).next_multiple_of(KV_PAD) <= furthest.next_multiple_of(KV_PAD) {
+                fills.push((slot as i32, pos as u32));
+                room -= 1;
+            }
+        }
+        fills
+    }
+}
+
+/// What llama.cpp rounds the cells a step attends over up to (at least; `get_n_kv`).
+const KV_PAD: usize = 256;
+
+/// The slot spans a step is padded to with fillers ([`LlamaStepBackend::gap_fills`]): a
+/// filler costs about what one more decoding sequence does, a pass or a graph more far more.
+const SPAN_BUCKETS: [usize; 13] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256];
+
+impl StepBackend for LlamaStepBackend<'_> {
+    fn execute(&mut self, plan: &StepPlan) -> Result<(), BackendError> {
+        for (slot, pos) in self.fillers.drain(..) {
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot as u32), Some(pos), None);
+        }
+        for trim in &plan.trim {
+            // Rejected draft positions: the tail of the sequence, always removable.
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(trim.slot.0), Some(trim.from as u32), None);
+        }
+        for slot in &plan.clear {
+            // Removing a whole sequence always succeeds.
+            let _ = self.ctx.clear_kv_cache_seq(Some(slot.0), None, None);
+        }
+        for copy in &plan.copy {
+            self.copy_slot(copy.src, copy.dst, copy.n_tokens);
+        }
+        self.rows.clear();
+        if plan.items.is_empty() {
+            return Ok(());
+        }
+        self.batch.clear();
+        self.order.clear();
+        self.order.extend(0..plan.items.len());
+        if self.streams {
+            self.order.sort_by_key(|&i| plan.items[i].slot.0);
+        }
+        self.item_rows.clear();
+        self.item_rows.resize(plan.items.len(), (0, 0));
+        // llama.cpp takes a micro-batch's sequences in batch order and consecutive slots
+        // only: fillers go between the items they join.
+        let fills = self.gap_fills(plan);
+        let mut next_fill = fills.iter().peekable();
+        for &i in &self.order {
+            let item = &plan.items[i];
+            while let Some(&&(slot, pos)) = next_fill.peek() {
+                if slot >= item.slot.0 as i32 {
+                    break;
+                }
+                // Logits nobody reads, as for a lone unsampled token below.
+                self.batch
+                    .add(LlamaToken(0), pos as i32, &[slot], true)
+                    .map_err(|_| BackendError::InvalidBatch)?;
+                next_fill.next();
+            }
+            let seq = [item.slot.0 as i32];
+            let last = item.tokens.len().saturating_sub(1);
+            for (j, &token) in item.tokens.iter().enumerate() {
+                // A speculating item needs logits after its last token and every draft.
+                let want_logits = item.sample && j + item.n_draft >= last;
+                // A lone token that is not sampled (a prompt's tail going one token per step)
+                // still asks for logits, which nobody reads, where fillers are used: a decode
+                // step's graph then keeps its shape (every token an output) and llama.cpp
+                // replays it instead of building and capturing another.
+                let steady = self.fill_gaps && item.tokens.len() == 1;
+                self.batch
+                    .add(
+                        LlamaToken(token as i32),
+                        (item.pos + j) as i32,
+                        &seq,
+                        want_logits || steady,
+                    )
+                    .map_err(|_| BackendError::InvalidBatch)?;
+                if want_logits {
+                    let rows = &mut self.item_rows[i];
+                    if rows.1 == 0 {
+                        rows.0 = self.batch.n_tokens() - 1;
+                    }
+                    rows.1 += 1;
+                }
+            }
+        }
+        // Fillers past the last item's slot.
+        for &(slot, pos) in next_fill {
+            self.batch
+                .add(LlamaToken(0), pos as i32, &[slot], true)
+                .map_err(|_| BackendError::InvalidBatch)?;
+        }
+        self.n_fillers += fills.len() as u64;
+        self.fillers = fills;
+        // Logits rows in plan order: an item's rows are consecutive in the batch.
+        for &(first, n) in &self.item_rows {
+            self.rows.extend((0..n as i32).map(|k| first + k));
+        }
+        self.ctx.decode(&mut self.batch).map_err(backend_error)
+    }
+
+    fn logits(&self, row: usize) -> &[f32] {
+        self.ctx.get_logits_ith(self.rows[row])
+    }
+
+    fn copy_slot(&mut self, src: SlotId, dst: SlotId, n_tokens: usize) {
+        if self.streams {
+            // Across streams llama.cpp copies whole streams only (the destination is empty:
+            // a new sequence's slot); the positions past the prefix are then dropped. In host
+            // memory, serializing the source's cells and reading them into the destination
+            // moves only the cells in use (a 500-token prefix of a 135M model: 12 MB instead
+            // of a 94 MB stream, single-threaded memcpy); on a GPU the whole-stream copy stays
+            // on the device.
+            let copied = self.host_kv
+                && self
+                    .ctx
+                    .state_seq_get(src.0 as i32, LlamaStateSeqFlags::empty())
+                    .and_then(|state| self.ctx.state_seq_set(&state, dst.0 as i32))
+                    .is_ok();
+            if !copied {
+                let _ = self
+                    .ctx
+                    .copy_kv_cache_seq(src.0 as i32, dst.0 as i32, None, None);
+            }
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(dst.0), Some(n_tokens as u32), None);
+        } else {
+            let _ = self.ctx.copy_kv_cache_seq(
+                src.0 as i32,
+                dst.0 as i32,
+                Some(0),
+                Some(n_tokens as u32),
+            );
+        }
+    }
+
+    fn trim_slot(&mut self, slot: SlotId, from_pos: usize) {
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot.0), Some(from_pos as u32), None);
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+}
