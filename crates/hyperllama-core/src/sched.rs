@@ -344,7 +344,7 @@ impl Scheduler {
             // The tail of a cut chunk rides in the pass of the decode tokens.
             let trickle = trickle && remaining <= self.cfg.equal_chunk_slack + 1;
             let n = if is_prefill && trickle {
-                1
+                budget.min(1)
             } else if is_prefill {
                 chunk_len(remaining, budget, prefill_left)
             } else {
