@@ -87,7 +87,8 @@ impl<'m> LlamaStepBackend<'m> {
     /// decode step's graph keeps its shape), removed before the next step; it is not placed
     /// where its position would widen the step's attention (llama.cpp attends over the cells
     /// of the fullest stream, rounded up to [`KV_PAD`]: a filler must not round past the
-    /// furthest position the step computes), and the step's size stays within `n_batch`.
+    /// furthest position the step computes) nor into a full stream, and the step's size stays
+    /// within `n_batch`.
     /// Returns (slot, position) pairs in slot order.
     fn gap_fills(&self, plan: &StepPlan) -> Vec<(i32, u32)> {
         let mut fills = Vec::new();
@@ -104,6 +105,7 @@ impl<'m> LlamaStepBackend<'m> {
             .max()
             .unwrap_or(0);
         let mut room = self.caps.max_batch_tokens.saturating_sub(plan.n_tokens());
+        let stream_cells = self.caps.n_kv_cells / self.caps.n_slots.max(1);
         let span = plan.items[last].slot.0 as usize + 1;
         let end = SPAN_BUCKETS
             .iter()
@@ -126,7 +128,11 @@ impl<'m> LlamaStepBackend<'m> {
                 break;
             }
             let pos = (self.ctx.kv_cache_seq_pos_max(slot as i32) + 1).max(0) as usize;
-            if (pos + 1).next_multiple_of(KV_PAD) <= furthest.next_multiple_of(KV_PAD) {
+            // A full stream has no cell for it (llama.cpp sizes streams in multiples of 256
+            // cells, so the rounding below already keeps clear of it; this is a guard).
+            if pos < stream_cells
+                && (pos + 1).next_multiple_of(KV_PAD) <= furthest.next_multiple_of(KV_PAD)
+            {
                 fills.push((slot as i32, pos as u32));
                 room -= 1;
             }
