@@ -7,7 +7,7 @@
 //!
 //! # Invariants
 //! - Only the engine thread touches the scheduler and the backend; handles hold channels and
-//!   a shared read-only [`Model`](llama::Model) for tokenization.
+//!   a shared read-only [`Model`] for tokenization.
 //! - A request whose stream receiver is dropped is cancelled at the next step, and its KV is
 //!   freed then.
 #![deny(missing_docs)]

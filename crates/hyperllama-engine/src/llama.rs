@@ -14,7 +14,7 @@
 //! after [`Model::check_draft`] found its vocabulary identical to the target's.
 //!
 //! # Invariants
-//! - llama.cpp's global backend is initialised exactly once per process ([`llama_backend`]).
+//! - llama.cpp's global backend is initialised exactly once per process (`llama_backend`).
 //! - A file reaches llama.cpp only after our own GGUF reader accepted its header, so a file
 //!   that is missing, not GGUF or truncated gets our clear error, never a crash in C++.
 //! - `llama_decode` return codes never leave this module as integers: they become
@@ -80,8 +80,8 @@ const GPU_RESERVE_BYTES: u64 = 2 << 30;
 
 impl LoadOptions {
     /// Options for the GGUF at `path`: `num_gpu` layers when given (Ollama's option), else all
-    /// layers when the file fits into free GPU memory with [`GPU_RESERVE_BYTES`] to spare, else
-    /// the share of layers that fits (none without a GPU).
+    /// layers when the file fits into free GPU memory with `GPU_RESERVE_BYTES` (2 GiB) to
+    /// spare, else the share of layers that fits (none without a GPU).
     pub fn auto(path: &Path, num_gpu: Option<u32>) -> Self {
         if let Some(n) = num_gpu {
             return Self { n_gpu_layers: n };

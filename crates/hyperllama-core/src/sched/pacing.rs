@@ -189,7 +189,7 @@ impl Pacer {
     }
 
     /// The draft acceptance rate above which drafting pays in a step where `n_decode`
-    /// sequences decode: `b·n / T(n)` (see the module docs) times [`DRAFT_MARGIN`]. At 1 or
+    /// sequences decode: `b·n / T(n)` (see the module docs) times `DRAFT_MARGIN`. At 1 or
     /// more, no acceptance rate pays (also for a batch more than twice the largest plain step
     /// measured, until one is). `None` until the costs are measured; while the step
     /// sizes seen so far cannot tell `a` from `b`, a draft token is priced by the last draft
@@ -214,7 +214,7 @@ impl Pacer {
 
     /// Whether the next step should carry no drafts, so that a plain decode step is measured
     /// again: drafting prices itself against plain steps, and a sequence that always drafts
-    /// would never see one. At most one step in [`PLAIN_EVERY`].
+    /// would never see one. At most one step in `PLAIN_EVERY`.
     pub fn wants_plain_step(&self) -> bool {
         self.since_plain >= PLAIN_EVERY
     }
