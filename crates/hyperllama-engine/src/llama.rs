@@ -164,6 +164,9 @@ pub struct Model {
     eog_tokens: Vec<TokenId>,
     /// Whether layers (and with them the KV cache) were offloaded to a GPU.
     on_gpu: bool,
+    /// Its weights are 16 or 32 bits (`general.file_type` 0, 1 or 32: all F32, mostly F16,
+    /// mostly BF16 in llama.cpp's LLAMA_FTYPE_*); see `avoid_cuda_graphs_for_unquantized`.
+    unquantized: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -194,6 +197,7 @@ impl Model {
         })?;
         let architecture = meta.architecture().unwrap_or("unknown").to_owned();
         let chat_template = meta.chat_template().map(str::to_owned);
+        let unquantized = matches!(meta.get_u64("general.file_type"), Some(0 | 1 | 32));
         drop(meta);
 
         let params = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
@@ -234,6 +238,7 @@ impl Model {
             info,
             eog_tokens,
             on_gpu,
+            unquantized,
         }))
     }
 
@@ -405,8 +410,8 @@ pub struct ContextOptions {
 /// Environment variable with which ggml's CUDA backend runs every graph without CUDA graphs.
 const CUDA_GRAPHS_OFF: &str = "GGML_CUDA_DISABLE_GRAPHS";
 
-/// Turns CUDA graphs off for this process when `path` holds unquantized (16- or 32-bit)
-/// weights and the user has not decided, for a context with one unified KV cache on a GPU:
+/// Turns CUDA graphs off for this process when a model's weights are unquantized (16- or
+/// 32-bit) and the user has not decided, for a context with one unified KV cache on a GPU:
 /// llama.cpp's CUDA backend (the vendored version) fails with "an illegal instruction"
 /// inside a replayed CUDA graph once 32 or more sequences decode an F16 model together in one
 /// unified cache (measured on H100/H200; quantized models are unaffected, and without CUDA
@@ -417,31 +422,24 @@ const CUDA_GRAPHS_OFF: &str = "GGML_CUDA_DISABLE_GRAPHS";
 /// graph on a GPU, so this must happen before the first step; whatever ran first decides for
 /// the whole process. `HYPERLLAMA_CUDA_GRAPHS=on` keeps them in any case (to re-check the
 /// fault), `=off` turns them off for every model.
-fn avoid_cuda_graphs_for_unquantized(path: &Path, unified: bool) {
-    if std::env::var_os(CUDA_GRAPHS_OFF).is_some()
-        || std::env::var("HYPERLLAMA_CUDA_GRAPHS").is_ok_and(|v| v == "on")
-    {
+fn avoid_cuda_graphs_for_unquantized(unquantized: bool, unified: bool) {
+    if std::env::var_os(CUDA_GRAPHS_OFF).is_some() {
         return;
     }
-    if std::env::var("HYPERLLAMA_CUDA_GRAPHS").is_ok_and(|v| v == "off") {
-        // Rust 2021's `set_var`: see below.
-        std::env::set_var(CUDA_GRAPHS_OFF, "1");
-        return;
-    }
-    if !unified {
-        return;
-    }
-    let Ok(meta) = gguf::read_file(path) else {
-        return;
+    let off = match std::env::var("HYPERLLAMA_CUDA_GRAPHS").as_deref() {
+        Ok("on") => false,
+        Ok("off") => true,
+        _ if unified && unquantized => {
+            tracing::warn!(
+                "unquantized weights on a GPU with one unified KV cache: CUDA graphs off ({CUDA_GRAPHS_OFF}=1), which llama.cpp needs to decode many sequences of such a model there"
+            );
+            true
+        }
+        _ => false,
     };
-    // general.file_type: 0 all F32, 1 mostly F16, 32 mostly BF16 (llama.cpp's LLAMA_FTYPE_*).
-    let unquantized = matches!(meta.get_u64("general.file_type"), Some(0 | 1 | 32));
-    if unquantized {
-        tracing::warn!(
-            "unquantized weights on a GPU with one unified KV cache: CUDA graphs off ({CUDA_GRAPHS_OFF}=1), which llama.cpp needs to decode many sequences of such a model there"
-        );
-        // Rust 2021's `set_var`: it runs on the loading thread before llama.cpp reads the
-        // variable, and no other code of ours reads it.
+    if off {
+        // Rust 2021's `set_var`: it runs before this context exists, so before the first
+        // graph on a GPU of this context reads it; no other code of ours reads it.
         std::env::set_var(CUDA_GRAPHS_OFF, "1");
     }
 }
@@ -459,7 +457,7 @@ fn unified_context<'m>(
     let n_ctx = u32::try_from(opts.n_kv_cells).unwrap_or(u32::MAX);
     let threads = i32::try_from(opts.n_threads.max(1)).unwrap_or(1);
     if model.on_gpu {
-        avoid_cuda_graphs_for_unquantized(&model.info.path, !opts.kv_streams);
+        avoid_cuda_graphs_for_unquantized(model.unquantized, !opts.kv_streams);
     }
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))

@@ -92,12 +92,9 @@ impl<'m> LlamaStepBackend<'m> {
     /// Returns (slot, position) pairs in slot order.
     fn gap_fills(&self, plan: &StepPlan) -> Vec<(i32, u32)> {
         let mut fills = Vec::new();
-        let Some(&last) = self.order.last() else {
+        let Some(&last) = self.order.last().filter(|_| self.fill_gaps) else {
             return fills;
         };
-        if !self.fill_gaps {
-            return fills;
-        }
         let furthest = plan
             .items
             .iter()
@@ -139,6 +136,15 @@ impl<'m> LlamaStepBackend<'m> {
         }
         fills
     }
+}
+
+/// Adds a filler token (slot, position) from [`LlamaStepBackend::gap_fills`], asking for
+/// logits nobody reads, as a lone unsampled token does: a decode step's graph then keeps its
+/// shape (every token an output).
+fn add_filler(batch: &mut LlamaBatch<'_>, (slot, pos): (i32, u32)) -> Result<(), BackendError> {
+    batch
+        .add(LlamaToken(0), pos as i32, &[slot], true)
+        .map_err(|_| BackendError::InvalidBatch)
 }
 
 /// What llama.cpp rounds the cells a step attends over up to (at least; `get_n_kv`).
@@ -186,14 +192,11 @@ impl StepBackend for LlamaStepBackend<'_> {
         let mut next_fill = fills.iter().peekable();
         for &i in &self.order {
             let item = &plan.items[i];
-            while let Some(&&(slot, pos)) = next_fill.peek() {
-                if slot >= item.slot.0 as i32 {
+            while let Some(&&fill) = next_fill.peek() {
+                if fill.0 >= item.slot.0 as i32 {
                     break;
                 }
-                // Logits nobody reads, as for a lone unsampled token below.
-                self.batch
-                    .add(LlamaToken(0), pos as i32, &[slot], true)
-                    .map_err(|_| BackendError::InvalidBatch)?;
+                add_filler(&mut self.batch, fill)?;
                 next_fill.next();
             }
             let seq = [item.slot.0 as i32];
@@ -224,10 +227,8 @@ impl StepBackend for LlamaStepBackend<'_> {
             }
         }
         // Fillers past the last item's slot.
-        for &(slot, pos) in next_fill {
-            self.batch
-                .add(LlamaToken(0), pos as i32, &[slot], true)
-                .map_err(|_| BackendError::InvalidBatch)?;
+        for &fill in next_fill {
+            add_filler(&mut self.batch, fill)?;
         }
         self.n_fillers += fills.len() as u64;
         self.fillers = fills;

@@ -5,7 +5,8 @@
 //! `writing manifest`, `success`.
 //!
 //! # Invariants
-//! - One [`Puller`](hyperllama_models::pull::Puller) serves every request, so concurrent pulls of a blob download it once.
+//! - One [`Puller`](hyperllama_models::pull::Puller) serves every request, so concurrent
+//!   pulls of a blob download it once.
 //! - The index learns about the model before `success` is reported.
 
 use axum::extract::State;
