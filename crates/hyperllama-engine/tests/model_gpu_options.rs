@@ -1,12 +1,17 @@
 //! GPU placement options on whatever machine runs the tests: `num_gpu` wins, no GPU means the
 //! default (every layer, a no-op for llama.cpp without a GPU backend), and the KV cell size
 //! matches the model's shape. On the CUDA machine (scripts/gpu/) the same calls place the
-//! layers and size the KV cache; there `gpu_memory()` is `Some`.
+//! layers and size the KV cache; there `gpu_memory()` is `Some`. Also the GPU step backend's
+//! filler tokens (`ContextOptions::fill_gaps`), which run the same on a CPU.
 
 mod common;
 
-use common::{model_path, SMOLLM2};
-use hyperllama_engine::llama::{gpu_memory, LoadOptions};
+use common::{model_path, test_threads, SMOLLM2};
+use hyperllama_core::sampling::argmax;
+use hyperllama_core::sched::{PlanItem, StepPlan};
+use hyperllama_core::{SeqId, SlotId, TokenId};
+use hyperllama_engine::backend::StepBackend;
+use hyperllama_engine::llama::{gpu_memory, ContextOptions, LlamaStepBackend, LoadOptions};
 use hyperllama_engine::Model;
 
 #[test]
@@ -27,4 +32,74 @@ fn model_gpu_options_follow_num_gpu_and_the_device() {
     let model = Model::load(&path, &auto).expect("loads");
     // SmolLM2-135M: 30 layers, 3 KV heads of 64 dims, f16 keys and values.
     assert_eq!(model.kv_bytes_per_cell(), 2 * 2 * 30 * 3 * 64);
+}
+
+/// With per-slot streams, the slots a step leaves out below its highest slot (rounded up to a
+/// bucket) get filler tokens so that llama.cpp computes the step in one micro-batch of an
+/// unchanged shape: the other sequences' answers do not change, and the filled slots'
+/// sequences later go on from their KV as if nothing had been written there.
+#[test]
+fn model_gap_fillers_change_no_answer_and_leave_the_filled_slots_as_they_were() {
+    let model = Model::load(&model_path(SMOLLM2), &LoadOptions::default()).expect("loads");
+    // Slot 3's prompt is longer than the 256 cells llama.cpp rounds attention up to.
+    let long = format!("{} Yes", "Yes, we can. ".repeat(80));
+    let prompts: Vec<Vec<TokenId>> = ["The capital of France is", "Hi", "Two plus two is", &long]
+        .iter()
+        .map(|p| model.tokenize(p, true, true))
+        .collect();
+    assert!(prompts[3].len() > 256 && prompts[3].len() < 500);
+    let item = |i: usize, pos: usize, tokens: Vec<TokenId>| PlanItem {
+        seq: SeqId(i as u64),
+        slot: SlotId(i as u32),
+        pos,
+        tokens,
+        sample: true,
+        n_draft: 0,
+    };
+    let plan = |items: Vec<PlanItem>| StepPlan {
+        trim: Vec::new(),
+        clear: Vec::new(),
+        copy: Vec::new(),
+        items,
+    };
+    let run = |fill: bool| {
+        let opts = ContextOptions {
+            n_kv_cells: 4 * 512,
+            n_slots: 4,
+            n_batch: 1024,
+            n_ubatch: 1024,
+            n_threads: test_threads(),
+            swa_full: false,
+            kv_streams: true,
+            fill_gaps: fill,
+        };
+        let mut b = LlamaStepBackend::new(&model, &opts).expect("backend");
+        let all = (0..4).map(|i| item(i, 0, prompts[i].clone())).collect();
+        b.execute(&plan(all)).expect("prompts");
+        let mut next: Vec<TokenId> = (0..4).map(|r| argmax(b.logits(r))).collect();
+        let mut pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let mut out = vec![Vec::new(); 4];
+        // Slots 0 and 2 decode while 1 (a gap) and 3 (past the last item, within the span
+        // rounded up to 4) wait, holding their prompts; then 1 and 3 go on together while 0
+        // and 2 wait.
+        for (steps, slots) in [(6, [0, 2]), (3, [1, 3])] {
+            for _ in 0..steps {
+                let items = slots.map(|i| item(i, pos[i], vec![next[i]])).to_vec();
+                b.execute(&plan(items)).expect("decode");
+                for (row, i) in slots.into_iter().enumerate() {
+                    out[i].push(next[i]);
+                    pos[i] += 1;
+                    next[i] = argmax(b.logits(row));
+                }
+            }
+        }
+        (out, b.n_fillers())
+    };
+    let (plain, n_plain) = run(false);
+    let (filled, n_filled) = run(true);
+    assert_eq!(n_plain, 0);
+    // Slot 1 in each step of slots 0 and 2, but not slot 3 (its filler would widen their
+    // attention past 256 cells); slots 0 and 2 in each step of slots 1 and 3.
+    assert_eq!(n_filled, 6 + 6);
+    assert_eq!(plain, filled);
 }
