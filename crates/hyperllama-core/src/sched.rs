@@ -8,7 +8,9 @@
 //! `equal_chunk_slack` (per-slot KV streams, where llama.cpp computes one pass over the weights
 //! per distinct number of tokens per sequence), a step's prompt chunks that are a few tokens
 //! longer than a shorter one are cut to its length, and those few tokens then go one per step,
-//! beside the decode tokens.
+//! beside the decode tokens; and sequences that arrive together (between the same two steps)
+//! are admitted shortest prompt first, so that a step's prompts have nearly equal lengths
+//! and the last of a burst have no tails left to compute one by one.
 //!
 //! KV capacity is a ledger of blocks ([`KvPool`]). With prefix caching on, a sequence that ends
 //! (or is cancelled, or preempted) leaves its KV behind as a *cache entry* that keeps its slot;
@@ -75,6 +77,9 @@ struct Sequence {
     /// Its prompt chunk was cut to a shorter one of the same step: the few tokens left are
     /// computed one per step (`SchedulerConfig::equal_chunk_slack`).
     trickle: bool,
+    /// The scheduler's clock when it was added: sequences added between the same two steps
+    /// arrived together.
+    arrived: u64,
 }
 
 impl Sequence {
@@ -174,10 +179,34 @@ impl Scheduler {
                 prompt_reported: false,
                 draft: Vec::new(),
                 trickle: false,
+                arrived: self.clock,
             },
         );
         self.waiting.push_back(spec.id);
+        if self.cfg.equal_chunk_slack > 0 {
+            self.order_arrival(n_prompt);
+        }
         Ok(())
+    }
+
+    /// With equal chunks: moves the sequence just queued ahead of those that arrived with it
+    /// (since the last step) with longer prompts. Shortest first within a burst groups
+    /// prompts of nearly equal length into the same steps, so their chunks are cut little,
+    /// and the last step of a burst (whose sequences end it) holds the longest, cut to each
+    /// other's length by at most a token or two instead of to the shortest of the burst; the
+    /// tails that are left go one token per step, and each such token the last sequences
+    /// wait for is a step added to the burst. Among equal lengths the order of arrival
+    /// stays.
+    fn order_arrival(&mut self, n_prompt: usize) {
+        let mut i = self.waiting.len() - 1;
+        while i > 0 {
+            let prev = &self.seqs[&self.waiting[i - 1]];
+            if prev.arrived != self.clock || prev.n_prompt <= n_prompt {
+                break;
+            }
+            self.waiting.swap(i - 1, i);
+            i -= 1;
+        }
     }
 
     /// Removes a sequence wherever it is (the client left). Its KV stops counting as used at

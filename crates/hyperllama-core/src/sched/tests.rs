@@ -571,18 +571,19 @@ fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() 
         );
         sched.check_invariants();
     }
+    // Arrived together: admitted shortest prompt first.
     assert_eq!(
         plans[0],
-        vec![(0, 20, false), (1, 20, true), (2, 20, false), (3, 40, true)]
+        vec![(1, 20, true), (0, 20, false), (2, 20, false), (3, 40, true)]
     );
     // The 2- and 4-token tails go one token per step; the last one samples.
     assert_eq!(
         plans[1],
-        vec![(0, 1, false), (1, 1, true), (2, 1, false), (3, 1, true)]
+        vec![(1, 1, true), (0, 1, false), (2, 1, false), (3, 1, true)]
     );
     assert_eq!(
         plans[2],
-        vec![(0, 1, true), (1, 1, true), (2, 1, false), (3, 1, true)]
+        vec![(1, 1, true), (0, 1, true), (2, 1, false), (3, 1, true)]
     );
     for r in &reqs {
         assert_eq!(outputs[&r.id], run_alone(r).0, "request {:?}", r.id);
@@ -603,6 +604,39 @@ fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() 
     assert_eq!(lens, vec![1, 23]);
 }
 
+#[test]
+fn with_equal_chunks_sequences_arriving_together_are_admitted_shortest_prompt_first() {
+    let admitted = |slack: usize| {
+        let mut cfg = test_config(64, 1, 512);
+        cfg.prefix_cache = false;
+        cfg.equal_chunk_slack = slack;
+        let mut sched = Scheduler::new(cfg);
+        let mut backend = FakeBackend::new(512);
+        // Four arrive together; then one step; then two more arrive.
+        for (i, n) in [(0u64, 30usize), (1, 10), (2, 20), (3, 10)] {
+            sched.add(spec(i, vec![3; n], 1)).expect("fits");
+        }
+        let mut order = Vec::new();
+        let (plan, _) = step(&mut sched, &mut backend);
+        order.extend(plan.items.iter().map(|i| i.seq.0));
+        sched.add(spec(4, vec![3; 25], 1)).expect("fits");
+        sched.add(spec(5, vec![3; 5], 1)).expect("fits");
+        while sched.has_work() {
+            let (plan, _) = step(&mut sched, &mut backend);
+            for item in &plan.items {
+                if order.last() != Some(&item.seq.0) {
+                    order.push(item.seq.0);
+                }
+            }
+            sched.check_invariants();
+        }
+        order
+    };
+    // Equal lengths keep their order; a later arrival never overtakes an earlier one.
+    assert_eq!(admitted(4), vec![1, 3, 2, 0, 5, 4]);
+    // Without equal chunks: first come, first served.
+    assert_eq!(admitted(0), vec![0, 1, 2, 3, 4, 5]);
+}
 #[test]
 fn a_cached_prefix_below_min_copy_tokens_is_computed_again_unless_taken_over() {
     // Sequence 1 (slot 0) runs on while sequence 2 finishes and leaves a 2-block entry in
