@@ -389,6 +389,9 @@ fn engine_thread(
         // On a GPU a pass over the weights costs far more than a filler token; on a CPU
         // each token costs about its share of a step.
         fill_gaps: cfg.kv_streams && model.on_gpu(),
+        // CUDA loads a kernel at its first launch: without a warm-up the first step of each
+        // new size paid for it (tens of milliseconds, up to 200 for a first large prompt).
+        warm_up: model.on_gpu() && crate::llama::warm_up_wanted(),
     };
     let mut backend = match LlamaStepBackend::new(model, &opts) {
         Ok(b) => b,
@@ -406,6 +409,7 @@ fn engine_thread(
                 n_kv_cells: cfg.n_kv_cells.max(cfg.n_ctx),
                 kv_streams: false,
                 fill_gaps: false,
+                warm_up: false,
                 n_ubatch: MAX_UBATCH,
                 ..opts.clone()
             };

@@ -405,6 +405,16 @@ pub struct ContextOptions {
     /// llama.cpp computes them in one micro-batch (see [`LlamaStepBackend`]). Worth it where
     /// a pass over the weights costs far more than a token (a GPU).
     pub fill_gaps: bool,
+    /// Compute a few throwaway batches at creation, one of each size a step's micro-batches
+    /// commonly have (see `LlamaStepBackend::warm_up`), so that a GPU backend has loaded the
+    /// kernels for them before the first request.
+    pub warm_up: bool,
+}
+
+/// Whether a step context on a GPU warms up at creation ([`ContextOptions::warm_up`]):
+/// yes unless `HYPERLLAMA_WARMUP=off` (to measure what it saves).
+pub fn warm_up_wanted() -> bool {
+    std::env::var("HYPERLLAMA_WARMUP").as_deref() != Ok("off")
 }
 
 /// Environment variable with which ggml's CUDA backend runs every graph without CUDA graphs.

@@ -2,7 +2,8 @@
 //! default (every layer, a no-op for llama.cpp without a GPU backend), and the KV cell size
 //! matches the model's shape. On the CUDA machine (scripts/gpu/) the same calls place the
 //! layers and size the KV cache; there `gpu_memory()` is `Some`. Also the GPU step backend's
-//! filler tokens (`ContextOptions::fill_gaps`), which run the same on a CPU.
+//! filler tokens (`ContextOptions::fill_gaps`) and warm-up (`ContextOptions::warm_up`), which
+//! run the same on a CPU.
 
 mod common;
 
@@ -37,9 +38,10 @@ fn model_gpu_options_follow_num_gpu_and_the_device() {
 /// With per-slot streams, the slots a step leaves out below its highest slot (rounded up to a
 /// bucket) get filler tokens so that llama.cpp computes the step in one micro-batch of an
 /// unchanged shape: the other sequences' answers do not change, and the filled slots'
-/// sequences later go on from their KV as if nothing had been written there.
+/// sequences later go on from their KV as if nothing had been written there. A context that
+/// computed its warm-up batches first answers the same too: the warm-up leaves no KV behind.
 #[test]
-fn model_gap_fillers_change_no_answer_and_leave_the_filled_slots_as_they_were() {
+fn model_gap_fillers_and_the_warm_up_change_no_answer_and_leave_no_trace() {
     let model = Model::load(&model_path(SMOLLM2), &LoadOptions::default()).expect("loads");
     // Slot 3's prompt is longer than the 256 cells llama.cpp rounds attention up to.
     let long = format!("{} Yes", "Yes, we can. ".repeat(80));
@@ -62,7 +64,7 @@ fn model_gap_fillers_change_no_answer_and_leave_the_filled_slots_as_they_were() 
         copy: Vec::new(),
         items,
     };
-    let run = |fill: bool| {
+    let run = |fill: bool, warm_up: bool| {
         let opts = ContextOptions {
             n_kv_cells: 4 * 512,
             n_slots: 4,
@@ -72,6 +74,7 @@ fn model_gap_fillers_change_no_answer_and_leave_the_filled_slots_as_they_were() 
             swa_full: false,
             kv_streams: true,
             fill_gaps: fill,
+            warm_up,
         };
         let mut b = LlamaStepBackend::new(&model, &opts).expect("backend");
         let all = (0..4).map(|i| item(i, 0, prompts[i].clone())).collect();
@@ -93,11 +96,16 @@ fn model_gap_fillers_change_no_answer_and_leave_the_filled_slots_as_they_were() 
                 }
             }
         }
-        (out, b.n_fillers())
+        (out, b.n_fillers(), b.n_warm_ups())
     };
-    let (plain, n_plain) = run(false);
-    let (filled, n_filled) = run(true);
-    assert_eq!(n_plain, 0);
+    let (plain, n_plain, n_cold) = run(false, false);
+    let (filled, n_filled, _) = run(true, false);
+    let (warmed, _, n_warm_ups) = run(true, true);
+    assert_eq!((n_plain, n_cold), (0, 0));
+    // Totals of 1 to 8 tokens, 16 to 128 by 8, and prompt chunks of 256 for one and four
+    // sequences: all fit 4 slots of 512 cells and a step of 1024 tokens.
+    assert_eq!(n_warm_ups, 8 + 15 + 2);
+    assert_eq!(warmed, plain);
     // Slot 1 in each step of slots 0 and 2, but not slot 3 (its filler would widen their
     // attention past 256 cells); slots 0 and 2 in each step of slots 1 and 3.
     assert_eq!(n_filled, 6 + 6);

@@ -41,6 +41,8 @@ pub struct LlamaStepBackend<'m> {
     /// Filler tokens of the last step, removed before the next one (see `gap_fills`).
     fillers: Vec<(i32, u32)>,
     n_fillers: u64,
+    /// Warm-up batches computed at creation (see `warm_up`).
+    n_warm_ups: usize,
     caps: Capabilities,
 }
 
@@ -54,7 +56,7 @@ impl<'m> LlamaStepBackend<'m> {
             n_slots: opts.n_slots,
             max_batch_tokens: opts.n_batch,
         };
-        Ok(Self {
+        let mut backend = Self {
             ctx,
             batch: LlamaBatch::new(opts.n_batch, 1),
             rows: Vec::new(),
@@ -65,8 +67,64 @@ impl<'m> LlamaStepBackend<'m> {
             fill_gaps: opts.kv_streams && opts.fill_gaps,
             fillers: Vec::new(),
             n_fillers: 0,
+            n_warm_ups: 0,
             caps,
-        })
+        };
+        if opts.warm_up {
+            backend.warm_up();
+        }
+        Ok(backend)
+    }
+
+    /// Computes one throwaway batch of each shape in [`warm_up_shapes`] and empties the KV
+    /// cache again. CUDA loads a kernel at its first launch, and llama.cpp's kernels are
+    /// specialized by the number of tokens in a micro-batch (the quantized matrix products
+    /// by tiles of 8 tokens up to 128) and per sequence (attention): a step of a new size
+    /// took tens of milliseconds longer the first time (a first large prompt up to 200),
+    /// which the first users after a load would otherwise pay, in the middle of a burst.
+    /// An optimization only: a batch that fails ends the warm-up with a warning.
+    fn warm_up(&mut self) {
+        let started = std::time::Instant::now();
+        let cells = self.caps.n_kv_cells;
+        let stream_cells = if self.streams {
+            cells / self.caps.n_slots.max(1)
+        } else {
+            cells
+        };
+        let shapes = warm_up_shapes(self.caps.n_slots, self.caps.max_batch_tokens, stream_cells)
+            .into_iter()
+            .filter(|&(seqs, each)| seqs * each < cells)
+            .collect::<Vec<_>>();
+        for &(n_seqs, n_tokens) in &shapes {
+            self.batch.clear();
+            let added = (0..n_seqs).try_for_each(|seq| {
+                (0..n_tokens).try_for_each(|pos| {
+                    let last = pos + 1 == n_tokens;
+                    self.batch
+                        .add(LlamaToken(0), pos as i32, &[seq as i32], last)
+                })
+            });
+            let decoded = added
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.ctx.decode(&mut self.batch).map_err(|e| e.to_string()));
+            self.ctx.clear_kv_cache();
+            if let Err(e) = decoded {
+                tracing::warn!(n_seqs, n_tokens, error = %e, "warm-up batch failed; warm-up ended");
+                break;
+            }
+            self.n_warm_ups += 1;
+        }
+        self.batch.clear();
+        tracing::debug!(
+            batches = self.n_warm_ups,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "step context warmed up"
+        );
+    }
+
+    /// Warm-up batches computed at creation (`ContextOptions::warm_up`).
+    pub fn n_warm_ups(&self) -> usize {
+        self.n_warm_ups
     }
 
     /// Filler tokens computed so far (see `ContextOptions::fill_gaps`).
@@ -145,6 +203,26 @@ fn add_filler(batch: &mut LlamaBatch<'_>, (slot, pos): (i32, u32)) -> Result<(),
     batch
         .add(LlamaToken(0), pos as i32, &[slot], true)
         .map_err(|_| BackendError::InvalidBatch)
+}
+
+/// The warm-up batches (see `LlamaStepBackend::warm_up`) as (sequences, tokens each):
+/// every total of 1 to 8 tokens and every multiple of 8 up to 128 (the quantized products'
+/// tiles), as one token per sequence where there are that many slots (a decode step) or else
+/// spread evenly over as many slots as divide it; then prompt chunks of 256 tokens for one
+/// sequence and for four. Each within `n_batch`, and shorter than a sequence's stream.
+fn warm_up_shapes(n_slots: usize, n_batch: usize, stream_cells: usize) -> Vec<(usize, usize)> {
+    let n_slots = n_slots.max(1);
+    let totals = (1..=8).chain((16..=128).step_by(8));
+    let mut shapes: Vec<(usize, usize)> = totals
+        .map(|n| {
+            let seqs = (1..=n.min(n_slots)).rev().find(|d| n % d == 0).unwrap_or(1);
+            (seqs, n / seqs)
+        })
+        .chain([(1, 256), (n_slots.min(4), 256)])
+        .filter(|&(seqs, each)| seqs * each <= n_batch && each < stream_cells)
+        .collect();
+    shapes.dedup();
+    shapes
 }
 
 /// What llama.cpp rounds the cells a step attends over up to (at least; `get_n_kv`).
@@ -283,5 +361,30 @@ impl StepBackend for LlamaStepBackend<'_> {
 
     fn capabilities(&self) -> Capabilities {
         self.caps.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warm_up_shapes;
+
+    #[test]
+    fn warm_up_shapes_cover_every_tile_within_the_limits() {
+        let shapes = warm_up_shapes(64, 4160, 4096);
+        let totals: Vec<usize> = shapes.iter().map(|&(s, e)| s * e).collect();
+        let mut want: Vec<usize> = (1..=8).chain((16..=128).step_by(8)).collect();
+        want.extend([256, 1024]);
+        assert_eq!(totals, want);
+        // One token per sequence up to the slots, then spread over slots that divide it.
+        assert!(shapes.contains(&(64, 1)) && shapes.contains(&(36, 2)));
+        assert!(shapes.contains(&(60, 2)) && shapes.contains(&(64, 2)));
+        assert_eq!(&shapes[shapes.len() - 2..], &[(1, 256), (4, 256)]);
+        // Few slots: the same totals over fewer sequences; limits drop what does not fit.
+        let one = warm_up_shapes(1, 512, 300);
+        assert!(one.iter().all(|&(s, _)| s == 1));
+        assert_eq!(one.last(), Some(&(1, 256)));
+        let small = warm_up_shapes(4, 64, 40);
+        assert!(small.iter().all(|&(s, e)| s * e <= 64 && e < 40));
+        assert_eq!(small.last(), Some(&(4, 16)));
     }
 }
