@@ -18,8 +18,9 @@ use rayon::prelude::*;
 use super::{Live, LoopState};
 use crate::backend::StepBackend;
 
-/// Fewest sampled items per sampling thread: below that a thread costs more than it saves.
-const MIN_ITEMS_PER_SAMPLE_THREAD: usize = 8;
+/// Fewest sampled items per sampling task: below that a task costs more than it saves (an
+/// item is at least one pass over its logits row, 200 KB for a 50k vocabulary).
+const MIN_ITEMS_PER_SAMPLE_THREAD: usize = 4;
 
 impl LoopState<'_> {
     /// Samples every sampled item of the executed `plan`: its tokens in plan order, and the
@@ -60,10 +61,12 @@ impl LoopState<'_> {
         };
         let results = match &self.sample_pool {
             Some(pool) if tasks.len() >= 2 * MIN_ITEMS_PER_SAMPLE_THREAD => pool.install(|| {
-                let parts: Vec<_> = tasks
-                    .par_chunks_mut(MIN_ITEMS_PER_SAMPLE_THREAD)
-                    .map(&run)
-                    .collect();
+                // One task per thread: the items cost about the same.
+                let per_task = tasks
+                    .len()
+                    .div_ceil(pool.current_num_threads())
+                    .max(MIN_ITEMS_PER_SAMPLE_THREAD);
+                let parts: Vec<_> = tasks.par_chunks_mut(per_task).map(&run).collect();
                 parts.into_iter().flatten().collect::<Vec<_>>()
             }),
             _ => run(&mut tasks),

@@ -30,7 +30,7 @@ pub struct EngineConfig {
     /// ([`SchedulerConfig::cache_cells`](hyperllama_core::sched::SchedulerConfig::cache_cells)); `None`: `n_ctx`, one whole conversation. Unbounded
     /// with `kv_streams`, where cached cells widen no one's attention.
     pub cache_cells: Option<usize>,
-    /// Threads that sample a step's items when it has many (each thread at least 8): more
+    /// Threads that sample a step's items when it has many (each thread at least 4): more
     /// than 1 only where the cores are not busy computing the step (a GPU), since llama.cpp's
     /// CPU threads spin between steps. Default 1.
     pub sample_threads: usize,
