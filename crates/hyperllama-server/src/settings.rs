@@ -194,7 +194,7 @@ pub const KEYS: &[Key] = &[
         "server.num_batch",
         "HYPERLLAMA_NUM_BATCH",
         Kind::Positive,
-        "512 on a CPU; on a GPU 4096 + num_parallel with kv_streams, else 2048",
+        "512 on a CPU; on a GPU 4352 + num_parallel with kv_streams, else 2048",
         "Most tokens one engine step computes (prompt chunks and decode tokens together)",
     ),
     key(
