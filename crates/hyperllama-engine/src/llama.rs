@@ -167,6 +167,9 @@ pub struct Model {
     /// Its weights are 16 or 32 bits (`general.file_type` 0, 1 or 32: all F32, mostly F16,
     /// mostly BF16 in llama.cpp's LLAMA_FTYPE_*); see `avoid_cuda_graphs_for_unquantized`.
     unquantized: bool,
+    /// Whether every layer (and the output layer) was offloaded: the CPU then computes only
+    /// the token-embedding lookup (llama.cpp keeps the input layer in host memory).
+    all_on_gpu: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -210,6 +213,8 @@ impl Model {
                 reason: "the architecture is not supported by this build of llama.cpp, or the file is damaged".into(),
             }
         })?;
+        // llama.cpp offloads the repeating layers first, then the output layer.
+        let all_on_gpu = on_gpu && opts.n_gpu_layers > inner.n_layer();
         let vocab = inner.vocab();
         let n_vocab = usize::try_from(vocab.n_tokens()).unwrap_or(0);
         let eog_tokens = (0..vocab.n_tokens())
@@ -239,6 +244,7 @@ impl Model {
             eog_tokens,
             on_gpu,
             unquantized,
+            all_on_gpu,
         }))
     }
 
@@ -251,6 +257,11 @@ impl Model {
     /// contexts of it then keep their KV cache there, else in host memory.
     pub fn on_gpu(&self) -> bool {
         self.on_gpu
+    }
+
+    /// Whether every layer, the output layer included, is on a GPU.
+    pub fn all_on_gpu(&self) -> bool {
+        self.all_on_gpu
     }
 
     /// Tokens that end generation (end of sequence, end of turn).

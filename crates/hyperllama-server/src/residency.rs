@@ -821,6 +821,12 @@ fn load(
     ecfg.queue_capacity = cfg.queue_limit.max(1);
     ecfg.speculative = cfg.speculative;
     ecfg.cache_cells = cfg.cache_tokens;
+    if model.all_on_gpu() {
+        // The CPU computes only the token-embedding lookup, and llama.cpp starts (and joins)
+        // its CPU threads for it at every step: with all 16 cores of an H100 host that took
+        // 0.1-0.2 ms more of each step's launch than with 1 or 4 (prompt steps unchanged).
+        ecfg.n_threads = ecfg.n_threads.min(GPU_HOST_THREADS);
+    }
     if let Some(n) = cfg.n_threads {
         ecfg.n_threads = n.max(1);
     }
@@ -879,6 +885,8 @@ const GPU_STEP_TOKENS: usize = 2048;
 /// more, about 50 ms on an H100). The step holds one decode token per sequence beside it, so
 /// that prompts are computed that many tokens at a time however many sequences decode.
 const GPU_STREAM_STEP_TOKENS: usize = 4352;
+/// llama.cpp's CPU threads for a model wholly on a GPU (see `load`), unless `server.num_threads` says.
+const GPU_HOST_THREADS: usize = 4;
 /// The most tokens `server.num_batch` may ask for in one step.
 const MAX_STEP_TOKENS: usize = 65_536;
 

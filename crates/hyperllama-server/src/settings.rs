@@ -215,7 +215,7 @@ pub const KEYS: &[Key] = &[
         "server.num_threads",
         "HYPERLLAMA_NUM_THREADS",
         Kind::Positive,
-        "all cores",
+        "all cores; 4 for a model wholly on a GPU",
         "CPU threads llama.cpp may use",
     ),
     key(
