@@ -3,8 +3,8 @@
 //! Each iteration: take new requests (blocking only when idle), drop requests whose client
 //! left, then `schedule` → `execute` → sample → `commit`, and stream each sequence's new text
 //! to its receiver. Sampling happens here, between the backend's forward pass and the
-//! scheduler's commit, with `hyperllama-core`'s sampler (`engine::sample`); the request and
-//! configuration types live in `engine::types`.
+//! scheduler's commit, with `hyperllama-core`'s sampler (`engine::sample`); one iteration is
+//! `engine::iteration`; the request and configuration types live in `engine::types`.
 //!
 //! # Invariants
 //! - The scheduler and the backend are owned by the engine thread alone.
@@ -31,15 +31,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hyperllama_core::constraint::{Constraint, ConstraintCompiler, ConstraintError};
-use hyperllama_core::logprobs::{TokenLogprobs, MAX_TOP_LOGPROBS};
+use hyperllama_core::logprobs::TokenLogprobs;
 use hyperllama_core::sampling::Sampler;
-use hyperllama_core::sched::{FinishReason, Pacer, Scheduler, SchedulerConfig, SeqEvent, SeqSpec};
+use hyperllama_core::sched::{FinishReason, Pacer, Scheduler, SchedulerConfig};
 use hyperllama_core::spec::DraftControl;
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
 use hyperllama_core::utf8::Utf8Stream;
@@ -47,11 +47,12 @@ use hyperllama_core::SeqId;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::backend::StepBackend;
-use crate::drafter::{DraftSource, DraftWant, ModelDrafter};
+use crate::drafter::{DraftSource, ModelDrafter};
 use crate::embed::{EmbedQueue, EmbedRequest, Embeddings, Job};
 use crate::llama::{ContextOptions, LlamaStepBackend, Model};
 use crate::Error;
 
+mod iteration;
 mod sample;
 mod types;
 
@@ -585,358 +586,3 @@ struct LoopState<'m> {
 
 /// Events waiting to be sent, with the channel each goes to.
 type Outbox = Vec<(UnboundedSender<Event>, Event)>;
-
-impl LoopState<'_> {
-    fn stats(&self) -> EngineStats {
-        EngineStats {
-            n_running: self.sched.n_running(),
-            n_waiting: self.sched.n_waiting(),
-            n_kv_used: self.sched.n_kv_used(),
-            n_kv_cached: self.sched.n_kv_cached(),
-            n_kv_cells: self.sched.config().n_kv_cells,
-            n_preemptions: self.sched.n_preemptions(),
-            n_steps: self.n_steps,
-            n_drafted: self.n_drafted,
-            n_accepted: self.n_accepted,
-        }
-    }
-
-    /// Takes queued commands; blocks while there is nothing to do (`embedding` says whether
-    /// embedding work is pending). Returns false to stop.
-    fn intake(&mut self, rx: &Receiver<Command>, embedding: bool) -> bool {
-        if !self.sched.has_work() && !embedding {
-            self.flush();
-            match rx.recv() {
-                Ok(cmd) => {
-                    if !self.accept(cmd) {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-        loop {
-            match rx.try_recv() {
-                Ok(cmd) => {
-                    if !self.accept(cmd) {
-                        return false;
-                    }
-                }
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => {
-                    return self.sched.has_work() || embedding || !self.new_embeds.is_empty()
-                }
-            }
-        }
-    }
-
-    fn accept(&mut self, cmd: Command) -> bool {
-        let (id, req, constraint, tx, submitted, ticket) = match cmd {
-            Command::Shutdown => return false,
-            Command::Embed(job) => {
-                self.new_embeds.push(job);
-                return true;
-            }
-            Command::Generate {
-                id,
-                req,
-                constraint,
-                tx,
-                submitted,
-                ticket,
-            } => (id, req, constraint, tx, submitted, ticket),
-        };
-        let n_prompt = req.prompt.len();
-        let spec = SeqSpec {
-            id,
-            prompt: req.prompt,
-            max_new_tokens: req.num_predict,
-            ignore_eos: req.ignore_eos,
-        };
-        if let Err(e) = self.sched.add(spec) {
-            let _ = tx.send(Event::Error(e.to_string()));
-            return true;
-        }
-        self.live.insert(
-            id,
-            Live {
-                tx,
-                sampler: Sampler::new(req.sampling, fallback_seed()),
-                utf8: Utf8Stream::new(),
-                stop: StopMatcher::new(req.stop),
-                submitted,
-                _ticket: ticket,
-                first_scheduled: None,
-                prompt_done: None,
-                n_prompt,
-                n_cached: 0,
-                n_eval: 0,
-                logprobs: req.logprobs.map(|n| n.min(MAX_TOP_LOGPROBS)),
-                pending_logprobs: VecDeque::new(),
-                constraint,
-                scratch: Vec::new(),
-                draft: DraftControl::new(),
-                n_drafted: 0,
-                n_accepted: 0,
-            },
-        );
-        true
-    }
-
-    fn step(&mut self, model: &Model, backend: &mut dyn StepBackend) -> Result<(), Error> {
-        // Clients that left: free their KV now.
-        let gone: Vec<SeqId> = self
-            .live
-            .iter()
-            .filter(|(_, l)| l.tx.is_closed())
-            .map(|(&id, _)| id)
-            .collect();
-        for id in gone {
-            self.sched.abort(id);
-            self.live.remove(&id);
-        }
-        if !self.sched.has_work() {
-            self.flush();
-            return Ok(());
-        }
-        let plan_started = Instant::now();
-        if self.speculative {
-            self.draft();
-        }
-        let plan = self.sched.schedule();
-        let now = Instant::now();
-        for item in &plan.items {
-            if let Some(l) = self.live.get_mut(&item.seq) {
-                l.first_scheduled.get_or_insert(now);
-            }
-        }
-        self.n_steps += 1;
-        let started = Instant::now();
-        let executed = backend.execute(&plan);
-        // The last step's events go out while the device computes this one.
-        self.flush();
-        // A speculating item is a decode token plus its drafts.
-        let (n_decode, n_prefill) = plan.items.iter().fold((0, 0), |(d, p), i| {
-            if i.tokens.len() == i.n_draft + 1 {
-                (d + 1, p)
-            } else {
-                (d, p + i.tokens.len())
-            }
-        });
-        let launched = started.elapsed();
-        if executed.is_ok() && plan.n_rows() > 0 {
-            // The first logits wait for the device (asynchronous backends): measured apart.
-            let _ = backend.logits(0);
-        }
-        let computed = started.elapsed();
-        if executed.is_ok() {
-            self.pacer.observe(
-                n_decode,
-                n_prefill,
-                plan.n_draft(),
-                started.elapsed().as_secs_f64(),
-            );
-            self.sched.set_prefill_cap(self.pacer.prefill_cap());
-        }
-        if let Err(e) = executed {
-            if e.is_retryable() {
-                tracing::debug!(error = %e, "step had no effect; preempting and retrying");
-                self.sched.abandon(&plan);
-                return Ok(());
-            }
-            return Err(e.into());
-        }
-        let (sampled, dead) = self.sample(&plan, &*backend);
-        let sampled_at = started.elapsed();
-        self.n_drafted += plan.n_draft() as u64;
-        self.n_accepted += plan
-            .items
-            .iter()
-            .filter(|i| i.sample)
-            .zip(&sampled)
-            .map(|(_, t)| t.len() as u64 - 1)
-            .sum::<u64>();
-        // A sequence whose constraint allows nothing more ends before its token is committed
-        // (with no live state, the token's event is not sent), then leaves the scheduler.
-        for (seq, e) in &dead {
-            tracing::warn!(error = %e, "ending a sequence whose output constraint allows no token");
-            if let Some(l) = self.live.remove(seq) {
-                l.finish(FinishReason::Constraint, &mut self.outbox);
-            }
-        }
-        for event in self.sched.commit_spec(&plan, &sampled) {
-            self.apply(model, event);
-        }
-        for (seq, _) in dead {
-            self.sched.stop(seq);
-        }
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        tracing::trace!(
-            n_items = plan.items.len(),
-            n_decode,
-            n_prefill,
-            n_draft = plan.n_draft(),
-            n_clear = plan.clear.len(),
-            n_copy = plan.copy.len(),
-            launch_ms = ms(launched),
-            compute_ms = ms(computed),
-            sample_ms = ms(sampled_at - computed),
-            rows_ms = ms(self.rows_time),
-            ms = ms(started.elapsed()),
-            schedule_ms = ms(started - plan_started),
-            "step"
-        );
-        Ok(())
-    }
-
-    fn apply(&mut self, model: &Model, event: SeqEvent) {
-        match event {
-            SeqEvent::PromptDone { seq, n_cached, .. } => {
-                if let Some(l) = self.live.get_mut(&seq) {
-                    if l.prompt_done.is_none() {
-                        l.prompt_done = Some(Instant::now());
-                        l.n_cached = n_cached;
-                    }
-                }
-            }
-            SeqEvent::Token { seq, token } => {
-                let Some(l) = self.live.get_mut(&seq) else {
-                    return;
-                };
-                l.n_eval += 1;
-                let bytes = model.token_bytes(token);
-                let text = l.utf8.push(&bytes);
-                let logprobs = l.pending_logprobs.pop_front().map(|lp| {
-                    Box::new(TokenLogprob {
-                        logprob: lp.logprob,
-                        bytes,
-                        top: lp
-                            .top
-                            .into_iter()
-                            .map(|(token, logprob)| Alternative {
-                                token,
-                                bytes: model.token_bytes(token),
-                                logprob,
-                            })
-                            .collect(),
-                    })
-                });
-                let (text, stopped) = match l.stop.push(&text) {
-                    StopOutcome::Continue(text) => (text, false),
-                    StopOutcome::Stopped(text) => (text, true),
-                };
-                self.outbox.push((
-                    l.tx.clone(),
-                    Event::Token {
-                        token,
-                        text,
-                        logprobs,
-                    },
-                ));
-                if stopped {
-                    self.sched.stop(seq);
-                    if let Some(mut l) = self.live.remove(&seq) {
-                        // The stop string swallowed the rest; nothing more to release.
-                        l.utf8 = Utf8Stream::new();
-                        l.stop = StopMatcher::default();
-                        l.finish(FinishReason::Stop, &mut self.outbox);
-                    }
-                }
-            }
-            SeqEvent::Finished { seq, reason } => {
-                if let Some(l) = self.live.remove(&seq) {
-                    l.finish(reason, &mut self.outbox);
-                }
-            }
-        }
-    }
-
-    /// Gives every decoding sequence a draft of its current length from the draft source
-    /// (prompt lookup or a draft model), cut where its constraint rejects it, where drafting
-    /// pays: a draft token costs about what a
-    /// whole sequence's decode token costs in a large batch on a CPU, so there only a
-    /// sequence alone (or nearly) drafts (see [`Pacer::draft_cost_ratio`]).
-    fn draft(&mut self) {
-        let decoding: Vec<(SeqId, usize)> = self
-            .live
-            .keys()
-            .map(|&id| (id, self.sched.draft_room(id)))
-            .filter(|&(_, room)| room > 0)
-            .collect();
-        if decoding.is_empty() {
-            return;
-        }
-        // Every so often a plain step re-measures what decoding alone costs.
-        let plain = self.pacer.wants_plain_step();
-        // A draft token pays when accepted more often than this.
-        let n_decode = decoding.len();
-        let min_acceptance = self.pacer.draft_cost_ratio(n_decode);
-        let mut wants = Vec::new();
-        for (id, room) in decoding {
-            let Some(l) = self.live.get_mut(&id) else {
-                continue;
-            };
-            // A seeded sampled request drafts independently of timing, so that its draws,
-            // and so its text, are reproducible.
-            let p = l.sampler.params();
-            let reproducible = p.seed.is_some() && p.temperature > 0.0;
-            if !reproducible {
-                if plain || min_acceptance.is_some_and(|r| r >= 1.0) {
-                    continue;
-                }
-                if let Some(r) = min_acceptance {
-                    l.draft.set_min_acceptance(r as f32);
-                    // In a large batch where drafts pay only when nearly all accepted (a
-                    // CPU), only sequences whose drafts proved themselves draft: 16 fresh
-                    // sequences drafting at once made Gemma 3's steps several times longer
-                    // (sweep at 16 users: 0.67x the output without speculation), since with
-                    // KV streams llama.cpp computes a step's sequences of different token
-                    // counts in separate micro-batches, a cost the fitted line does not see.
-                    if n_decode >= PROVEN_ONLY_BATCH
-                        && r >= PROVEN_ONLY_RATIO
-                        && !l.draft.is_proven()
-                    {
-                        continue;
-                    }
-                }
-            }
-            let k = l.draft.next_len().min(room);
-            let Some(tokens) = self.sched.tokens(id) else {
-                continue;
-            };
-            wants.push(DraftWant {
-                seq: id,
-                tokens,
-                k,
-                min_ngram: l.draft.min_ngram(),
-            });
-        }
-        let live = &self.live;
-        let drafts = self.source.propose(&wants, &|id| live.contains_key(&id));
-        let ids: Vec<SeqId> = wants.iter().map(|w| w.seq).collect();
-        for (id, mut draft) in ids.into_iter().zip(drafts) {
-            if let Some(c) = self.live.get_mut(&id).and_then(|l| l.constraint.as_mut()) {
-                let n = c.valid_prefix(&draft);
-                draft.truncate(n);
-            }
-            if !draft.is_empty() {
-                self.sched.set_draft(id, draft);
-            }
-        }
-    }
-
-    /// Sends the events of [`LoopState::outbox`].
-    fn flush(&mut self) {
-        for (tx, event) in self.outbox.drain(..) {
-            let _ = tx.send(event);
-        }
-    }
-
-    fn fail_all(&mut self, message: &str) {
-        self.flush();
-        for (id, l) in self.live.drain() {
-            self.sched.abort(id);
-            let _ = l.tx.send(Event::Error(message.to_owned()));
-        }
-    }
-}
