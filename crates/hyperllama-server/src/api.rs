@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod blobs;
 pub mod create;
 pub mod embed;
+pub mod models;
 pub mod ollama;
 pub mod openai;
 pub mod pull;

@@ -16,7 +16,7 @@ use hyperllama_models::pull::Puller;
 use hyperllama_models::registry::Registry;
 use hyperllama_models::store::Store;
 
-use crate::api::{blobs, create, embed, ollama, openai, pull};
+use crate::api::{blobs, create, embed, models, ollama, openai, pull};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::guard::{self, GuardConfig};
@@ -116,11 +116,11 @@ fn app(state: AppState, local_addr: Option<SocketAddr>) -> Router {
         .route("/api/chat", post(ollama::chat))
         .route("/api/embed", post(embed::embed))
         .route("/api/embeddings", post(embed::embeddings))
-        .route("/api/tags", get(ollama::tags).head(ollama::tags))
-        .route("/api/show", post(ollama::show))
-        .route("/api/ps", get(ollama::ps))
-        .route("/api/copy", post(ollama::copy))
-        .route("/api/delete", axum::routing::delete(ollama::delete))
+        .route("/api/tags", get(models::tags).head(models::tags))
+        .route("/api/show", post(models::show))
+        .route("/api/ps", get(models::ps))
+        .route("/api/copy", post(models::copy))
+        .route("/api/delete", axum::routing::delete(models::delete))
         .route("/api/blobs/{digest}", post(blobs::post).head(blobs::head))
         .route("/api/create", post(create::create))
         .route("/api/pull", post(pull::pull))
