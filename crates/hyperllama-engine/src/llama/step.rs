@@ -85,16 +85,12 @@ impl<'m> LlamaStepBackend<'m> {
     /// An optimization only: a batch that fails ends the warm-up with a warning.
     fn warm_up(&mut self) {
         let started = std::time::Instant::now();
-        let cells = self.caps.n_kv_cells;
-        let stream_cells = if self.streams {
-            cells / self.caps.n_slots.max(1)
-        } else {
-            cells
-        };
-        let shapes = warm_up_shapes(self.caps.n_slots, self.caps.max_batch_tokens, stream_cells)
-            .into_iter()
-            .filter(|&(seqs, each)| seqs * each < cells)
-            .collect::<Vec<_>>();
+        let shapes = warm_up_shapes(
+            self.caps.n_slots,
+            self.caps.max_batch_tokens,
+            self.stream_cells(),
+            self.caps.n_kv_cells,
+        );
         for &(n_seqs, n_tokens) in &shapes {
             self.batch.clear();
             let added = (0..n_seqs).try_for_each(|seq| {
@@ -125,6 +121,15 @@ impl<'m> LlamaStepBackend<'m> {
     /// Warm-up batches computed at creation (`ContextOptions::warm_up`).
     pub fn n_warm_ups(&self) -> usize {
         self.n_warm_ups
+    }
+
+    /// The KV cells one sequence may hold: its stream's with `kv_streams`, else every cell.
+    fn stream_cells(&self) -> usize {
+        if self.streams {
+            self.caps.n_kv_cells / self.caps.n_slots.max(1)
+        } else {
+            self.caps.n_kv_cells
+        }
     }
 
     /// Filler tokens computed so far (see `ContextOptions::fill_gaps`).
@@ -160,7 +165,7 @@ impl<'m> LlamaStepBackend<'m> {
             .max()
             .unwrap_or(0);
         let mut room = self.caps.max_batch_tokens.saturating_sub(plan.n_tokens());
-        let stream_cells = self.caps.n_kv_cells / self.caps.n_slots.max(1);
+        let stream_cells = self.stream_cells();
         let span = plan.items[last].slot.0 as usize + 1;
         let end = SPAN_BUCKETS
             .iter()
@@ -209,8 +214,14 @@ fn add_filler(batch: &mut LlamaBatch<'_>, (slot, pos): (i32, u32)) -> Result<(),
 /// every total of 1 to 8 tokens and every multiple of 8 up to 128 (the quantized products'
 /// tiles), as one token per sequence where there are that many slots (a decode step) or else
 /// spread evenly over as many slots as divide it; then prompt chunks of 256 tokens for one
-/// sequence and for four. Each within `n_batch`, and shorter than a sequence's stream.
-fn warm_up_shapes(n_slots: usize, n_batch: usize, stream_cells: usize) -> Vec<(usize, usize)> {
+/// sequence and for four. Each within `n_batch`, each sequence's tokens fewer than the cells it
+/// may hold (`stream_cells`), and all of them fewer than the cache's `cells`.
+fn warm_up_shapes(
+    n_slots: usize,
+    n_batch: usize,
+    stream_cells: usize,
+    cells: usize,
+) -> Vec<(usize, usize)> {
     let n_slots = n_slots.max(1);
     let totals = (1..=8).chain((16..=128).step_by(8));
     let mut shapes: Vec<(usize, usize)> = totals
@@ -219,7 +230,9 @@ fn warm_up_shapes(n_slots: usize, n_batch: usize, stream_cells: usize) -> Vec<(u
             (seqs, n / seqs)
         })
         .chain([(1, 256), (n_slots.min(4), 256)])
-        .filter(|&(seqs, each)| seqs * each <= n_batch && each < stream_cells)
+        .filter(|&(seqs, each)| {
+            seqs * each <= n_batch && each < stream_cells && seqs * each < cells
+        })
         .collect();
     shapes.dedup();
     shapes
@@ -370,7 +383,7 @@ mod tests {
 
     #[test]
     fn warm_up_shapes_cover_every_tile_within_the_limits() {
-        let shapes = warm_up_shapes(64, 4160, 4096);
+        let shapes = warm_up_shapes(64, 4160, 4096, 64 * 4096);
         let totals: Vec<usize> = shapes.iter().map(|&(s, e)| s * e).collect();
         let mut want: Vec<usize> = (1..=8).chain((16..=128).step_by(8)).collect();
         want.extend([256, 1024]);
@@ -380,11 +393,16 @@ mod tests {
         assert!(shapes.contains(&(60, 2)) && shapes.contains(&(64, 2)));
         assert_eq!(&shapes[shapes.len() - 2..], &[(1, 256), (4, 256)]);
         // Few slots: the same totals over fewer sequences; limits drop what does not fit.
-        let one = warm_up_shapes(1, 512, 300);
+        let one = warm_up_shapes(1, 512, 300, 300);
         assert!(one.iter().all(|&(s, _)| s == 1));
         assert_eq!(one.last(), Some(&(1, 256)));
-        let small = warm_up_shapes(4, 64, 40);
+        let small = warm_up_shapes(4, 64, 40, 4 * 40);
         assert!(small.iter().all(|&(s, e)| s * e <= 64 && e < 40));
         assert_eq!(small.last(), Some(&(4, 16)));
+        // One unified cache: every sequence's tokens together fit it (four prompt chunks of
+        // 256 do not).
+        let unified = warm_up_shapes(4, 1024, 512, 512);
+        assert!(unified.iter().all(|&(s, e)| s * e < 512));
+        assert_eq!(unified.last(), Some(&(1, 256)));
     }
 }
