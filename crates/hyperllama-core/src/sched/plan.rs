@@ -43,8 +43,10 @@ pub struct SchedulerConfig {
     /// prefix. An entry the sequence takes over in place (no copy) is used at any length.
     pub min_copy_tokens: usize,
     /// Prompt chunks of one step at most this many tokens longer than a shorter chunk of the
-    /// step are cut to its length, and a sequence whose chunk was cut so computes the rest
-    /// of its prompt (at most this many tokens) one token per step, beside the decode tokens.
+    /// step are cut to its length while more prompt work follows the step (a sequence waits,
+    /// or a chunk leaves its prompt unfinished), and a sequence whose chunk was cut so
+    /// computes the rest of its prompt (at most this many tokens) one token per step, beside
+    /// the decode tokens.
     /// llama.cpp computes a step of per-slot KV streams in one pass over the weights per
     /// distinct number of tokens per sequence: 64 prompts of 256 to 260 tokens cost a pass
     /// of a few tokens for each length beyond the shortest, each about a decode step, while

@@ -214,15 +214,20 @@ fn with_whole_prompts_only_a_steps_first_prompt_is_cut() {
 
 #[test]
 fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() {
-    let mut cfg = test_config(256, 8, 512);
-    cfg.prefix_cache = false;
-    cfg.whole_prompts = true;
-    cfg.packed_slots = true;
-    cfg.equal_chunk_slack = 4;
-    let mut sched = Scheduler::new(cfg);
+    let config = || {
+        let mut cfg = test_config(256, 4, 512);
+        cfg.prefix_cache = false;
+        cfg.whole_prompts = true;
+        cfg.packed_slots = true;
+        cfg.equal_chunk_slack = 4;
+        cfg
+    };
+    let mut sched = Scheduler::new(config());
     let mut backend = FakeBackend::new(512);
     // 20, 22 and 24 tokens cluster at 20; 40 is further than the slack and keeps its length.
-    let lens = [22usize, 20, 24, 40];
+    // The fifth (the longest, so admitted last) waits for one of the four slots to free up:
+    // more prompts follow, so the first step's chunks are cut.
+    let lens = [22usize, 20, 24, 40, 50];
     let reqs: Vec<SeqSpec> = lens
         .iter()
         .enumerate()
@@ -265,6 +270,22 @@ fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() 
     for r in &reqs {
         assert_eq!(outputs[&r.id], run_alone(r).0, "request {:?}", r.id);
     }
+    // Without a prompt behind them, the same four are the last prompts: computed whole.
+    let mut sched = Scheduler::new(config());
+    let mut backend = FakeBackend::new(512);
+    for r in &reqs[..4] {
+        sched.add(r.clone()).expect("fits");
+    }
+    let (plan, _) = step(&mut sched, &mut backend);
+    let items: Vec<_> = plan
+        .items
+        .iter()
+        .map(|i| (i.seq.0, i.tokens.len(), i.sample))
+        .collect();
+    assert_eq!(
+        items,
+        vec![(1, 20, true), (0, 22, true), (2, 24, true), (3, 40, true)]
+    );
     // A chunk cut short of a long prompt (the budget's) goes on as a chunk, not one by one.
     let mut cfg = test_config(24, 4, 512);
     cfg.prefix_cache = false;
