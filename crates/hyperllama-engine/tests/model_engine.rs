@@ -693,8 +693,12 @@ fn model_speculative_decoding_accepts_drafts_and_keeps_the_greedy_output() {
                 for (j, t) in tokens.iter().enumerate() {
                     assert_eq!(*t, spec_top[j][0].0, "token {j} is not the argmax");
                 }
+                // A lone sequence's drafts are accepted. Beside others, a sequence whose first
+                // draft is rejected may stop drafting, since a draft token costs more in a
+                // larger batch (the pacer's timing decides; 1 run in about 20 saw "drafted 4,
+                // accepted 0" for one of three): the batch as a whole accepts (below).
                 assert!(
-                    done.n_accepted > 0 && done.n_drafted >= done.n_accepted,
+                    (n_seqs > 1 || done.n_accepted > 0) && done.n_drafted >= done.n_accepted,
                     "drafted {}, accepted {}",
                     done.n_drafted,
                     done.n_accepted
