@@ -5,6 +5,8 @@
 //! - Items are independent: the tokens of each item depend only on its own rows, sampler,
 //!   constraint and history, so sampling them on several threads gives what one thread gives.
 //! - The results come back in plan order, one entry per sampled item.
+//! - Only the engine thread calls the backend (fetching rows); sampling threads read the
+//!   fetched rows, which stay valid until the next `execute`.
 
 use std::collections::HashMap;
 
@@ -13,7 +15,6 @@ use hyperllama_core::logprobs::token_logprobs;
 use hyperllama_core::sampling::Sampler;
 use hyperllama_core::sched::{PlanItem, StepPlan};
 use hyperllama_core::{SeqId, TokenId};
-use rayon::prelude::*;
 
 use super::{Live, LoopState};
 use crate::backend::StepBackend;
@@ -22,60 +23,112 @@ use crate::backend::StepBackend;
 /// item is at least one pass over its logits row, 200 KB for a 50k vocabulary).
 const MIN_ITEMS_PER_SAMPLE_THREAD: usize = 4;
 
+/// One sampled item: its request's state (none if the request is gone), the plan item, its
+/// first logits row, the rows once fetched, and the sequence's tokens so far.
+struct Task<'a> {
+    live: Option<&'a mut Live>,
+    item: &'a PlanItem,
+    first_row: usize,
+    rows: Vec<&'a [f32]>,
+    history: &'a [TokenId],
+}
+
+impl<'a> Task<'a> {
+    /// Fetches the item's logits rows from the backend (on the engine thread).
+    fn fetch(&mut self, backend: &'a dyn StepBackend) {
+        let rows = self.first_row..self.first_row + self.item.n_rows();
+        self.rows.clear();
+        self.rows.extend(rows.map(|r| backend.logits(r)));
+    }
+
+    fn run(&mut self) -> (Vec<TokenId>, Option<ConstraintError>) {
+        match &mut self.live {
+            Some(l) => sample_item(l, &self.rows, self.item, self.history),
+            None => (vec![hyperllama_core::sampling::argmax(self.rows[0])], None),
+        }
+    }
+}
+
+type Sampled = (Vec<TokenId>, Option<ConstraintError>);
+
 impl LoopState<'_> {
     /// Samples every sampled item of the executed `plan`: its tokens in plan order, and the
     /// sequences whose constraint failed. Items are independent (each its own sampler and
-    /// constraint), so a large batch is sampled in chunks on the sampling threads.
+    /// constraint), so a large batch is sampled in chunks on the sampling threads: the engine
+    /// thread fetches a chunk's logits rows (one FFI call each) and hands the chunk to a
+    /// sampling thread before it fetches the next, so that fetching overlaps sampling, and
+    /// samples the last chunk itself.
     pub(super) fn sample(
         &mut self,
         plan: &StepPlan,
         backend: &dyn StepBackend,
     ) -> (Vec<Vec<TokenId>>, Vec<(SeqId, ConstraintError)>) {
-        let t0 = std::time::Instant::now();
-        let rows: Vec<&[f32]> = (0..plan.n_rows()).map(|r| backend.logits(r)).collect();
-        self.rows_time = t0.elapsed();
         let mut lives: HashMap<SeqId, &mut Live> =
             self.live.iter_mut().map(|(&id, l)| (id, l)).collect();
         let mut tasks = Vec::with_capacity(plan.n_samples());
         let mut row = 0;
         for item in plan.items.iter().filter(|i| i.sample) {
-            let n = item.n_rows();
-            let history = self.sched.tokens(item.seq).unwrap_or(&[]);
-            tasks.push((lives.remove(&item.seq), item, &rows[row..row + n], history));
-            row += n;
+            tasks.push(Task {
+                live: lives.remove(&item.seq),
+                item,
+                first_row: row,
+                rows: Vec::with_capacity(item.n_rows()),
+                history: self.sched.tokens(item.seq).unwrap_or(&[]),
+            });
+            row += item.n_rows();
         }
-        type Task<'a> = (
-            Option<&'a mut Live>,
-            &'a PlanItem,
-            &'a [&'a [f32]],
-            &'a [TokenId],
-        );
-        let run = |tasks: &mut [Task<'_>]| -> Vec<(Vec<TokenId>, Option<ConstraintError>)> {
-            tasks
-                .iter_mut()
-                .map(|(l, item, rows, history)| match l {
-                    Some(l) => sample_item(l, rows, item, history),
-                    None => (vec![hyperllama_core::sampling::argmax(rows[0])], None),
-                })
-                .collect()
-        };
-        let results = match &self.sample_pool {
-            Some(pool) if tasks.len() >= 2 * MIN_ITEMS_PER_SAMPLE_THREAD => pool.install(|| {
-                // One task per thread: the items cost about the same.
-                let per_task = tasks
+        let mut results: Vec<Sampled> = Vec::new();
+        results.resize_with(tasks.len(), || (Vec::new(), None));
+        let mut fetching = std::time::Duration::ZERO;
+        match &self.sample_pool {
+            Some(pool) if tasks.len() >= 2 * MIN_ITEMS_PER_SAMPLE_THREAD => {
+                // One chunk per thread, the engine thread's included: the items cost about
+                // the same.
+                let per_chunk = tasks
                     .len()
-                    .div_ceil(pool.current_num_threads())
+                    .div_ceil(pool.current_num_threads() + 1)
                     .max(MIN_ITEMS_PER_SAMPLE_THREAD);
-                let parts: Vec<_> = tasks.par_chunks_mut(per_task).map(&run).collect();
-                parts.into_iter().flatten().collect::<Vec<_>>()
-            }),
-            _ => run(&mut tasks),
-        };
+                pool.in_place_scope(|scope| {
+                    let mut chunks = tasks
+                        .chunks_mut(per_chunk)
+                        .zip(results.chunks_mut(per_chunk))
+                        .peekable();
+                    while let Some((chunk, out)) = chunks.next() {
+                        let t = std::time::Instant::now();
+                        for task in chunk.iter_mut() {
+                            task.fetch(backend);
+                        }
+                        fetching += t.elapsed();
+                        let mut work = move || {
+                            for (task, o) in chunk.iter_mut().zip(out.iter_mut()) {
+                                *o = task.run();
+                            }
+                        };
+                        if chunks.peek().is_some() {
+                            scope.spawn(move |_| work());
+                        } else {
+                            work();
+                        }
+                    }
+                });
+            }
+            _ => {
+                let t = std::time::Instant::now();
+                for task in &mut tasks {
+                    task.fetch(backend);
+                }
+                fetching = t.elapsed();
+                for (task, o) in tasks.iter_mut().zip(results.iter_mut()) {
+                    *o = task.run();
+                }
+            }
+        }
+        self.rows_time = fetching;
         let mut sampled = Vec::with_capacity(results.len());
         let mut dead = Vec::new();
-        for ((_, item, _, _), (tokens, err)) in tasks.iter().zip(results) {
+        for (task, (tokens, err)) in tasks.iter().zip(results) {
             if let Some(e) = err {
-                dead.push((item.seq, e));
+                dead.push((task.item.seq, e));
             }
             sampled.push(tokens);
         }
