@@ -608,10 +608,7 @@ impl Scheduler {
     /// its last 13 prompts (256-260 tokens) to 256 and needed 129-131 decode steps; whole,
     /// it needed 127 and ended 15-20 ms sooner (its last prompt step took 11-22 ms longer).
     fn prompts_follow(&self, items: &[PlanItem]) -> bool {
-        !self.waiting.is_empty()
-            || items
-                .iter()
-                .any(|i| i.n_draft == 0 && i.tokens.len() >= 2 && !i.sample)
+        !self.waiting.is_empty() || items.iter().any(|i| is_prompt_chunk(i) && !i.sample)
     }
 
     /// Cuts the step's prompt chunks that are at most `equal_chunk_slack` tokens longer than
@@ -620,10 +617,9 @@ impl Scheduler {
     /// most the slack left computes it one token per step (`Sequence::trickle`).
     fn equalize(&mut self, items: &mut [PlanItem]) {
         let slack = self.cfg.equal_chunk_slack;
-        let is_chunk = |i: &PlanItem| i.n_draft == 0 && i.tokens.len() >= 2;
         let mut lens: Vec<usize> = items
             .iter()
-            .filter(|i| is_chunk(i))
+            .filter(|i| is_prompt_chunk(i))
             .map(|i| i.tokens.len())
             .collect();
         lens.sort_unstable();
@@ -633,7 +629,7 @@ impl Scheduler {
                 kept.push(l);
             }
         }
-        for item in items.iter_mut().filter(|i| is_chunk(i)) {
+        for item in items.iter_mut().filter(|i| is_prompt_chunk(i)) {
             let len = kept[kept.partition_point(|&k| k <= item.tokens.len()) - 1];
             if len == item.tokens.len() {
                 continue;
@@ -716,6 +712,12 @@ impl Scheduler {
         self.park(id);
         self.seqs.remove(&id);
     }
+}
+
+/// Whether a planned item computes a prompt chunk of two or more tokens (not a decode token,
+/// a draft, or a tail going one token per step).
+fn is_prompt_chunk(item: &PlanItem) -> bool {
+    item.n_draft == 0 && item.tokens.len() >= 2
 }
 
 /// Tokens of a prompt with `rest` tokens left to compute, in a step with `budget` tokens and
