@@ -214,6 +214,13 @@ fn with_whole_prompts_only_a_steps_first_prompt_is_cut() {
 
 #[test]
 fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() {
+    // A plan's items as (sequence, tokens, sampled).
+    let items = |plan: &StepPlan| -> Vec<(u64, usize, bool)> {
+        plan.items
+            .iter()
+            .map(|i| (i.seq.0, i.tokens.len(), i.sample))
+            .collect()
+    };
     let config = || {
         let mut cfg = test_config(256, 4, 512);
         cfg.prefix_cache = false;
@@ -245,12 +252,7 @@ fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() 
                 outputs.entry(seq).or_default().push(token);
             }
         }
-        plans.push(
-            plan.items
-                .iter()
-                .map(|i| (i.seq.0, i.tokens.len(), i.sample))
-                .collect::<Vec<_>>(),
-        );
+        plans.push(items(&plan));
         sched.check_invariants();
     }
     // Arrived together: admitted shortest prompt first.
@@ -277,13 +279,8 @@ fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() 
         sched.add(r.clone()).expect("fits");
     }
     let (plan, _) = step(&mut sched, &mut backend);
-    let items: Vec<_> = plan
-        .items
-        .iter()
-        .map(|i| (i.seq.0, i.tokens.len(), i.sample))
-        .collect();
     assert_eq!(
-        items,
+        items(&plan),
         vec![(1, 20, true), (0, 22, true), (2, 24, true), (3, 40, true)]
     );
     // A chunk cut short of a long prompt (the budget's) goes on as a chunk, not one by one.

@@ -19,9 +19,13 @@ use hyperllama_core::{SeqId, TokenId};
 use super::{Live, LoopState};
 use crate::backend::StepBackend;
 
-/// Fewest sampled items per sampling task: below that a task costs more than it saves (an
-/// item is at least one pass over its logits row, 200 KB for a 50k vocabulary).
+/// Fewest sampled items per chunk handed to a sampling thread: below that a chunk costs more
+/// than it saves (an item is at least one pass over its logits row, 200 KB for a 50k
+/// vocabulary).
 const MIN_ITEMS_PER_SAMPLE_THREAD: usize = 4;
+
+/// An item's tokens, and the error of its constraint if that allowed no token.
+type Sampled = (Vec<TokenId>, Option<ConstraintError>);
 
 /// One sampled item: its request's state (none if the request is gone), the plan item, its
 /// first logits row, the rows once fetched, and the sequence's tokens so far.
@@ -41,15 +45,13 @@ impl<'a> Task<'a> {
         self.rows.extend(rows.map(|r| backend.logits(r)));
     }
 
-    fn run(&mut self) -> (Vec<TokenId>, Option<ConstraintError>) {
+    fn run(&mut self) -> Sampled {
         match &mut self.live {
             Some(l) => sample_item(l, &self.rows, self.item, self.history),
             None => (vec![hyperllama_core::sampling::argmax(self.rows[0])], None),
         }
     }
 }
-
-type Sampled = (Vec<TokenId>, Option<ConstraintError>);
 
 impl LoopState<'_> {
     /// Samples every sampled item of the executed `plan`: its tokens in plan order, and the

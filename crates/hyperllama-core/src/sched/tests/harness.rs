@@ -107,20 +107,11 @@ pub(super) fn test_config(
     max_seqs: usize,
     n_kv_cells: usize,
 ) -> SchedulerConfig {
+    // The defaults, with small blocks and the test vocabulary's end-of-generation token.
     SchedulerConfig {
-        max_batched_tokens,
-        max_seqs,
-        n_slots: max_seqs * 2,
-        n_kv_cells,
         block_size: 4,
-        n_ctx_per_seq: n_kv_cells.min(64),
         eog_tokens: vec![EOG],
-        prefix_cache: true,
-        cache_cells: usize::MAX,
-        packed_slots: false,
-        whole_prompts: false,
-        min_copy_tokens: 0,
-        equal_chunk_slack: 0,
+        ..SchedulerConfig::new(max_batched_tokens, max_seqs, n_kv_cells, n_kv_cells.min(64))
     }
 }
 
