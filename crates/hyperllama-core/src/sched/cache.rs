@@ -116,24 +116,27 @@ impl Scheduler {
                 None => break,
             }
         }
-        // A table holding block k at index k holds the whole chain before it.
+        // A table holding block k at index k holds the whole chain before it: the same tokens,
+        // though not always the same blocks (a prompt whose shared stem was too short to copy
+        // computed blocks of its own, and the index names only one block per hash). The
+        // holder's own blocks are returned, so that keeping the holder keeps every one of them.
         while let Some(&last) = prefix.last() {
             let k = prefix.len() - 1;
             let holder = self
                 .cache
                 .iter()
                 .find(|(_, e)| e.table.get(k) == Some(&last))
-                .map(|(&slot, _)| slot)
+                .map(|(&slot, e)| (slot, &e.table))
                 .or_else(|| {
                     self.running.iter().find_map(|r| {
                         let s = &self.seqs[r];
                         (s.table.get(k) == Some(&last) && s.n_computed >= (k + 1) * bs)
-                            .then_some(s.slot)
+                            .then_some(s.slot.map(|slot| (slot, &s.table)))
                             .flatten()
                     })
                 });
-            if let Some(slot) = holder {
-                return Some((prefix, slot));
+            if let Some((slot, table)) = holder {
+                return Some((table[..=k].to_vec(), slot));
             }
             prefix.pop();
         }

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::rng::Rng;
 
+mod gpu_shape;
 mod harness;
 
 use harness::*;
@@ -569,6 +570,7 @@ proptest! {
         cfg.packed_slots = packed;
         cfg.whole_prompts = packed;
         cfg.equal_chunk_slack = if packed { 4 } else { 0 };
+        cfg.min_copy_tokens = if packed { 8 } else { 0 };
         let (out, mut sched) = run_all_capped(cfg, &reqs, &arrivals, cap);
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
@@ -707,6 +709,7 @@ proptest! {
         cfg.packed_slots = packed;
         cfg.whole_prompts = packed;
         cfg.equal_chunk_slack = if packed { 4 } else { 0 };
+        cfg.min_copy_tokens = if packed { 8 } else { 0 };
         let (out, mut sched) = run_all_spec(cfg, &reqs, &arrivals, cap, Some(seed));
         prop_assert_eq!(out.len(), n);
         prop_assert_eq!(sched.n_kv_used(), 0);
