@@ -10,8 +10,12 @@
 #   whose prompts are PROMPT_TOKENS (256) tokens as the server counts them, template and question
 #   included (llama-batched-bench's -npp 256), shared-prefix (64 users, 1,000-token system prompt), long-prompt (8 decoders,
 #   2,000-token prompt).
-# Writes $OUT/<model>-<server>.{json,svg,bench.log,server.log}, $OUT/<model>-ref.txt and
-# $OUT/<model>-compare.md. SMOKE=1: HyperLlama only, one generation and /api/ps.
+#   The 64-stream shape is then measured REPEAT64 (3) more times on each side, with other prompts
+#   (batched-bench -npl 64,64,64; the bench's sweep at 64,64,64 with another seed), and
+#   targets.py compares the medians.
+# Writes $OUT/<model>-<server>.{json,svg,bench.log,server.log}, $OUT/<model>-ref.txt,
+# $OUT/<model>-ref64.txt, $OUT/<model>-hyperllama-c64.json, $OUT/<model>-compare.md and
+# $OUT/<model>-targets.md. SMOKE=1: HyperLlama only, one generation and /api/ps.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -25,6 +29,9 @@ np="${NUM_PARALLEL:-128}"
 conc="${CONCURRENCY:-1,8,32,64,128}"
 threads="${THREADS:-8}"
 bench_limit="${BENCH_LIMIT:-180}" # seconds one `hyperllama bench` run may take
+repeat64="${REPEAT64:-3}"
+reps="$(printf '64,%.0s' $(seq 1 "$repeat64"))"
+reps="${reps%,}"
 mkdir -p "$OUT" "$W/store"
 say() { echo "[$(date -u +%T)] bench: $*" | tee -a "${DEVICE_LOG:-$OUT/device.log}" >&2; }
 ls_np="${LS_NP:-64}"
@@ -75,6 +82,15 @@ run_hyperllama() { # model gguf
             --label hyperllama --json "$OUT/$m-hyperllama.json" --plot "$OUT/$m-hyperllama.svg" \
             >"$OUT/$m-hyperllama.bench.log" 2>&1 || say "bench against hyperllama failed"
         tail -25 "$OUT/$m-hyperllama.bench.log" >&2
+        if [ "$repeat64" -gt 0 ]; then
+            say "hyperllama $m: the 64-stream shape $repeat64 more times"
+            timeout "$bench_limit" "$hl" bench --url "http://127.0.0.1:$port" --api openai --model "$m" \
+                --workload sweep --concurrency "$reps" --seed 2 --max-tokens 128 \
+                --prompt-tokens "${PROMPT_TOKENS:-256}" --timeout 120 --label hyperllama \
+                --json "$OUT/$m-hyperllama-c64.json" >>"$OUT/$m-hyperllama.bench.log" 2>&1 \
+                || say "the repeated 64-stream bench failed"
+            grep "c=64" "$OUT/$m-hyperllama.bench.log" >&2
+        fi
     fi
     stop_server
     unset LD_LIBRARY_PATH
@@ -104,6 +120,11 @@ refs() { # model gguf
             -c 50000 -fa on -ngl 999 2>/dev/null | grep '^|'
     } >"$OUT/$m-ref.txt"
     cat "$OUT/$m-ref.txt" >&2
+    if [ "$repeat64" -gt 0 ]; then
+        LD_LIBRARY_PATH="$bin" "$bin/llama-batched-bench" -m "$gguf" -npp 256 -ntg 128 -npl "$reps" \
+            -c 50000 -fa on -ngl 999 2>/dev/null | grep '^|' >"$OUT/$m-ref64.txt"
+        cat "$OUT/$m-ref64.txt" >&2
+    fi
 }
 
 for m in ${BENCH_MODELS:-q4km f16}; do
@@ -122,4 +143,7 @@ for m in ${BENCH_MODELS:-q4km f16}; do
             --markdown >"$OUT/$m-compare.md" 2>&1
         cat "$OUT/$m-compare.md" >&2
     fi
+    python3 scripts/gpu/targets.py "$OUT" "$m" >"$OUT/$m-targets.md" 2>&1
+    say "$m: the targets"
+    cat "$OUT/$m-targets.md" >&2
 done

@@ -134,14 +134,15 @@ fn model_bench_measures_our_server_over_both_apis_and_compares() {
         files.push(json);
     }
 
-    // --prompt-tokens sizes the sweep's prompts as the server counts them, template included.
+    // --prompt-tokens sizes the sweep's prompts as the server counts them, template included;
+    // a level given twice is measured twice.
     let json = home.join("sweep.json");
     let o = bench(home, &server.url, "openai")
         .args([
             "--workload",
             "sweep",
             "--concurrency",
-            "2",
+            "2,2",
             "--requests",
             "2",
         ])
@@ -152,12 +153,14 @@ fn model_bench_measures_our_server_over_both_apis_and_compares() {
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("valid JSON");
-    let mean = r["results"][0]["extras"]["prompt_tokens_mean"].as_f64();
-    assert!(
-        mean.is_some_and(|m| (96.0..=104.0).contains(&m)),
-        "{}",
-        r["results"][0]
-    );
+    let results = r["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{r}");
+    for level in results {
+        assert_eq!(level["concurrency"], 2, "{level}");
+        assert_eq!(level["errors"], 0, "{level}");
+        let mean = level["extras"]["prompt_tokens_mean"].as_f64();
+        assert!(mean.is_some_and(|m| (96.0..=104.0).contains(&m)), "{level}");
+    }
 
     let o = hyperllama(home)
         .args(["bench", "compare", "--markdown", "--baseline", "ollama"])

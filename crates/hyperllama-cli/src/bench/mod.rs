@@ -74,7 +74,8 @@ struct RunArgs {
         default_value = "all"
     )]
     workloads: Vec<Workload>,
-    /// The sweep's concurrency levels.
+    /// The sweep's concurrency levels; a level given twice is measured twice, with other
+    /// prompts (`64,64,64`: three measurements to take the median of).
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64", value_parser = positive)]
     concurrency: Vec<usize>,
     /// Requests of the single workload; the sweep sends max(concurrency, N) per level.

@@ -110,8 +110,10 @@ pub async fn run(w: Workload, target: &Arc<Target>, p: &Params) -> Vec<Metrics> 
                 0
             };
             let mut out = Vec::new();
-            for &c in &p.concurrency {
-                out.push(with_drafts(target, sweep_level(target, p, c, n_text)).await);
+            for (j, &c) in p.concurrency.iter().enumerate() {
+                // A level given again is measured again, with prompts of its own.
+                let rep = p.concurrency[..j].iter().filter(|&&d| d == c).count();
+                out.push(with_drafts(target, sweep_level(target, p, c, rep, n_text)).await);
             }
             out
         }
@@ -313,8 +315,15 @@ async fn fit_text(target: &Arc<Target>, p: &Params) -> usize {
 }
 
 /// `c` clients sending requests back to back, `max(c, requests)` in all; each prompt is
-/// `n_text` words of text before a question.
-async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize, n_text: usize) -> Metrics {
+/// `n_text` words of text before a question. `rep`: how many times this level ran before in
+/// the sweep (each repetition has prompts of its own, so none finds another's in a cache).
+async fn sweep_level(
+    target: &Arc<Target>,
+    p: &Params,
+    c: usize,
+    rep: usize,
+    n_text: usize,
+) -> Metrics {
     let w = Workload::Sweep;
     let total = c.max(p.requests);
     let next = Arc::new(AtomicUsize::new(0));
@@ -330,7 +339,7 @@ async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize, n_text: usize) 
                 if i >= total {
                     break out;
                 }
-                let stream = w.stream(((c as u64) << 20) | i as u64);
+                let stream = sweep_stream(c, rep, i);
                 let mut q = prompt::question(seed, stream);
                 if n_text > 0 {
                     // Each request its own text: nothing for a prefix cache to share.
@@ -342,6 +351,11 @@ async fn sweep_level(target: &Arc<Target>, p: &Params, c: usize, n_text: usize) 
     }
     let results = join_all(tasks).await;
     summarize(w, Some(c), &results, start)
+}
+
+/// The prompt stream of request `i` of a sweep level of `c` clients run `rep` times before.
+fn sweep_stream(c: usize, rep: usize, i: usize) -> u64 {
+    Workload::Sweep.stream(((rep as u64) << 32) | ((c as u64) << 20) | i as u64)
 }
 
 async fn join_all(
@@ -659,6 +673,24 @@ mod tests {
         assert_eq!(copied_words(doc, "Sure! Time year"), (0, 3));
         assert_eq!(copied_words(doc, ""), (0, 0));
         assert_eq!(copied_words(doc, doc), (10, 10));
+    }
+
+    #[test]
+    fn every_sweep_request_has_a_prompt_stream_of_its_own_repeated_levels_included() {
+        let mut seen = std::collections::HashSet::new();
+        for (c, rep) in [(1, 0), (8, 0), (64, 0), (64, 1), (64, 2), (128, 0)] {
+            for i in 0..c.max(3) {
+                assert!(
+                    seen.insert(sweep_stream(c, rep, i)),
+                    "c={c} rep={rep} i={i}"
+                );
+            }
+        }
+        // The first run of a level keeps the streams it always had.
+        assert_eq!(
+            sweep_stream(64, 0, 5),
+            Workload::Sweep.stream((64 << 20) | 5)
+        );
     }
 
     #[tokio::test]
