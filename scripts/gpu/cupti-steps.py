@@ -41,11 +41,15 @@ def main():
         return
     launch_ids = {k for k, v in api.items() if "Launch" in v}
     rows = []
+    groups = []  # per burst (steps less than 100 ms apart): [steps, GPU time by kernel]
     per_kernel = defaultdict(float)
     gaps = defaultdict(lambda: [0, 0.0])
     for a, b in zip(ends[:-1], ends[1:]):
         if b - a > 100e6:  # not consecutive steps of one burst
+            groups.append([0, defaultdict(float), []])
             continue
+        if not groups:
+            groups.append([0, defaultdict(float), []])
         i0 = np.searchsorted(gpu["start"], a)
         i1 = np.searchsorted(gpu["start"], b)
         seg = gpu[i0:i1]
@@ -70,8 +74,12 @@ def main():
                 cur_e = max(cur_e, e)
             last_name = name
         busy += cur_e - cur_s
+        groups[-1][0] += 1
+        groups[-1][2].append(b - a)
         for s, e, kind, kid in zip(seg["start"], seg["end"], seg["kind"], seg["id"]):
-            per_kernel[names[kid] if kind == 1 else ("copy" if kind == 2 else "memset")] += (min(int(e), b) - int(s))
+            name = names[kid] if kind == 1 else ("copy" if kind == 2 else "memset")
+            per_kernel[name] += (min(int(e), b) - int(s))
+            groups[-1][1][name] += (min(int(e), b) - int(s))
         j0 = np.searchsorted(calls["start"], a)
         j1 = np.searchsorted(calls["start"], b)
         cseg = calls[j0:j1]
@@ -102,6 +110,13 @@ def main():
     print("idle gaps over 5 us inside steps, by the kernels around them (top 15):")
     for (x, y), (cnt, tot) in sorted(gaps.items(), key=lambda kv: -kv[1][1])[:15]:
         print(f"  {tot / n / 1e3:8.1f} us/step  {cnt / n:6.2f}/step  {x} -> {y}")
+    top = [k for k, _ in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:6]]
+    print("per burst: steps, median period, GPU time per step of the top kernels (microseconds):")
+    for n_steps, by, periods in groups:
+        if n_steps < 20:
+            continue
+        cells = "  ".join(f"{by[k] / n_steps / 1e3:7.1f} {k[:24]}" for k in top)
+        print(f"  {n_steps:4d} {np.median(periods) / 1e3:8.1f}  {cells}")
     spent = defaultdict(float)
     counted = defaultdict(int)
     lo, hi = ends[0], ends[-1]
