@@ -15,7 +15,10 @@
 //! KV capacity is a ledger of blocks ([`KvPool`]). With prefix caching on, a sequence that ends
 //! (or is cancelled, or preempted) leaves its KV behind as a *cache entry* that keeps its slot;
 //! a new sequence whose prompt starts with indexed full blocks shares them (the plan copies the
-//! positions from the holder's slot into the new slot) and computes only the rest. Entries are
+//! positions from the holder's slot into the new slot) and computes only the rest. It shares
+//! the holder's own blocks, which hold the same tokens as the indexed ones but are not always
+//! the same blocks (a prompt that computed a shared stem itself has blocks of its own for it):
+//! keeping the holder keeps everything the new sequence shares. Entries are
 //! evicted least recently used first, when blocks or slots are needed, and when the cells only
 //! they hold exceed both `cache_cells` and the cells running sequences hold (llama.cpp's
 //! unified cache makes every step attend over every cell in use). When a running sequence
