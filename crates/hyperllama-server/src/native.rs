@@ -288,9 +288,9 @@ pub async fn generate(residency: &Residency, req: NativeRequest) -> Result<Gener
             ApiError::new(ErrorKind::Overloaded, e.to_string())
         }
         e => {
-            // A stopped engine (after a failed step) never recovers: unload the model once
-            // this request's lease ends, so that the next request loads it afresh.
-            residency.unload(&loaded.resolved.name);
+            // A stopped engine (after a failed step) never recovers: the next request loads
+            // the model afresh, even under steady traffic.
+            lease.discard();
             ApiError::internal("the engine refused the request", &e)
         }
     })?;

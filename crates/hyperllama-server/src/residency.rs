@@ -34,8 +34,8 @@
 //! # Invariants
 //! - At most one entry per model (keyed by its case-folded name); an entry's engine is
 //!   loaded at most once.
-//! - An entry with leases out has no expiry and is never evicted; a replaced or evicted
-//!   entry's engine lives on until its last lease ends.
+//! - An entry with leases out has no expiry and is never evicted; a replaced, evicted or
+//!   discarded (stopped) entry's engine lives on until its last lease ends.
 //! - Engines are dropped (which joins their thread) off the async worker threads.
 
 use std::collections::HashMap;
@@ -260,6 +260,22 @@ impl Lease {
     /// The leased model.
     pub fn model(&self) -> Option<&Arc<LoadedModel>> {
         self.model.as_ref()
+    }
+
+    /// Forgets the leased engine at once, for one that has stopped (a failed step): the next
+    /// request loads the model afresh, even while requests keep arriving, and requests still
+    /// holding the stopped engine keep it until they end (as with a replaced entry). Only this
+    /// lease's load is forgotten: a newer load of the same model stays.
+    pub fn discard(&self) {
+        let gone = {
+            let mut entries = self.inner.lock();
+            match entries.get(&self.key) {
+                Some(e) if e.generation == self.generation => entries.remove(&self.key),
+                _ => None,
+            }
+        };
+        drop(gone);
+        self.inner.notify.notify_one();
     }
 }
 

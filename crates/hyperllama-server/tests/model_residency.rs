@@ -1,5 +1,5 @@
 //! Model-level scheduling with SmolLM2: shared first loads, keep-alive expiry on a paused
-//! clock, and least-recently-used eviction.
+//! clock, least-recently-used eviction, and a discarded (stopped) engine loaded afresh.
 
 mod common;
 
@@ -137,4 +137,35 @@ async fn model_residency_evicts_the_least_recently_used_idle_model() {
         .await
         .expect_err("not in the store");
     assert_eq!(err.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_residency_a_discarded_engine_is_loaded_afresh_and_a_newer_load_stays() {
+    // What happens to a stopped engine: the request that finds it discards it, the next
+    // request loads the model again while the first still holds the old engine, and a late
+    // discard through the old lease leaves the new load alone.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store_with_model(dir.path());
+    let residency = Residency::new(test_config(dir.path()), store);
+    let smol = name(MODEL);
+    let old = residency.acquire(&smol, None, None).await.expect("lease");
+    old.discard();
+    let new = residency.acquire(&smol, None, None).await.expect("lease");
+    assert!(new.load_duration > Duration::ZERO, "loaded again");
+    let (m_old, m_new) = (old.model().expect("old"), new.model().expect("new"));
+    assert!(!Arc::ptr_eq(m_old, m_new), "another engine");
+    assert!(m_old.engine().is_some(), "the old lease keeps its engine");
+    let snapshot = residency.snapshot();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].n_active, 1, "the old lease no longer counts");
+
+    old.discard();
+    drop(old);
+    let again = residency.acquire(&smol, None, None).await.expect("lease");
+    assert_eq!(again.load_duration, Duration::ZERO, "the newer load stayed");
+    assert!(Arc::ptr_eq(again.model().expect("model"), m_new));
+    assert_eq!(residency.snapshot()[0].n_active, 2);
+    drop((new, again));
+    residency.shutdown().await;
+    assert!(residency.snapshot().is_empty());
 }

@@ -141,11 +141,11 @@ async fn run(state: &AppState, job: Job<'_>) -> Result<Outcome, ApiError> {
             inputs,
             normalize: job.normalize,
         })
-        .map_err(|e| engine_error(state, loaded, e))?;
+        .map_err(|e| engine_error(&lease, e))?;
     let answer = rx
         .await
         .map_err(|_| ApiError::new(ErrorKind::Internal, "the engine stopped before answering"))?
-        .map_err(|e| engine_error(state, loaded, e))?;
+        .map_err(|e| engine_error(&lease, e))?;
     outcome.n_tokens = answer.n_tokens;
     outcome.vectors = answer.vectors;
     let model_name = loaded.resolved.name.display_shortest();
@@ -172,19 +172,16 @@ async fn run(state: &AppState, job: Job<'_>) -> Result<Outcome, ApiError> {
     Ok(outcome)
 }
 
-/// Maps an engine refusal; a stopped engine gets its model unloaded (as generation does).
-fn engine_error(
-    state: &AppState,
-    loaded: &crate::residency::LoadedModel,
-    e: hyperllama_engine::Error,
-) -> ApiError {
+/// Maps an engine refusal; a stopped engine is discarded, so that the next request loads the
+/// model afresh (as generation does).
+fn engine_error(lease: &crate::residency::Lease, e: hyperllama_engine::Error) -> ApiError {
     match e {
         hyperllama_engine::Error::InvalidRequest(m) => ApiError::bad_request(m),
         e @ hyperllama_engine::Error::Overloaded { .. } => {
             ApiError::new(ErrorKind::Overloaded, e.to_string())
         }
         e @ hyperllama_engine::Error::Stopped => {
-            state.residency().unload(&loaded.resolved.name);
+            lease.discard();
             ApiError::internal("the engine refused the request", &e)
         }
         e => ApiError::internal("the embedding failed", &e),
