@@ -63,7 +63,9 @@ fn repeated_bursts(seed: u64, cap: usize) {
     let mut reqs = Vec::new();
     let mut arrivals = Vec::new();
     let mut pre = stem.to_vec();
-    pre.extend((0..rng.next_u64() % 300).map(|_| 1 + (rng.next_u64() % 49) as u32));
+    pre.extend(
+        (0..rng.next_u64() % 300).map(|_| 1 + (rng.next_u64() % u64::from(VOCAB - 1)) as u32),
+    );
     reqs.push(spec(1000, pre, 1 + rng.next_u64() as usize % 40));
     arrivals.push(0);
     let mut pre2 = stem[..(rng.next_u64() % 30) as usize].to_vec();
