@@ -536,9 +536,10 @@ const MAX_UBATCH: usize = 512;
 const MIN_STREAM_COPY_TOKENS: usize = 64;
 /// With per-slot KV streams and large steps, prompt chunks of a step at most this many tokens
 /// longer than a shorter one are cut to its length while more prompts follow, and their tails
-/// go one token per step beside the decode tokens (`SchedulerConfig::equal_chunk_slack`). Measured on an H100 with
-/// 64 prompts of 256 to 260 tokens arriving at once: each extra length cost a pass over the
-/// weights of a few tokens, 30 to 50 ms on every 400 ms step of 15 prompts.
+/// go one token per step beside the decode tokens (`SchedulerConfig::equal_chunk_slack`).
+/// Measured on an H100 with 64 prompts of 256 to 260 tokens arriving at once: each extra
+/// length cost a pass over the weights of a few tokens, 30 to 50 ms on every 400 ms step of
+/// 15 prompts.
 const EQUAL_CHUNK_SLACK: usize = 8;
 
 /// Per-slot KV streams with GPU-sized steps: the layout where llama.cpp's micro-batch split
