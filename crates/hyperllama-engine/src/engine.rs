@@ -54,6 +54,7 @@ use crate::Error;
 
 mod iteration;
 mod sample;
+mod timing;
 mod types;
 
 pub use types::{
@@ -490,6 +491,9 @@ fn engine_thread(
             .flatten(),
         outbox: Vec::new(),
         rows_time: Duration::ZERO,
+        clock: timing::DeviceClock::default(),
+        trace: None,
+        epoch: Instant::now(),
     };
     let mut embeds = EmbedQueue::new(cfg.n_ctx, cfg.n_threads);
     loop {
@@ -583,6 +587,12 @@ struct LoopState<'m> {
     outbox: Outbox,
     /// How long the last step's sampling took to fetch its logits rows (step trace).
     rows_time: Duration,
+    /// When decode steps' logits reach the host (to wake the sampling threads in time).
+    clock: timing::DeviceClock,
+    /// The last step's trace, written while the device computes the next one.
+    trace: Option<timing::StepTrace>,
+    /// When the loop began (the step trace's time origin).
+    epoch: Instant,
 }
 
 /// Events waiting to be sent, with the channel each goes to.

@@ -16,6 +16,7 @@ use hyperllama_core::stop::{StopMatcher, StopOutcome};
 use hyperllama_core::utf8::Utf8Stream;
 use hyperllama_core::SeqId;
 
+use super::timing::{Shape, StepTrace};
 use super::{
     fallback_seed, Alternative, Command, EngineStats, Event, Live, LoopState, TokenLogprob,
     PROVEN_ONLY_BATCH, PROVEN_ONLY_RATIO,
@@ -44,7 +45,7 @@ impl LoopState<'_> {
     /// embedding work is pending). Returns false to stop.
     pub(super) fn intake(&mut self, rx: &Receiver<Command>, embedding: bool) -> bool {
         if !self.sched.has_work() && !embedding {
-            self.flush();
+            self.settle();
             match rx.recv() {
                 Ok(cmd) => {
                     if !self.accept(cmd) {
@@ -139,7 +140,7 @@ impl LoopState<'_> {
             self.live.remove(&id);
         }
         if !self.sched.has_work() {
-            self.flush();
+            self.settle();
             return Ok(());
         }
         let plan_started = Instant::now();
@@ -156,8 +157,11 @@ impl LoopState<'_> {
         self.n_steps += 1;
         let started = Instant::now();
         let executed = backend.execute(&plan);
-        // The last step's events go out while the device computes this one.
+        // The last step's events and trace go out while the device computes this one.
         self.flush();
+        if let Some(trace) = self.trace.take() {
+            trace.emit();
+        }
         // A speculating item is a decode token plus its drafts.
         let (n_decode, n_prefill) = plan.items.iter().fold((0, 0), |(d, p), i| {
             if i.tokens.len() == i.n_draft + 1 {
@@ -167,20 +171,6 @@ impl LoopState<'_> {
             }
         });
         let launched = started.elapsed();
-        if executed.is_ok() && plan.n_rows() > 0 {
-            // The first logits wait for the device (asynchronous backends): measured apart.
-            let _ = backend.logits(0);
-        }
-        let computed = started.elapsed();
-        if executed.is_ok() {
-            self.pacer.observe(
-                n_decode,
-                n_prefill,
-                plan.n_draft(),
-                started.elapsed().as_secs_f64(),
-            );
-            self.sched.set_prefill_cap(self.pacer.prefill_cap());
-        }
         if let Err(e) = executed {
             if e.is_retryable() {
                 tracing::debug!(error = %e, "step had no effect; preempting and retrying");
@@ -189,7 +179,18 @@ impl LoopState<'_> {
             }
             return Err(e.into());
         }
-        let (sampled, dead) = self.sample(&plan, &*backend);
+        // Decode steps' device time is learned, so that the sampling threads wake in time.
+        let shape = (n_prefill == 0).then(|| Shape {
+            rows: plan.n_rows(),
+            tokens: n_decode + plan.n_draft(),
+        });
+        let (sampled, dead, timing) = self.sample(&plan, &*backend, started + launched, shape);
+        let computed = timing.ready - started;
+        self.clock
+            .record(shape, timing.ready - (started + launched));
+        self.pacer
+            .observe(n_decode, n_prefill, plan.n_draft(), computed.as_secs_f64());
+        self.sched.set_prefill_cap(self.pacer.prefill_cap());
         let sampled_at = started.elapsed();
         self.n_drafted += plan.n_draft() as u64;
         self.n_accepted += plan
@@ -214,21 +215,22 @@ impl LoopState<'_> {
             self.sched.stop(seq);
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        tracing::trace!(
-            n_items = plan.items.len(),
+        self.trace = Some(StepTrace {
+            t_ms: ms(started - self.epoch),
+            n_items: plan.items.len(),
             n_decode,
             n_prefill,
-            n_draft = plan.n_draft(),
-            n_clear = plan.clear.len(),
-            n_copy = plan.copy.len(),
-            launch_ms = ms(launched),
-            compute_ms = ms(computed),
-            sample_ms = ms(sampled_at - computed),
-            rows_ms = ms(self.rows_time),
-            ms = ms(started.elapsed()),
-            schedule_ms = ms(started - plan_started),
-            "step"
-        );
+            n_draft: plan.n_draft(),
+            n_clear: plan.clear.len(),
+            n_copy: plan.copy.len(),
+            launch_ms: ms(launched),
+            compute_ms: ms(computed),
+            slept_ms: ms(timing.slept),
+            sample_ms: ms(sampled_at - computed),
+            rows_ms: ms(self.rows_time),
+            ms: ms(started.elapsed()),
+            schedule_ms: ms(started - plan_started),
+        });
         Ok(())
     }
 
@@ -372,6 +374,15 @@ impl LoopState<'_> {
     pub(super) fn flush(&mut self) {
         for (tx, event) in self.outbox.drain(..) {
             let _ = tx.send(event);
+        }
+    }
+
+    /// Sends the pending events and writes the last step's trace: the loop is about to wait
+    /// for work.
+    fn settle(&mut self) {
+        self.flush();
+        if let Some(trace) = self.trace.take() {
+            trace.emit();
         }
     }
 

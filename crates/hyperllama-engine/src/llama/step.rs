@@ -4,6 +4,13 @@
 //! - A step's items reach llama.cpp in ascending slot order, with filler tokens between and
 //!   after them (`ContextOptions::fill_gaps`), each of which lives for that step only.
 //! - Logits rows are numbered in plan order: an item's rows are consecutive in the batch.
+//! - A step's rows are read from llama.cpp's output buffer as a whole (one `llama_get_logits`
+//!   call, one device synchronization), each at its index among the batch's outputs: after a
+//!   step llama.cpp holds its outputs in batch order. Before any row is read this way, the
+//!   rows with the lowest and the highest output index are checked against
+//!   `llama_get_logits_ith`; a buffer laid out otherwise is read one call per row instead.
+
+use std::cell::Cell;
 
 use hyperllama_core::sched::StepPlan;
 use hyperllama_core::SlotId;
@@ -28,9 +35,16 @@ use crate::error::Error;
 pub struct LlamaStepBackend<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
+    /// Per logits row (plan order): its token's index in the batch.
     rows: Vec<i32>,
-    /// Per plan item: its first logits row in the batch and how many.
-    item_rows: Vec<(i32, usize)>,
+    /// Per logits row: its index among the batch's outputs (every token asking for logits,
+    /// fillers included, in batch order).
+    out_rows: Vec<usize>,
+    /// Where the step's rows are read, once looked up (see `logits`); reset by `execute`.
+    outputs: Cell<Outputs>,
+    /// Per plan item: its first logits row's index in the batch and among the outputs, and
+    /// how many rows.
+    item_rows: Vec<(i32, usize, usize)>,
     order: Vec<usize>,
     streams: bool,
     /// The KV cache is in host memory: a prefix crosses streams by serializing the source
@@ -60,6 +74,8 @@ impl<'m> LlamaStepBackend<'m> {
             ctx,
             batch: LlamaBatch::new(opts.n_batch, 1),
             rows: Vec::new(),
+            out_rows: Vec::new(),
+            outputs: Cell::new(Outputs::Unread),
             item_rows: Vec::new(),
             order: Vec::new(),
             streams: opts.kv_streams,
@@ -71,7 +87,7 @@ impl<'m> LlamaStepBackend<'m> {
             caps,
         };
         if opts.warm_up {
-            backend.warm_up();
+            backend.warm_up(model.all_on_gpu());
         }
         Ok(backend)
     }
@@ -83,13 +99,14 @@ impl<'m> LlamaStepBackend<'m> {
     /// took tens of milliseconds longer the first time (a first large prompt up to 200),
     /// which the first users after a load would otherwise pay, in the middle of a burst.
     /// An optimization only: a batch that fails ends the warm-up with a warning.
-    fn warm_up(&mut self) {
+    fn warm_up(&mut self, full_step: bool) {
         let started = std::time::Instant::now();
         let shapes = warm_up_shapes(
             self.caps.n_slots,
             self.caps.max_batch_tokens,
             self.stream_cells(),
             self.caps.n_kv_cells,
+            full_step,
         );
         for &(n_seqs, n_tokens) in &shapes {
             self.batch.clear();
@@ -121,6 +138,28 @@ impl<'m> LlamaStepBackend<'m> {
     /// Warm-up batches computed at creation (`ContextOptions::warm_up`).
     pub fn n_warm_ups(&self) -> usize {
         self.n_warm_ups
+    }
+
+    /// Where this step's logits rows are read: llama.cpp's whole output buffer when the rows
+    /// with the lowest and the highest output index lie where the module docs say (each
+    /// checked with its own `llama_get_logits_ith` call), else one call per row.
+    fn find_outputs(&self) -> Outputs {
+        let by_out = |r: &usize| self.out_rows[*r];
+        let (Some(lo), Some(hi)) = (
+            (0..self.out_rows.len()).min_by_key(by_out),
+            (0..self.out_rows.len()).max_by_key(by_out),
+        ) else {
+            return Outputs::PerRow;
+        };
+        let base = self.ctx.get_logits().as_ptr();
+        let at = |r: usize| base.wrapping_add(self.out_rows[r] * self.caps.n_vocab);
+        let found = |r: usize| self.ctx.get_logits_ith(self.rows[r]).as_ptr();
+        if at(lo) == found(lo) && at(hi) == found(hi) {
+            Outputs::Whole(base)
+        } else {
+            tracing::debug!("llama.cpp's logits are not in batch order; reading them row by row");
+            Outputs::PerRow
+        }
     }
 
     /// The KV cells one sequence may hold: its stream's with `kv_streams`, else every cell.
@@ -210,26 +249,47 @@ fn add_filler(batch: &mut LlamaBatch<'_>, (slot, pos): (i32, u32)) -> Result<(),
         .map_err(|_| BackendError::InvalidBatch)
 }
 
+/// Where a step's logits rows are read (see the module docs).
+#[derive(Clone, Copy)]
+enum Outputs {
+    /// Not looked up since the step.
+    Unread,
+    /// The start of llama.cpp's output buffer: rows in batch order, `n_vocab` floats each.
+    Whole(*const f32),
+    /// One `llama_get_logits_ith` call per row.
+    PerRow,
+}
+
 /// The warm-up batches (see `LlamaStepBackend::warm_up`) as (sequences, tokens each):
 /// every total of 1 to 8 tokens and every multiple of 8 up to 128 (the quantized products'
 /// tiles), as one token per sequence where there are that many slots (a decode step) or else
 /// spread evenly over as many slots as divide it; then prompt chunks of 256 tokens for one
-/// sequence and for four. Each within `n_batch`, each sequence's tokens fewer than the cells it
-/// may hold (`stream_cells`), and all of them fewer than the cache's `cells`.
+/// sequence and for four; with `full_step` (every layer on the GPU, where a step of thousands
+/// of tokens takes a fraction of a second), as many chunks of 256 as a step holds. Each
+/// within `n_batch`, each sequence's tokens fewer than the cells it may hold
+/// (`stream_cells`), and all of them fewer than the cache's `cells`.
+///
+/// The full step is there for unquantized weights: their large products go to cuBLAS, whose
+/// kernels for a step of 4,352 tokens loaded at the first such step (an F16 8B model's first
+/// burst of prompts: 233 ms against 170 for the same step later), and ggml's CUDA memory pool
+/// grows to that step's scratch then.
 fn warm_up_shapes(
     n_slots: usize,
     n_batch: usize,
     stream_cells: usize,
     cells: usize,
+    full_step: bool,
 ) -> Vec<(usize, usize)> {
     let n_slots = n_slots.max(1);
     let totals = (1..=8).chain((16..=128).step_by(8));
+    let full = full_step.then(|| (n_slots.min(n_batch / 256).max(1), 256));
     let mut shapes: Vec<(usize, usize)> = totals
         .map(|n| {
             let seqs = (1..=n.min(n_slots)).rev().find(|d| n % d == 0).unwrap_or(1);
             (seqs, n / seqs)
         })
         .chain([(1, 256), (n_slots.min(4), 256)])
+        .chain(full)
         .filter(|&(seqs, each)| {
             seqs * each <= n_batch && each < stream_cells && seqs * each < cells
         })
@@ -266,6 +326,8 @@ impl StepBackend for LlamaStepBackend<'_> {
             self.copy_slot(copy.src, copy.dst, copy.n_tokens);
         }
         self.rows.clear();
+        self.out_rows.clear();
+        self.outputs.set(Outputs::Unread);
         if plan.items.is_empty() {
             return Ok(());
         }
@@ -276,7 +338,9 @@ impl StepBackend for LlamaStepBackend<'_> {
             self.order.sort_by_key(|&i| plan.items[i].slot.0);
         }
         self.item_rows.clear();
-        self.item_rows.resize(plan.items.len(), (0, 0));
+        self.item_rows.resize(plan.items.len(), (0, 0, 0));
+        // Tokens asking for logits so far: the next output's index.
+        let mut n_out = 0;
         // llama.cpp takes a micro-batch's sequences in batch order and consecutive slots
         // only: fillers go between the items they join.
         let fills = self.gap_fills(plan);
@@ -288,6 +352,7 @@ impl StepBackend for LlamaStepBackend<'_> {
                     break;
                 }
                 add_filler(&mut self.batch, fill)?;
+                n_out += 1;
                 next_fill.next();
             }
             let seq = [item.slot.0 as i32];
@@ -310,10 +375,13 @@ impl StepBackend for LlamaStepBackend<'_> {
                     .map_err(|_| BackendError::InvalidBatch)?;
                 if want_logits {
                     let rows = &mut self.item_rows[i];
-                    if rows.1 == 0 {
-                        rows.0 = self.batch.n_tokens() - 1;
+                    if rows.2 == 0 {
+                        (rows.0, rows.1) = (self.batch.n_tokens() - 1, n_out);
                     }
-                    rows.1 += 1;
+                    rows.2 += 1;
+                }
+                if want_logits || steady {
+                    n_out += 1;
                 }
             }
         }
@@ -324,14 +392,40 @@ impl StepBackend for LlamaStepBackend<'_> {
         self.n_fillers += fills.len() as u64;
         self.fillers = fills;
         // Logits rows in plan order: an item's rows are consecutive in the batch.
-        for &(first, n) in &self.item_rows {
+        for &(first, first_out, n) in &self.item_rows {
             self.rows.extend((0..n as i32).map(|k| first + k));
+            self.out_rows.extend(first_out..first_out + n);
         }
         self.ctx.decode(&mut self.batch).map_err(backend_error)
     }
 
     fn logits(&self, row: usize) -> &[f32] {
-        self.ctx.get_logits_ith(self.rows[row])
+        let outputs = match self.outputs.get() {
+            Outputs::Unread => {
+                let found = self.find_outputs();
+                self.outputs.set(found);
+                found
+            }
+            known => known,
+        };
+        let Outputs::Whole(base) = outputs else {
+            return self.ctx.get_logits_ith(self.rows[row]);
+        };
+        let n_vocab = self.caps.n_vocab;
+        // SAFETY: `find_outputs` found llama.cpp's output buffer laid out as the module docs
+        // say: the row with the highest output index starts that many rows of `n_vocab`
+        // floats past `base`, in one contiguous allocation holding at least that row whole,
+        // and no row's index is higher. The buffer stays, unchanged, until the next `decode`,
+        // which takes `&mut self`, so it outlives the returned borrow of `self`.
+        #[allow(unsafe_code)]
+        let logits =
+            unsafe { std::slice::from_raw_parts(base.add(self.out_rows[row] * n_vocab), n_vocab) };
+        debug_assert_eq!(
+            logits.as_ptr(),
+            self.ctx.get_logits_ith(self.rows[row]).as_ptr(),
+            "row {row} read from the wrong place"
+        );
+        logits
     }
 
     fn copy_slot(&mut self, src: SlotId, dst: SlotId, n_tokens: usize) {
@@ -383,7 +477,7 @@ mod tests {
 
     #[test]
     fn warm_up_shapes_cover_every_tile_within_the_limits() {
-        let shapes = warm_up_shapes(64, 4160, 4096, 64 * 4096);
+        let shapes = warm_up_shapes(64, 4160, 4096, 64 * 4096, false);
         let totals: Vec<usize> = shapes.iter().map(|&(s, e)| s * e).collect();
         let mut want: Vec<usize> = (1..=8).chain((16..=128).step_by(8)).collect();
         want.extend([256, 1024]);
@@ -393,16 +487,32 @@ mod tests {
         assert!(shapes.contains(&(60, 2)) && shapes.contains(&(64, 2)));
         assert_eq!(&shapes[shapes.len() - 2..], &[(1, 256), (4, 256)]);
         // Few slots: the same totals over fewer sequences; limits drop what does not fit.
-        let one = warm_up_shapes(1, 512, 300, 300);
+        let one = warm_up_shapes(1, 512, 300, 300, false);
         assert!(one.iter().all(|&(s, _)| s == 1));
         assert_eq!(one.last(), Some(&(1, 256)));
-        let small = warm_up_shapes(4, 64, 40, 4 * 40);
+        let small = warm_up_shapes(4, 64, 40, 4 * 40, false);
         assert!(small.iter().all(|&(s, e)| s * e <= 64 && e < 40));
         assert_eq!(small.last(), Some(&(4, 16)));
         // One unified cache: every sequence's tokens together fit it (four prompt chunks of
         // 256 do not).
-        let unified = warm_up_shapes(4, 1024, 512, 512);
+        let unified = warm_up_shapes(4, 1024, 512, 512, true);
         assert!(unified.iter().all(|&(s, e)| s * e < 512));
         assert_eq!(unified.last(), Some(&(1, 256)));
+    }
+
+    #[test]
+    fn warm_up_ends_with_a_full_prompt_step_when_every_layer_is_on_the_gpu() {
+        // The GPU server's step: 4,352 prompt tokens plus one per slot.
+        let shapes = warm_up_shapes(64, 4352 + 64, 4096, 64 * 4096, true);
+        assert_eq!(shapes.last(), Some(&(17, 256)));
+        assert_eq!(shapes[shapes.len() - 2], (4, 256));
+        // Fewer slots than chunks: one chunk per slot, and none twice.
+        let few = warm_up_shapes(2, 4096, 4096, 2 * 4096, true);
+        assert_eq!(&few[few.len() - 2..], &[(1, 256), (2, 256)]);
+        // A step too small for one chunk, or a stream too short: no full step.
+        let tiny = warm_up_shapes(64, 200, 4096, 64 * 4096, true);
+        assert!(tiny.iter().all(|&(s, e)| s * e <= 200));
+        let short = warm_up_shapes(64, 4416, 256, 64 * 256, true);
+        assert!(short.iter().all(|&(_, e)| e < 256));
     }
 }
