@@ -20,6 +20,25 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== doc tests" >&2
 cargo test --workspace --doc --quiet
 
+echo "== build" >&2
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-run
+else
+    cargo test --workspace --no-run
+fi
+
+# llama.cpp's own tools, beside the build: the fidelity goldens recorded on this machine
+# (llama.cpp's CPU kernels round differently on different CPUs) by llama-simple linked
+# against our build's llama.cpp, and llama-server for the tests of the child-process engine.
+# Both steps skip what is already built.
+echo "== llama.cpp's goldens and llama-server" >&2
+GOLDENS_DIR=build/goldens scripts/record-goldens.sh
+export HYPERLLAMA_GOLDENS="$PWD/build/goldens"
+if [ -z "${HYPERLLAMA_LLAMA_SERVER:-}" ]; then
+    HYPERLLAMA_LLAMA_SERVER="$(scripts/build-llama-server.sh)/llama-server"
+    export HYPERLLAMA_LLAMA_SERVER
+fi
+
 echo "== tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
