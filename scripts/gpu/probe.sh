@@ -93,9 +93,11 @@ if [[ " ${PROBE:-bb hl} " == *" hl "* ]]; then
         done
         say "hyperllama $name: ${envs[*]:-defaults}"
         mkdir -p "$P/$name"
-        env "${envs[@]}" OUT="$P/$name" BENCH_MODELS="$m" SKIP_REFS=1 SKIP_LLAMA_SERVER=1 \
-            WORKLOADS="${WORKLOADS:-sweep}" CONCURRENCY="${CONCURRENCY:-64}" \
-            HYPERLLAMA_LOG="${HYPERLLAMA_LOG:-info,hyperllama_engine=trace}" scripts/gpu/bench.sh >"$P/$name/stdout.log" 2>&1
+        # The variant's settings come last: they override the defaults here (the log level
+        # among them).
+        env HYPERLLAMA_LOG="${HYPERLLAMA_LOG:-info,hyperllama_engine=trace}" OUT="$P/$name" BENCH_MODELS="$m" \
+            SKIP_REFS=1 SKIP_LLAMA_SERVER=1 WORKLOADS="${WORKLOADS:-sweep}" CONCURRENCY="${CONCURRENCY:-64}" \
+            "${envs[@]}" scripts/gpu/bench.sh >"$P/$name/stdout.log" 2>&1
         say "hyperllama $name: $(grep -E '^\| *sweep|c=64|64 ' "$P/$name/$m-hyperllama.bench.log" | head -3 | tr -s ' ')"
         [ "$traced" = 0 ] || { summarize "$P/trace-$name"; summarize_prof "$P/prof-$name"; }
     done
