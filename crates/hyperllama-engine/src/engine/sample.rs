@@ -7,9 +7,10 @@
 //! - The results come back in plan order, one entry per sampled item.
 //! - Only the engine thread calls the backend (fetching rows); sampling threads read the
 //!   fetched rows, which stay valid until the next `execute`.
-//! - A sampling thread waits for its chunk's rows only while the engine thread fetches them:
-//!   every chunk is published (its rows, or `None` when fetching ended early) before the
-//!   sampling scope ends, so no thread waits forever.
+//! - A sampling thread waits for its chunk's rows within one sampling scope only (from shortly
+//!   before the device is due, or from when the rows are there): every chunk is published (its
+//!   rows, or `None` when fetching ended early) before the scope ends, so no thread waits
+//!   forever.
 
 use std::collections::HashMap;
 use std::ops::Range;
