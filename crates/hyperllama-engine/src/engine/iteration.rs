@@ -158,10 +158,7 @@ impl LoopState<'_> {
         let started = Instant::now();
         let executed = backend.execute(&plan);
         // The last step's events and trace go out while the device computes this one.
-        self.flush();
-        if let Some(trace) = self.trace.take() {
-            trace.emit();
-        }
+        self.settle();
         // A speculating item is a decode token plus its drafts.
         let (n_decode, n_prefill) = plan.items.iter().fold((0, 0), |(d, p), i| {
             if i.tokens.len() == i.n_draft + 1 {
@@ -171,6 +168,7 @@ impl LoopState<'_> {
             }
         });
         let launched = started.elapsed();
+        let launched_at = started + launched;
         if let Err(e) = executed {
             if e.is_retryable() {
                 tracing::debug!(error = %e, "step had no effect; preempting and retrying");
@@ -184,10 +182,9 @@ impl LoopState<'_> {
             rows: plan.n_rows(),
             tokens: n_decode + plan.n_draft(),
         });
-        let (sampled, dead, timing) = self.sample(&plan, &*backend, started + launched, shape);
+        let (sampled, dead, timing) = self.sample(&plan, &*backend, launched_at, shape);
         let computed = timing.ready - started;
-        self.clock
-            .record(shape, timing.ready - (started + launched));
+        self.clock.record(shape, timing.ready - launched_at);
         self.pacer
             .observe(n_decode, n_prefill, plan.n_draft(), computed.as_secs_f64());
         self.sched.set_prefill_cap(self.pacer.prefill_cap());
@@ -377,8 +374,8 @@ impl LoopState<'_> {
         }
     }
 
-    /// Sends the pending events and writes the last step's trace: the loop is about to wait
-    /// for work.
+    /// Sends the pending events and writes the last step's trace: while the device computes a
+    /// step, or before the loop waits for work.
     fn settle(&mut self) {
         self.flush();
         if let Some(trace) = self.trace.take() {

@@ -182,8 +182,9 @@ impl LoopState<'_> {
                     .div_ceil(pool.current_num_threads() + 1)
                     .max(MIN_ITEMS_PER_SAMPLE_THREAD);
                 let ranges: Vec<Range<usize>> = tasks.chunks(per_chunk).map(chunk_rows).collect();
+                // One per chunk but the last, which the engine thread samples itself.
                 let published: Vec<OnceLock<Option<Vec<&[f32]>>>> =
-                    ranges.iter().map(|_| OnceLock::new()).collect();
+                    (1..ranges.len()).map(|_| OnceLock::new()).collect();
                 // Sampling threads start before the logits only when the device's time is
                 // known: they wait by spinning.
                 let now = Instant::now();
@@ -214,7 +215,7 @@ impl LoopState<'_> {
                         timing.ready = wait();
                     }
                     let t = Instant::now();
-                    for (range, ready) in ranges.iter().zip(&published).take(ranges.len() - 1) {
+                    for (range, ready) in ranges.iter().zip(&published) {
                         let _ = ready.set(Some(fetch(backend, range.clone())));
                     }
                     if let Some(((chunk, out), range)) = own {
