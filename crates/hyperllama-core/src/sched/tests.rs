@@ -233,9 +233,10 @@ fn chunks_a_few_tokens_longer_are_cut_and_their_tails_ride_one_token_per_step() 
     let mut sched = Scheduler::new(config());
     let mut backend = FakeBackend::new(512);
     // 20, 22 and 24 tokens cluster at 20; 40 is further than the slack and keeps its length.
-    // The fifth (the longest, so admitted last) waits for one of the four slots to free up:
-    // more prompts follow, so the first step's chunks are cut.
-    let lens = [22usize, 20, 24, 40, 50];
+    // The 50-token prompts (the longest, so admitted last) wait for the four slots to free
+    // up: more prompts follow, enough for the 4 steps a 4-token cut delays its sequence by,
+    // so the first step's chunks are cut.
+    let lens: Vec<usize> = [22, 20, 24, 40].into_iter().chain([50; 16]).collect();
     let reqs: Vec<SeqSpec> = lens
         .iter()
         .enumerate()

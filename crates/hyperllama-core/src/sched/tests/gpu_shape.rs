@@ -99,3 +99,55 @@ fn the_same_burst_again_reuses_the_cache_and_finishes() {
     repeated_bursts(3, usize::MAX);
     repeated_bursts(4, 256);
 }
+
+#[test]
+fn a_burst_arriving_at_once_ends_its_prompt_steps_then_decodes_no_longer() {
+    // 64 prompts of 252-260 tokens arrive together (gathered into the first step) and ask for
+    // 128 tokens each. Each sequence needs 127 decode steps after its prompt's step, so the
+    // burst takes its prompt steps plus 127: a cut chunk's tail, going one token per step,
+    // must not hold its sequence back past the last prompt step.
+    for (seed, budget) in [
+        (1, 4352 + 64),
+        (2, 8704 + 64),
+        (3, 4352 + 64),
+        (4, 8704 + 64),
+    ] {
+        let mut rng = Rng::seed_from_u64(seed);
+        let prompts: Vec<Vec<TokenId>> = burst_prompts(&mut rng, 64)
+            .into_iter()
+            .map(|mut p| {
+                let cut = rng.next_u64() as usize % 5;
+                p.truncate(p.len() - cut);
+                p
+            })
+            .collect();
+        let mut cfg = gpu_config(64);
+        cfg.max_batched_tokens = budget;
+        let mut sched = Scheduler::new(cfg.clone());
+        let mut backend = FakeBackend::new(cfg.n_kv_cells);
+        for (i, p) in prompts.into_iter().enumerate() {
+            sched.add(spec(i as u64, p, 128)).expect("fits");
+        }
+        let (mut n_steps, mut n_prompt_steps) = (0, 0);
+        while sched.has_work() {
+            let plan = sched.schedule();
+            if plan.items.iter().any(|i| i.tokens.len() > 1) {
+                n_prompt_steps += 1;
+            }
+            let rows = backend.execute(&plan, sched.config());
+            sched.commit(&plan, &rows);
+            sched.check_invariants();
+            n_steps += 1;
+        }
+        let least = (64 * 256usize).div_ceil(budget - 64);
+        assert!(
+            n_prompt_steps <= least + 1,
+            "{n_prompt_steps} prompt steps, budget {budget}"
+        );
+        assert_eq!(
+            n_steps,
+            n_prompt_steps + 127,
+            "budget {budget}, seed {seed}"
+        );
+    }
+}
