@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use hyperllama_core::constraint::{Constraint, ConstraintCompiler, ConstraintError};
 use hyperllama_core::logprobs::TokenLogprobs;
 use hyperllama_core::sampling::Sampler;
-use hyperllama_core::sched::{FinishReason, Pacer, Scheduler, SchedulerConfig};
+use hyperllama_core::sched::{FinishReason, Pacer, Scheduler, SchedulerConfig, SeqEvent};
 use hyperllama_core::spec::DraftControl;
 use hyperllama_core::stop::{StopMatcher, StopOutcome};
 use hyperllama_core::utf8::Utf8Stream;
@@ -58,7 +58,8 @@ mod timing;
 mod types;
 
 pub use types::{
-    Alternative, Completion, EngineConfig, EngineStats, Event, GenerateRequest, TokenLogprob,
+    Alternative, Completion, EngineConfig, EngineStats, Event, GatherWindow, GenerateRequest,
+    TokenLogprob,
 };
 
 /// llama.cpp's limit on sequence ids in one context.
@@ -494,6 +495,9 @@ fn engine_thread(
         clock: timing::DeviceClock::default(),
         trace: None,
         epoch: Instant::now(),
+        gather: cfg.gather,
+        model,
+        later: Vec::new(),
     };
     let mut embeds = EmbedQueue::new(cfg.n_ctx, cfg.n_threads);
     loop {
@@ -593,6 +597,13 @@ struct LoopState<'m> {
     trace: Option<timing::StepTrace>,
     /// When the loop began (the step trace's time origin).
     epoch: Instant,
+    /// How an idle loop gathers arriving requests into its first step.
+    gather: Option<GatherWindow>,
+    /// The model (token texts for the events).
+    model: &'m Model,
+    /// The last step's events that wait until the next step is launched (see
+    /// `LoopState::defers`).
+    later: Vec<SeqEvent>,
 }
 
 /// Events waiting to be sent, with the channel each goes to.

@@ -17,7 +17,8 @@ use common::{
 use hyperllama_core::sampling::SamplingParams;
 use hyperllama_core::TokenId;
 use hyperllama_engine::chat::{ChatFormatter, TemplateSource};
-use hyperllama_engine::{Engine, Error, Event, FinishReason, Model};
+use hyperllama_engine::engine::GatherWindow;
+use hyperllama_engine::{Engine, Error, Event, FinishReason, GenerateRequest, Model};
 use hyperllama_models::template::ChatMessage;
 
 fn engine(model: &Arc<Model>, n_ctx: usize, max_seqs: usize) -> Engine {
@@ -628,4 +629,35 @@ fn model_constrained_output_follows_a_json_schema_and_bad_schemas_are_refused() 
     ));
     let err = e.submit(bad).expect_err("refused");
     assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+}
+
+#[test]
+fn model_an_idle_engine_gathers_requests_arriving_together_into_one_first_step() {
+    // A second request arrives 100 ms after the first. Without a gather window the first
+    // starts alone and the second joins the next step (n + 1 steps for n tokens each); with a
+    // window longer than the gap both start in the first step (n steps).
+    let model = load(SMOLLM2);
+    let n = 8;
+    let run = |gather: Option<GatherWindow>| {
+        let mut cfg = config(512, 2);
+        cfg.speculative = false;
+        cfg.gather = gather;
+        let e = Engine::start(Arc::clone(&model), cfg).expect("engine starts");
+        let request = |text: &str| GenerateRequest {
+            ignore_eos: true,
+            ..greedy(model.tokenize(text, true, true), n)
+        };
+        let a = e.submit(request("The capital of France is")).expect("ok");
+        std::thread::sleep(Duration::from_millis(100));
+        let b = e.submit(request("Once upon a time,")).expect("ok");
+        assert_eq!(collect(a).0.len(), n);
+        assert_eq!(collect(b).0.len(), n);
+        wait_for_idle(&e).n_steps
+    };
+    assert_eq!(run(None), n as u64 + 1, "without a window");
+    let window = GatherWindow {
+        quiet: Duration::from_millis(1000),
+        cap: Duration::from_millis(3000),
+    };
+    assert_eq!(run(Some(window)), n as u64, "with a window");
 }

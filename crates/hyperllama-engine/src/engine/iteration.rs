@@ -5,7 +5,7 @@
 //! the parent module for the invariants.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use hyperllama_core::logprobs::MAX_TOP_LOGPROBS;
@@ -46,13 +46,31 @@ impl LoopState<'_> {
     pub(super) fn intake(&mut self, rx: &Receiver<Command>, embedding: bool) -> bool {
         if !self.sched.has_work() && !embedding {
             self.settle();
-            match rx.recv() {
-                Ok(cmd) => {
-                    if !self.accept(cmd) {
-                        return false;
+            let Ok(cmd) = rx.recv() else {
+                return false;
+            };
+            let mut gathered = prompt_len(&cmd);
+            if !self.accept(cmd) {
+                return false;
+            }
+            if let Some(window) = self.gather.filter(|_| self.sched.has_work()) {
+                // The requests arriving with this one go into the same first step, until
+                // their prompts fill it.
+                let first = Instant::now();
+                let step = self.sched.config().max_batched_tokens;
+                while gathered < step {
+                    let left = window.cap.saturating_sub(first.elapsed());
+                    match rx.recv_timeout(window.quiet.min(left)) {
+                        Ok(cmd) => {
+                            gathered += prompt_len(&cmd);
+                            if !self.accept(cmd) {
+                                return false;
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return true,
                     }
                 }
-                Err(_) => return false,
             }
         }
         loop {
@@ -155,10 +173,6 @@ impl LoopState<'_> {
             }
         }
         self.n_steps += 1;
-        let started = Instant::now();
-        let executed = backend.execute(&plan);
-        // The last step's events and trace go out while the device computes this one.
-        self.settle();
         // A speculating item is a decode token plus its drafts.
         let (n_decode, n_prefill) = plan.items.iter().fold((0, 0), |(d, p), i| {
             if i.tokens.len() == i.n_draft + 1 {
@@ -167,8 +181,17 @@ impl LoopState<'_> {
                 (d, p + i.tokens.len())
             }
         });
+        if n_prefill > 0 {
+            // llama.cpp returns from a step of prompt chunks only once it is computed: the
+            // last step's events go out first.
+            self.settle();
+        }
+        let started = Instant::now();
+        let executed = backend.execute(&plan);
         let launched = started.elapsed();
         let launched_at = started + launched;
+        // The last step's events and trace go out while the device computes this one.
+        self.settle();
         if let Err(e) = executed {
             if e.is_retryable() {
                 tracing::debug!(error = %e, "step had no effect; preempting and retrying");
@@ -206,7 +229,11 @@ impl LoopState<'_> {
             }
         }
         for event in self.sched.commit_spec(&plan, &sampled) {
-            self.apply(model, event);
+            if self.defers(&event) {
+                self.later.push(event);
+            } else {
+                self.apply(model, event);
+            }
         }
         for (seq, _) in dead {
             self.sched.stop(seq);
@@ -374,9 +401,28 @@ impl LoopState<'_> {
         }
     }
 
-    /// Sends the pending events and writes the last step's trace: while the device computes a
-    /// step, or before the loop waits for work.
+    /// Whether an event of the step just computed is turned into its request's stream only
+    /// once the next step is launched ([`LoopState::later`]): a token or the end of a sequence
+    /// without stop strings, which cannot stop it (its text, UTF-8 and stop checks are on no
+    /// step's critical path then). A sequence's events are all deferred or none, so they stay
+    /// in order.
+    fn defers(&self, event: &SeqEvent) -> bool {
+        match event {
+            SeqEvent::Token { seq, .. } | SeqEvent::Finished { seq, .. } => {
+                self.live.get(seq).is_some_and(|l| l.stop.is_empty())
+            }
+            SeqEvent::PromptDone { .. } => false,
+        }
+    }
+
+    /// Turns the deferred events into the requests' streams, sends the pending events and
+    /// writes the last step's trace: while the device computes a step, or before the loop
+    /// waits for work.
     fn settle(&mut self) {
+        let model = self.model;
+        for event in std::mem::take(&mut self.later) {
+            self.apply(model, event);
+        }
         self.flush();
         if let Some(trace) = self.trace.take() {
             trace.emit();
@@ -384,10 +430,18 @@ impl LoopState<'_> {
     }
 
     pub(super) fn fail_all(&mut self, message: &str) {
-        self.flush();
+        self.settle();
         for (id, l) in self.live.drain() {
             self.sched.abort(id);
             let _ = l.tx.send(Event::Error(message.to_owned()));
         }
+    }
+}
+
+/// The prompt tokens a command brings (0 but for a generation).
+fn prompt_len(cmd: &Command) -> usize {
+    match cmd {
+        Command::Generate { req, .. } => req.prompt.len(),
+        _ => 0,
     }
 }

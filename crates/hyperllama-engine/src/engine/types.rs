@@ -53,6 +53,23 @@ pub struct EngineConfig {
     /// [`crate::drafter`]); it must have the model's vocabulary ([`Model::check_draft`],
     /// checked by [`Engine::start`](super::Engine::start)). Unused while `speculative` is off.
     pub draft_model: Option<Arc<Model>>,
+    /// How an idle engine gathers a burst of arrivals into its first step (see
+    /// [`GatherWindow`]); `None` (the default) starts the first step with the first request.
+    pub gather: Option<GatherWindow>,
+}
+
+/// How long an idle engine waits, once a request has arrived, for the requests arriving with
+/// it: until none has arrived for `quiet`, and at most `cap` after the first. Where a step has
+/// a large fixed cost (a GPU: every step reads all the weights, and a new step shape builds a
+/// graph), a burst of requests that reach the engine over a few milliseconds otherwise starts
+/// with a step of the first prompt alone, and the burst needs a step more; a lone request
+/// pays `quiet` more time to its first token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherWindow {
+    /// The pause in arrivals that ends the wait.
+    pub quiet: Duration,
+    /// The longest wait after the first arrival.
+    pub cap: Duration,
 }
 
 impl EngineConfig {
@@ -72,6 +89,7 @@ impl EngineConfig {
             queue_capacity: 256,
             speculative: true,
             draft_model: None,
+            gather: None,
         }
     }
 }
