@@ -105,6 +105,8 @@ pub struct ServeEnv {
     pub cache_tokens: Option<usize>,
     /// `server.kv_streams`.
     pub kv_streams: Option<bool>,
+    /// `server.gather`.
+    pub gather: Option<bool>,
     /// `server.num_batch`.
     pub num_batch: Option<usize>,
 }
@@ -125,6 +127,7 @@ pub fn serve_env() -> anyhow::Result<ServeEnv> {
         speculative: s.bool("server.speculative"),
         cache_tokens: s.positive("server.cache_tokens"),
         kv_streams: s.bool("server.kv_streams"),
+        gather: s.bool("server.gather"),
         num_batch: s.positive("server.num_batch"),
     })
 }

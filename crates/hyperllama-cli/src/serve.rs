@@ -41,6 +41,7 @@ pub fn serve() -> anyhow::Result<()> {
     }
     cfg.cache_tokens = settings.cache_tokens;
     cfg.kv_streams = settings.kv_streams;
+    cfg.gather = settings.gather;
     cfg.num_batch = settings.num_batch;
     cfg.settings = Some(std::sync::Arc::new(env::settings()?.clone()));
     cfg.machine = crate::config::machine();

@@ -47,9 +47,12 @@ pub struct ServerConfig {
     /// `num_ctx × num_parallel` cells fit (on a GPU, beside the weights; always on a CPU).
     pub kv_streams: Option<bool>,
     /// Most tokens one engine step computes (Ollama's `num_batch`); `None`: 512 on a CPU,
-    /// on a GPU 4,096 plus one token per sequence with KV streams (a step is one micro-batch
-    /// there) and 2,048 without.
+    /// on a GPU 8,704 (4,352 where memory is short) plus one token per sequence with KV
+    /// streams (a step is one micro-batch there) and 2,048 without.
     pub num_batch: Option<usize>,
+    /// An idle engine gathers the requests that arrive together into its first step
+    /// (`EngineConfig::gather`); `None`: on a GPU.
+    pub gather: Option<bool>,
     /// CPU threads for llama.cpp; `None` uses every core.
     pub n_threads: Option<usize>,
     /// Largest request body in bytes; larger bodies get 413.
@@ -89,6 +92,7 @@ impl ServerConfig {
             cache_tokens: None,
             kv_streams: None,
             num_batch: None,
+            gather: None,
             n_threads: None,
             max_body_bytes: 32 * 1024 * 1024,
             allowed_origins: Vec::new(),

@@ -199,7 +199,7 @@ pub const KEYS: &[Key] = &[
         "server.num_batch",
         "HYPERLLAMA_NUM_BATCH",
         Kind::Positive,
-        "512 on a CPU; on a GPU 4352 + num_parallel with kv_streams, else 2048",
+        "512 on a CPU; on a GPU with kv_streams 8704 + num_parallel (4352 + num_parallel where its compute buffer would take over 1/16 of the free memory), else 2048",
         "Most tokens one engine step computes (prompt chunks and decode tokens together)",
     ),
     key(
@@ -208,6 +208,13 @@ pub const KEYS: &[Key] = &[
         Kind::Bool,
         "when every sequence's full context fits (always on a CPU)",
         "One KV cache stream per sequence (llama.cpp's non-unified cache; attention spans each sequence's own cells) instead of one pool shared by all",
+    ),
+    key(
+        "server.gather",
+        "HYPERLLAMA_GATHER",
+        Kind::Bool,
+        "true on a GPU",
+        "An idle model waits for the requests that arrive with the first one (until none has come for 1 ms, at most 10 ms) and starts them in one step",
     ),
     key(
         "server.speculative",
