@@ -634,10 +634,10 @@ fn model_constrained_output_follows_a_json_schema_and_bad_schemas_are_refused() 
 #[test]
 fn model_an_idle_engine_gathers_requests_arriving_together_into_one_first_step() {
     // A second request arrives 100 ms after the first. Without a gather window the first
-    // starts alone and the second joins the next step (n + 1 steps for n tokens each); with a
-    // window longer than the gap both start in the first step (n steps).
+    // starts alone and the second joins a later step (more than n steps for n tokens each);
+    // with a window longer than the gap both start in the first step (n steps).
     let model = load(SMOLLM2);
-    let n = 8;
+    let n = 64;
     let run = |gather: Option<GatherWindow>| {
         let mut cfg = config(512, 2);
         cfg.speculative = false;
@@ -654,7 +654,8 @@ fn model_an_idle_engine_gathers_requests_arriving_together_into_one_first_step()
         assert_eq!(collect(b).0.len(), n);
         wait_for_idle(&e).n_steps
     };
-    assert_eq!(run(None), n as u64 + 1, "without a window");
+    let alone = run(None);
+    assert!(alone > n as u64, "without a window: {alone} steps");
     let window = GatherWindow {
         quiet: Duration::from_millis(1000),
         cap: Duration::from_millis(3000),

@@ -214,7 +214,7 @@ pub const KEYS: &[Key] = &[
         "HYPERLLAMA_GATHER",
         Kind::Bool,
         "true on a GPU",
-        "An idle model waits for the requests that arrive with the first one (until none has come for 1 ms, at most 10 ms) and starts them in one step",
+        "An idle model waits for the requests that arrive with the first one (until none has come for 3 ms, at most 12 ms) and starts them in one step",
     ),
     key(
         "server.speculative",

@@ -251,11 +251,12 @@ const LARGE_GPU_STREAM_STEP_TOKENS: usize = 8704;
 /// How an idle engine gathers requests arriving together (`server.gather`, on a GPU by
 /// default). The 64 requests of a benchmark burst reached an H100 server's engine over 5-20
 /// ms, and its first step computed the first prompt alone (17 ms for an F16 8B model), a
-/// step the burst would not otherwise need. Requests 1 ms apart are still arriving together;
-/// a lone request waits 1 ms more for its first token.
+/// step the burst would not otherwise need. Their HTTP handlers started up to 2-5 ms apart
+/// (and further on new connections), so requests 3 ms apart still count as arriving
+/// together; a lone request waits 3 ms more for its first token.
 const GATHER: GatherWindow = GatherWindow {
-    quiet: Duration::from_millis(1),
-    cap: Duration::from_millis(10),
+    quiet: Duration::from_millis(3),
+    cap: Duration::from_millis(12),
 };
 /// What llama.cpp's compute buffer takes per token of a step, about: logits for every token
 /// (it reserves for the worst case) and a few activations of the embedding's width. An F16
