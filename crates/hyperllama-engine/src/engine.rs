@@ -17,6 +17,9 @@
 //!   engine at once, from `submit`/`embed` until their last event; beyond that, `submit` and
 //!   `embed` answer [`Error::Overloaded`] at once. Each request holds a `Ticket` that
 //!   counts it and is released when the request is dropped, however it ends.
+//! - A step's events reach the requests' channels before the next step is computed: while
+//!   the device computes it where llama.cpp returns from a decode step at its launch (every
+//!   layer on a GPU), else before it starts. Per request they stay in order.
 //! - Embedding decodes run on the engine thread between steps (see [`crate::embed`]).
 //! - Speculative decoding (on unless [`EngineConfig::speculative`] is off): before each step,
 //!   every decoding sequence whose [`DraftControl`] allows it gets a draft from the engine's
@@ -498,6 +501,7 @@ fn engine_thread(
         gather: cfg.gather,
         model,
         later: Vec::new(),
+        early_launch: model.all_on_gpu(),
     };
     let mut embeds = EmbedQueue::new(cfg.n_ctx, cfg.n_threads);
     loop {
@@ -586,8 +590,9 @@ struct LoopState<'m> {
     /// a thread started per step costs more than the sampling it does), none for one.
     sample_pool: Option<rayon::ThreadPool>,
     /// Events for the requests' channels, sent while the device computes the next step (a
-    /// wake-up per request is otherwise on every step's critical path), or before the loop
-    /// waits for work; in order per request.
+    /// wake-up per request is otherwise on every step's critical path) where its launch
+    /// returns early, else before it starts, or before the loop waits for work; in order per
+    /// request.
     outbox: Outbox,
     /// How long the last step's sampling took to fetch its logits rows (step trace).
     rows_time: Duration,
@@ -604,6 +609,9 @@ struct LoopState<'m> {
     /// The last step's events that wait until the next step is launched (see
     /// `LoopState::defers`).
     later: Vec<SeqEvent>,
+    /// Whether llama.cpp returns from a decode step before it is computed (every layer on a
+    /// GPU): only then do the last step's events wait until the step is launched.
+    early_launch: bool,
 }
 
 /// Events waiting to be sent, with the channel each goes to.

@@ -181,9 +181,9 @@ impl LoopState<'_> {
                 (d, p + i.tokens.len())
             }
         });
-        if n_prefill > 0 {
-            // llama.cpp returns from a step of prompt chunks only once it is computed: the
-            // last step's events go out first.
+        if n_prefill > 0 || !self.early_launch {
+            // llama.cpp returns from a step of prompt chunks (and from any step with layers
+            // on the CPU) only once it is computed: the last step's events go out first.
             self.settle();
         }
         let started = Instant::now();
