@@ -546,7 +546,6 @@ impl Scheduler {
         }
     }
 
-    /// Ensures `id`'s table covers `n_total` positions, evicting cache entries as needed.
     /// Whether `n` blocks are free or can be freed by evicting unpinned cache entries (which
     /// are only counted when the free blocks fall short: counting walks every entry's table,
     /// and a burst's admissions asked once each, 2-6 ms in all for 34 of them).
@@ -554,6 +553,7 @@ impl Scheduler {
         n <= self.pool.n_free() || n <= self.pool.n_free() + self.n_reclaimable(pinned)
     }
 
+    /// Ensures `id`'s table covers `n_total` positions, evicting cache entries as needed.
     fn reserve(&mut self, id: SeqId, n_total: usize, pinned: &HashSet<SlotId>) -> bool {
         let need = self
             .pool
@@ -655,9 +655,10 @@ impl Scheduler {
     /// (`Sequence::trickle`), so a cut of `n` tokens gives its sequence its first token `n`
     /// steps later. `most` is at most the prompt steps still to come
     /// ([`Self::prompt_steps_after`]): a cut sequence then has its first token no later than
-    /// the prompts of the last of those steps, and does not end a burst later than they do. On an H100, a burst of 64 prompts of 253-260 tokens
-    /// gathered into two steps cut the first step's prompts by up to 3 tokens, and its last 8
-    /// sequences ended 2 steps after the others.
+    /// the prompts of the last of those steps, and does not end a burst later than they do.
+    /// On an H100, a burst of 64 prompts of 253-260 tokens gathered into two steps cut the
+    /// first step's prompts by up to 3 tokens, and its last 8 sequences ended 2 steps after
+    /// the others.
     fn equalize(&mut self, items: &mut [PlanItem], most: usize) {
         let slack = self.cfg.equal_chunk_slack;
         // A chunk that ends its prompt would trickle what a cut leaves (at most `most`); one
