@@ -310,7 +310,10 @@ impl Scheduler {
     /// long prompt arriving cannot stall everyone's next token for long: its chunks interleave
     /// with their decode steps. With `w` prompts pending the step may carry `w` times the cap:
     /// each of them progresses as one alone would, so a burst of arrivals is not starved by
-    /// the decoders it joins. Steps without a decoding sequence still fill the whole budget.
+    /// the decoders it joins; and at least what each would compute in a step of its own (a
+    /// prompt up to a quarter longer than the cap whole: prompts of 257-260 tokens under a cap
+    /// of 256 otherwise left the last of a burst's prompts a step of its own). Steps without
+    /// a decoding sequence still fill the whole budget.
     /// At least 1; the engine sets it from the measured cost of a token of prompt against a
     /// decode step.
     pub fn set_prefill_cap(&mut self, n: usize) {
@@ -339,20 +342,34 @@ impl Scheduler {
         let mut pinned: HashSet<SlotId> = HashSet::new();
 
         // Running sequences with more than one token to compute (a prompt, or a resumed
-        // sequence) and those decoding one token.
-        let (mut n_prefilling, mut decoding) = (0, false);
+        // sequence) and those decoding one token; what each of the former, and each waiting
+        // prompt, would compute in a step of its own under the cap.
+        let (mut n_prefilling, mut decoding, mut alone) = (0, false, 0usize);
+        let cap = self.prefill_cap;
         for id in &self.running {
             let s = &self.seqs[id];
             match s.tokens.len() - s.n_computed {
                 1 => decoding = true,
-                n if n > 1 => n_prefilling += 1,
+                n if n > 1 => {
+                    n_prefilling += 1;
+                    alone = alone.saturating_add(chunk_len(n, usize::MAX, cap));
+                }
                 _ => {}
             }
         }
         // Prompt tokens this step may compute: capped while others wait for a decode token.
         let pending = self.waiting.len() + n_prefilling;
         let mut prefill_left = if decoding {
-            self.prefill_cap.saturating_mul(pending.max(1))
+            // (A step holds no more than its budget: the queue is not walked past that.)
+            for id in &self.waiting {
+                if alone >= self.cfg.max_batched_tokens {
+                    break;
+                }
+                let s = &self.seqs[id];
+                alone =
+                    alone.saturating_add(chunk_len(s.tokens.len() - s.n_computed, usize::MAX, cap));
+            }
+            cap.saturating_mul(pending.max(1)).max(alone)
         } else {
             usize::MAX
         };

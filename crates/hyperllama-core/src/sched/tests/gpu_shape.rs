@@ -151,3 +151,40 @@ fn a_burst_arriving_at_once_ends_its_prompt_steps_then_decodes_no_longer() {
         );
     }
 }
+
+#[test]
+fn the_prompts_arriving_during_a_bursts_first_step_all_join_its_second() {
+    // A burst gathered in two parts: 34 prompts fill the first step, the other 30 arrive
+    // while it computes. The second step carries the first 34's decode tokens and so caps its
+    // prompt tokens (256 per waiting prompt, the GPU's smallest cap); prompts of 256-260
+    // tokens are each within a quarter of it and would be computed whole alone, so all 30
+    // join the second step instead of leaving the last a step of its own.
+    for seed in 0..8 {
+        let mut rng = Rng::seed_from_u64(seed);
+        let prompts = burst_prompts(&mut rng, 64);
+        let mut cfg = gpu_config(64);
+        cfg.max_batched_tokens = 8704 + 64;
+        let mut sched = Scheduler::new(cfg.clone());
+        sched.set_prefill_cap(256);
+        let mut backend = FakeBackend::new(cfg.n_kv_cells);
+        for (i, p) in prompts.iter().enumerate().take(34) {
+            sched.add(spec(i as u64, p.clone(), 128)).expect("fits");
+        }
+        let mut prompt_steps = 0;
+        for step in 0..4 {
+            let plan = sched.schedule();
+            if plan.items.iter().any(|i| i.tokens.len() > 1) {
+                prompt_steps += 1;
+            }
+            let rows = backend.execute(&plan, sched.config());
+            sched.commit(&plan, &rows);
+            sched.check_invariants();
+            if step == 0 {
+                for (i, p) in prompts.iter().enumerate().skip(34) {
+                    sched.add(spec(i as u64, p.clone(), 128)).expect("fits");
+                }
+            }
+        }
+        assert_eq!(prompt_steps, 2, "seed {seed}");
+    }
+}
