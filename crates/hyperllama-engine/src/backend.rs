@@ -62,6 +62,16 @@ pub struct Capabilities {
     pub max_batch_tokens: usize,
 }
 
+/// How the last `execute` computed its plan, for the step trace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecStats {
+    /// Micro-batches (each a pass over the weights) the step is split into, as the backend
+    /// reckons its library splits it; 0 where it does not say.
+    pub passes: usize,
+    /// Padding tokens computed beside the plan's (removed again before the next step).
+    pub padded: usize,
+}
+
 /// Executes one batched forward step; see the module docs.
 pub trait StepBackend {
     /// Runs the plan: trims and clears the listed slots, copies prefixes, then computes every
@@ -75,6 +85,10 @@ pub trait StepBackend {
     fn trim_slot(&mut self, slot: SlotId, from_pos: usize);
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+    /// How the last `execute` computed its plan (see [`ExecStats`]).
+    fn last_stats(&self) -> ExecStats {
+        ExecStats::default()
+    }
 }
 
 #[cfg(test)]

@@ -395,6 +395,12 @@ fn engine_thread(
         // On a GPU a pass over the weights costs far more than a filler token; on a CPU
         // each token costs about its share of a step.
         fill_gaps: cfg.kv_streams && model.on_gpu(),
+        // Likewise a prompt chunk's padding tokens; a step may hold 1/16 more of them.
+        pad_chunks: if gpu_streams(cfg) && model.on_gpu() && crate::llama::chunk_padding_wanted() {
+            cfg.n_batch / CHUNK_PAD_SHARE
+        } else {
+            0
+        },
         // CUDA loads a kernel at its first launch: without a warm-up the first step of each
         // new size paid for it (tens of milliseconds, up to 200 for a first large prompt).
         warm_up: model.on_gpu() && crate::llama::warm_up_wanted(),
@@ -415,6 +421,7 @@ fn engine_thread(
                 n_kv_cells: cfg.n_kv_cells.max(cfg.n_ctx),
                 kv_streams: false,
                 fill_gaps: false,
+                pad_chunks: 0,
                 warm_up: false,
                 n_ubatch: MAX_UBATCH,
                 ..opts.clone()
@@ -541,6 +548,9 @@ const MIN_PREFILL_CHUNK: usize = 16;
 const MIN_STREAM_PREFILL_CHUNK: usize = 256;
 /// The most tokens of a llama.cpp micro-batch, except with [`gpu_streams`].
 const MAX_UBATCH: usize = 512;
+/// A GPU step's room for padding tokens beyond its `n_batch` (`ContextOptions::pad_chunks`):
+/// `n_batch / CHUNK_PAD_SHARE`. The server counts it in the step's compute buffer.
+pub const CHUNK_PAD_SHARE: usize = 16;
 /// With [`gpu_streams`], a cached prefix shorter than this is computed again rather than
 /// copied (`SchedulerConfig::min_copy_tokens`): a copy between streams moves the whole stream
 /// (every layer's K and V) and makes llama.cpp plan its graphs again, about 3 ms on an H200,

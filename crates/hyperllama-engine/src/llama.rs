@@ -19,9 +19,10 @@
 //!   that is missing, not GGUF or truncated gets our clear error, never a crash in C++.
 //! - `llama_decode` return codes never leave this module as integers: they become
 //!   [`BackendError`].
-//! - A filler token (`ContextOptions::fill_gaps`) lives for one step only: it is removed at
-//!   the start of the next `execute`, before the plan's trims, clears and copies, so a slot's
-//!   KV outside a step holds exactly what the scheduler planned.
+//! - A filler token (`ContextOptions::fill_gaps`) or padding token
+//!   (`ContextOptions::pad_chunks`) lives for one step only: it is removed at the start of the
+//!   next `execute`, before the plan's trims, clears and copies, so a slot's KV outside a step
+//!   holds exactly what the scheduler planned.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -170,6 +171,11 @@ pub struct Model {
     /// Whether every layer (and the output layer) was offloaded: the CPU then computes only
     /// the token-embedding lookup (llama.cpp keeps the input layer in host memory).
     all_on_gpu: bool,
+    /// Whether a sequence's KV holds attention only (no recurrent state, which positions
+    /// computed past its end would change for good): see [`Model::tail_removable`].
+    attention_only: bool,
+    /// Whether some layers attend over a sliding window (`<arch>.attention.sliding_window`).
+    sliding_window: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -201,6 +207,9 @@ impl Model {
         let architecture = meta.architecture().unwrap_or("unknown").to_owned();
         let chat_template = meta.chat_template().map(str::to_owned);
         let unquantized = matches!(meta.get_u64("general.file_type"), Some(0 | 1 | 32));
+        let sliding_window = meta
+            .get_u64(&format!("{architecture}.attention.sliding_window"))
+            .is_some_and(|n| n > 0);
         drop(meta);
 
         let params = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
@@ -215,6 +224,7 @@ impl Model {
         })?;
         // llama.cpp offloads the repeating layers first, then the output layer.
         let all_on_gpu = on_gpu && opts.n_gpu_layers > inner.n_layer();
+        let attention_only = !inner.is_recurrent() && !inner.is_hybrid();
         let vocab = inner.vocab();
         let n_vocab = usize::try_from(vocab.n_tokens()).unwrap_or(0);
         let eog_tokens = (0..vocab.n_tokens())
@@ -245,12 +255,21 @@ impl Model {
             on_gpu,
             unquantized,
             all_on_gpu,
+            attention_only,
+            sliding_window,
         }))
     }
 
     /// What is known about the model.
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// Whether tokens computed past a sequence's end leave no trace once removed again, in a
+    /// context keeping every sliding-window position when `swa_full`: attention layers only,
+    /// and no sliding window that would drop the positions the next tokens attend over.
+    pub fn tail_removable(&self, swa_full: bool) -> bool {
+        self.attention_only && (swa_full || !self.sliding_window)
     }
 
     /// Whether its layers were offloaded to a GPU (`n_gpu_layers > 0` and a GPU present):
@@ -416,10 +435,21 @@ pub struct ContextOptions {
     /// llama.cpp computes them in one micro-batch (see [`LlamaStepBackend`]). Worth it where
     /// a pass over the weights costs far more than a token (a GPU).
     pub fill_gaps: bool,
+    /// With `kv_streams`: up to this many tokens per step beyond `n_batch` pad a step's
+    /// prompt chunks to equal lengths, so that llama.cpp computes them in one micro-batch
+    /// (see [`LlamaStepBackend`]); 0 for none. Ignored where [`Model::tail_removable`] says
+    /// no.
+    pub pad_chunks: usize,
     /// Compute a few throwaway batches at creation, one of each size a step's micro-batches
     /// commonly have (see `LlamaStepBackend::warm_up`), so that a GPU backend has loaded the
     /// kernels for them before the first request.
     pub warm_up: bool,
+}
+
+/// Whether a step context on a GPU pads its prompt chunks ([`ContextOptions::pad_chunks`]):
+/// yes unless `HYPERLLAMA_CHUNK_PADDING=off` (to measure what it saves).
+pub fn chunk_padding_wanted() -> bool {
+    std::env::var("HYPERLLAMA_CHUNK_PADDING").as_deref() != Ok("off")
 }
 
 /// Whether a step context on a GPU warms up at creation ([`ContextOptions::warm_up`]):
@@ -480,10 +510,17 @@ fn unified_context<'m>(
     if model.on_gpu {
         avoid_cuda_graphs_for_unquantized(model.unquantized, !opts.kv_streams);
     }
+    // Padding tokens come on top of the planned ones, in the same micro-batch.
+    let n_batch = opts.n_batch + opts.pad_chunks;
+    let n_ubatch = if opts.n_ubatch >= opts.n_batch {
+        n_batch
+    } else {
+        opts.n_ubatch.max(1)
+    };
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(opts.n_batch as u32)
-        .with_n_ubatch(opts.n_ubatch.clamp(1, opts.n_batch) as u32)
+        .with_n_batch(n_batch as u32)
+        .with_n_ubatch(n_ubatch as u32)
         .with_n_seq_max(n_seq_max as u32)
         .with_kv_unified(!opts.kv_streams)
         .with_swa_full(swa_full)

@@ -129,6 +129,7 @@ fn model_the_drafter_batches_sequences_and_keeps_only_what_matches() {
         swa_full: true,
         kv_streams: false,
         fill_gaps: false,
+        pad_chunks: 0,
         warm_up: false,
     };
     let k = 4;
@@ -248,6 +249,7 @@ fn model_the_drafter_makes_room_in_its_kv_cells() {
         swa_full: true,
         kv_streams: false,
         fill_gaps: false,
+        pad_chunks: 0,
         warm_up: false,
     };
     let mut d = ModelDrafter::new(&model, &opts).expect("drafter");

@@ -74,6 +74,7 @@ fn model_gap_fillers_and_the_warm_up_change_no_answer_and_leave_no_trace() {
             swa_full: false,
             kv_streams: true,
             fill_gaps: fill,
+            pad_chunks: 0,
             warm_up,
         };
         let mut b = LlamaStepBackend::new(&model, &opts).expect("backend");
@@ -110,4 +111,82 @@ fn model_gap_fillers_and_the_warm_up_change_no_answer_and_leave_no_trace() {
     // attention past 256 cells); slots 0 and 2 in each step of slots 1 and 3.
     assert_eq!(n_filled, 6 + 6);
     assert_eq!(plain, filled);
+}
+
+/// Prompt chunks of several lengths padded to one (`ContextOptions::pad_chunks`) compute what
+/// they compute unpadded: the same greedy answers, and no padding token is left behind (the
+/// next chunks and decode tokens go on at their own positions, which llama.cpp refuses if a
+/// sequence's KV holds any position past them).
+#[test]
+fn model_padded_prompt_chunks_change_no_answer_and_leave_no_trace() {
+    let model = Model::load(&model_path(SMOLLM2), &LoadOptions::default()).expect("loads");
+    let prompts: Vec<Vec<TokenId>> = [
+        "The capital of France is a city called",
+        "Here is a list of the planets of the solar system, in order: Mercury,",
+        "Two plus two is four, and three plus three is",
+        "My favourite colours are red, green and",
+    ]
+    .iter()
+    .map(|p| model.tokenize(p, true, true))
+    .collect();
+    let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let (lo, hi) = (
+        lens.iter().min().expect("4 prompts"),
+        lens.iter().max().expect("4 prompts"),
+    );
+    assert!(lo + 16 >= *hi && lo < hi, "prompt lengths {lens:?}");
+    let run = |pad: usize| {
+        let opts = ContextOptions {
+            n_kv_cells: 4 * 512,
+            n_slots: 4,
+            n_batch: 256,
+            n_ubatch: 256,
+            n_threads: test_threads(),
+            swa_full: false,
+            kv_streams: true,
+            fill_gaps: true,
+            pad_chunks: pad,
+            warm_up: false,
+        };
+        let mut b = LlamaStepBackend::new(&model, &opts).expect("backend");
+        let item = |i: usize, pos: usize, tokens: &[TokenId], sample: bool| PlanItem {
+            seq: SeqId(i as u64),
+            slot: SlotId(i as u32),
+            pos,
+            tokens: tokens.to_vec(),
+            sample,
+            n_draft: 0,
+        };
+        let plan = |items: Vec<PlanItem>| StepPlan {
+            trim: Vec::new(),
+            clear: Vec::new(),
+            copy: Vec::new(),
+            items,
+        };
+        // Each prompt in two chunks, split at a different place each.
+        let cut: Vec<usize> = (0..4).map(|i| lens[i] / 2 + i).collect();
+        let first = (0..4).map(|i| item(i, 0, &prompts[i][..cut[i]], false));
+        b.execute(&plan(first.collect())).expect("first chunks");
+        let rest = (0..4).map(|i| item(i, cut[i], &prompts[i][cut[i]..], true));
+        b.execute(&plan(rest.collect())).expect("last chunks");
+        let mut next: Vec<TokenId> = (0..4).map(|r| argmax(b.logits(r))).collect();
+        let mut pos = lens.clone();
+        let mut out = vec![Vec::new(); 4];
+        for _ in 0..8 {
+            let items = (0..4).map(|i| item(i, pos[i], &[next[i]], true)).collect();
+            b.execute(&plan(items)).expect("decode");
+            for i in 0..4 {
+                out[i].push(next[i]);
+                pos[i] += 1;
+                next[i] = argmax(b.logits(i));
+            }
+        }
+        (out, b.n_padded())
+    };
+    let (plain, n_plain) = run(0);
+    let (padded, n_padded) = run(64);
+    assert_eq!(n_plain, 0);
+    // Both steps' chunks are of several lengths: each step pads every chunk to its longest.
+    assert!(n_padded > 0);
+    assert_eq!(plain, padded);
 }

@@ -190,6 +190,7 @@ impl LoopState<'_> {
         let executed = backend.execute(&plan);
         let launched = started.elapsed();
         let launched_at = started + launched;
+        let stats = backend.last_stats();
         // The last step's events and trace go out while the device computes this one.
         self.settle();
         if let Err(e) = executed {
@@ -247,6 +248,8 @@ impl LoopState<'_> {
             n_draft: plan.n_draft(),
             n_clear: plan.clear.len(),
             n_copy: plan.copy.len(),
+            passes: stats.passes,
+            padded: stats.padded,
             launch_ms: ms(launched),
             compute_ms: ms(computed),
             slept_ms: ms(timing.slept),

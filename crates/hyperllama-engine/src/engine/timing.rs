@@ -82,6 +82,10 @@ pub(super) struct StepTrace {
     pub n_draft: usize,
     pub n_clear: usize,
     pub n_copy: usize,
+    /// Micro-batches the backend reckons the step took, and its padding tokens
+    /// ([`crate::backend::ExecStats`]).
+    pub passes: usize,
+    pub padded: usize,
     pub launch_ms: f64,
     pub compute_ms: f64,
     pub slept_ms: f64,
@@ -103,6 +107,8 @@ impl StepTrace {
             n_draft = self.n_draft,
             n_clear = self.n_clear,
             n_copy = self.n_copy,
+            passes = self.passes,
+            padded = self.padded,
             launch_ms = self.launch_ms,
             compute_ms = self.compute_ms,
             slept_ms = self.slept_ms,

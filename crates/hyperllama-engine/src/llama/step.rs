@@ -2,7 +2,10 @@
 //!
 //! # Invariants
 //! - A step's items reach llama.cpp in ascending slot order, with filler tokens between and
-//!   after them (`ContextOptions::fill_gaps`), each of which lives for that step only.
+//!   after them (`ContextOptions::fill_gaps`) and padding tokens after prompt chunks
+//!   (`ContextOptions::pad_chunks`), each of which lives for that step only. A padding token
+//!   comes after its chunk's last token at the next position, asks for no logits, and widens
+//!   neither the step's attention nor its sequence past its stream.
 //! - Logits rows are numbered in plan order: an item's rows are consecutive in the batch.
 //! - A step's rows are read from llama.cpp's output buffer as a whole (one `llama_get_logits`
 //!   call, one device synchronization), each at its index among the batch's outputs: after a
@@ -20,7 +23,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::{backend_error, unified_context, ContextOptions, Model};
-use crate::backend::{BackendError, Capabilities, StepBackend};
+use crate::backend::{BackendError, Capabilities, ExecStats, StepBackend};
 use crate::error::Error;
 
 /// The llama.cpp step backend: one context, one batch per step.
@@ -52,9 +55,20 @@ pub struct LlamaStepBackend<'m> {
     host_kv: bool,
     /// `ContextOptions::fill_gaps` (with streams).
     fill_gaps: bool,
-    /// Filler tokens of the last step, removed before the next one (see `gap_fills`).
+    /// Filler and padding tokens of the last step as (slot, first position), removed before
+    /// the next one (see `gap_fills` and `chunk_pads`).
     fillers: Vec<(i32, u32)>,
     n_fillers: u64,
+    /// `ContextOptions::pad_chunks` where the model's tail is removable, else 0.
+    pad_chunks: usize,
+    /// Per plan item: its padding tokens this step (see `chunk_pads`).
+    pads: Vec<usize>,
+    n_padded: u64,
+    /// The batch as (slot, tokens) runs in batch order, for `micro_batches`.
+    runs: Vec<(i32, usize)>,
+    /// Tokens per micro-batch (`n_ubatch`) with streams.
+    n_ubatch: usize,
+    stats: ExecStats,
     /// Warm-up batches computed at creation (see `warm_up`).
     n_warm_ups: usize,
     caps: Capabilities,
@@ -70,9 +84,10 @@ impl<'m> LlamaStepBackend<'m> {
             n_slots: opts.n_slots,
             max_batch_tokens: opts.n_batch,
         };
+        let n_ubatch = ctx.n_ubatch() as usize;
         let mut backend = Self {
             ctx,
-            batch: LlamaBatch::new(opts.n_batch, 1),
+            batch: LlamaBatch::new(opts.n_batch + opts.pad_chunks, 1),
             rows: Vec::new(),
             out_rows: Vec::new(),
             outputs: Cell::new(Outputs::Unread),
@@ -83,6 +98,16 @@ impl<'m> LlamaStepBackend<'m> {
             fill_gaps: opts.kv_streams && opts.fill_gaps,
             fillers: Vec::new(),
             n_fillers: 0,
+            pad_chunks: if opts.kv_streams && model.tail_removable(opts.swa_full) {
+                opts.pad_chunks
+            } else {
+                0
+            },
+            pads: Vec::new(),
+            n_padded: 0,
+            runs: Vec::new(),
+            n_ubatch,
+            stats: ExecStats::default(),
             n_warm_ups: 0,
             caps,
         };
@@ -176,6 +201,24 @@ impl<'m> LlamaStepBackend<'m> {
         self.n_fillers
     }
 
+    /// Padding tokens computed so far (see `ContextOptions::pad_chunks`).
+    pub fn n_padded(&self) -> u64 {
+        self.n_padded
+    }
+
+    /// With `pad_chunks`: the step's padding tokens per plan item, into `self.pads` (see
+    /// [`chunk_pads`]); returns how many in all.
+    fn chunk_pads(&mut self, plan: &StepPlan) -> usize {
+        self.pads.clear();
+        self.pads.resize(plan.items.len(), 0);
+        if self.pad_chunks == 0 {
+            return 0;
+        }
+        let room = (self.caps.max_batch_tokens + self.pad_chunks).saturating_sub(plan.n_tokens());
+        let stream_cells = self.stream_cells();
+        chunk_pads(plan, &mut self.pads, room, stream_cells)
+    }
+
     /// With `fill_gaps`: a filler token for each slot that no item of the step holds below
     /// the step's highest slot, rounded up to a bucket ([`SPAN_BUCKETS`]). llama.cpp computes
     /// a micro-batch over a run of consecutive streams only, so a gap left by a finished
@@ -184,17 +227,23 @@ impl<'m> LlamaStepBackend<'m> {
     /// changes gets a new graph, which llama.cpp builds and the GPU runs kernel by kernel
     /// until the shape repeats (the steps where a burst's sequences finish one group after
     /// another took 17-35 ms instead of 14.5). With the span rounded up, a decode step keeps
-    /// its shape while sequences finish, and its graph is replayed.
+    /// its shape while sequences finish, and its graph is replayed. Only in a step with
+    /// single-token items: beside longer chunks only, a filler would cost a pass of its own.
     /// A filler is one token at the slot's next position (with logits nobody reads, so that a
     /// decode step's graph keeps its shape), removed before the next step; it is not placed
     /// where its position would widen the step's attention (llama.cpp attends over the cells
     /// of the fullest stream, rounded up to [`KV_PAD`]: a filler must not round past the
-    /// furthest position the step computes) nor into a full stream, and the step's size stays
-    /// within `n_batch`.
+    /// furthest position the step computes) nor into a full stream, and the step's size,
+    /// `padded` tokens of [`LlamaStepBackend::chunk_pads`] included, stays within `n_batch`
+    /// and `pad_chunks`.
     /// Returns (slot, position) pairs in slot order.
-    fn gap_fills(&self, plan: &StepPlan) -> Vec<(i32, u32)> {
+    fn gap_fills(&self, plan: &StepPlan, padded: usize) -> Vec<(i32, u32)> {
         let mut fills = Vec::new();
-        let Some(&last) = self.order.last().filter(|_| self.fill_gaps) else {
+        // A micro-batch gives each slot of its run as many tokens as the run's fewest: a
+        // filler joins a run of single tokens at no cost, but beside longer chunks only (a
+        // step of prompts, or of drafts) it would cost a pass of one token per slot.
+        let singles = plan.items.iter().any(|i| i.tokens.len() == 1);
+        let Some(&last) = self.order.last().filter(|_| self.fill_gaps && singles) else {
             return fills;
         };
         let furthest = plan
@@ -203,7 +252,8 @@ impl<'m> LlamaStepBackend<'m> {
             .map(|i| i.pos + i.tokens.len())
             .max()
             .unwrap_or(0);
-        let mut room = self.caps.max_batch_tokens.saturating_sub(plan.n_tokens());
+        let mut room =
+            (self.caps.max_batch_tokens + self.pad_chunks).saturating_sub(plan.n_tokens() + padded);
         let stream_cells = self.stream_cells();
         let span = plan.items[last].slot.0 as usize + 1;
         let end = SPAN_BUCKETS
@@ -301,6 +351,13 @@ fn warm_up_shapes(
 /// What llama.cpp rounds the cells a step attends over up to (at least; `get_n_kv`).
 const KV_PAD: usize = 256;
 
+/// The most padding tokens a prompt chunk gets ([`chunk_pads`]): chat prompts of one text
+/// differ by a few tokens of template, and a prompt continuing a cached conversation in
+/// place starts a block or two (16 tokens each) in; a pass over an 8B model's F16 weights
+/// costs what a few hundred tokens of a large step do, a quantized model's what a few dozen
+/// do.
+const MAX_CHUNK_PAD: usize = 32;
+
 /// The slot spans a step is padded to with fillers ([`LlamaStepBackend::gap_fills`]): a
 /// filler costs about what one more decoding sequence does, a pass or a graph more far more.
 const SPAN_BUCKETS: [usize; 13] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256];
@@ -328,6 +385,7 @@ impl StepBackend for LlamaStepBackend<'_> {
         self.rows.clear();
         self.out_rows.clear();
         self.outputs.set(Outputs::Unread);
+        self.stats = ExecStats::default();
         if plan.items.is_empty() {
             return Ok(());
         }
@@ -343,8 +401,10 @@ impl StepBackend for LlamaStepBackend<'_> {
         let mut n_out = 0;
         // llama.cpp takes a micro-batch's sequences in batch order and consecutive slots
         // only: fillers go between the items they join.
-        let fills = self.gap_fills(plan);
+        let padded = self.chunk_pads(plan);
+        let fills = self.gap_fills(plan, padded);
         let mut next_fill = fills.iter().peekable();
+        self.runs.clear();
         for &i in &self.order {
             let item = &plan.items[i];
             while let Some(&&fill) = next_fill.peek() {
@@ -352,6 +412,7 @@ impl StepBackend for LlamaStepBackend<'_> {
                     break;
                 }
                 add_filler(&mut self.batch, fill)?;
+                self.runs.push((fill.0, 1));
                 n_out += 1;
                 next_fill.next();
             }
@@ -384,13 +445,42 @@ impl StepBackend for LlamaStepBackend<'_> {
                     n_out += 1;
                 }
             }
+            let end = item.pos + item.tokens.len();
+            for k in 0..self.pads[i] {
+                let token = item.tokens.last().copied().unwrap_or(0);
+                self.batch
+                    .add(LlamaToken(token as i32), (end + k) as i32, &seq, false)
+                    .map_err(|_| BackendError::InvalidBatch)?;
+            }
+            self.runs.push((seq[0], item.tokens.len() + self.pads[i]));
         }
         // Fillers past the last item's slot.
         for &fill in next_fill {
             add_filler(&mut self.batch, fill)?;
+            self.runs.push((fill.0, 1));
         }
         self.n_fillers += fills.len() as u64;
         self.fillers = fills;
+        for &i in &self.order {
+            if self.pads[i] > 0 {
+                let item = &plan.items[i];
+                let end = item.pos + item.tokens.len();
+                self.fillers.push((item.slot.0 as i32, end as u32));
+            }
+        }
+        self.n_padded += padded as u64;
+        self.stats = ExecStats {
+            passes: if self.streams {
+                micro_batches(&self.runs, self.n_ubatch)
+            } else {
+                self.batch
+                    .n_tokens()
+                    .max(0)
+                    .unsigned_abs()
+                    .div_ceil(self.n_ubatch as u32) as usize
+            },
+            padded,
+        };
         // Logits rows in plan order: an item's rows are consecutive in the batch.
         for &(first, first_out, n) in &self.item_rows {
             self.rows.extend((0..n as i32).map(|k| first + k));
@@ -469,11 +559,177 @@ impl StepBackend for LlamaStepBackend<'_> {
     fn capabilities(&self) -> Capabilities {
         self.caps.clone()
     }
+
+    fn last_stats(&self) -> ExecStats {
+        self.stats
+    }
+}
+
+/// Pads a step's prompt chunks (items of two tokens or more, no drafts) to equal lengths:
+/// `pads[i]` padding tokens for the plan's item `i` (`pads` holds a zero per item), at most
+/// `room` in all, which it returns. With streams llama.cpp computes a micro-batch over a run
+/// of consecutive slots, each giving it as many tokens as the run's shortest has left
+/// ([`micro_batches`]): prompts of several lengths (chat prompts of one text, 255-260 tokens)
+/// took a pass over the weights for each step in length along each run, a dozen passes where
+/// one would do, each costing what a few hundred tokens do on a GPU. Chunks are grouped
+/// longest first, a chunk joining the group of the longest chunk at most [`MAX_CHUNK_PAD`]
+/// tokens longer, and padded to that length with copies of its last token at the next
+/// positions (no logits): causal attention keeps them from changing what the chunk's own
+/// tokens compute. A chunk is left as it is where its padding would take its sequence past
+/// `stream_cells` or widen the step's attention (the cells of the fullest stream rounded up
+/// to [`KV_PAD`], as for fillers), or would not fit what is left of `room`.
+fn chunk_pads(plan: &StepPlan, pads: &mut [usize], mut room: usize, stream_cells: usize) -> usize {
+    let mut chunks: Vec<usize> = (0..plan.items.len())
+        .filter(|&i| plan.items[i].tokens.len() > 1 && plan.items[i].n_draft == 0)
+        .collect();
+    if chunks.len() < 2 {
+        return 0;
+    }
+    chunks.sort_by_key(|&i| std::cmp::Reverse(plan.items[i].tokens.len()));
+    let furthest = plan
+        .items
+        .iter()
+        .map(|i| i.pos + i.tokens.len())
+        .max()
+        .unwrap_or(0)
+        .next_multiple_of(KV_PAD);
+    let mut group = 0;
+    let mut padded = 0;
+    for i in chunks {
+        let (pos, len) = (plan.items[i].pos, plan.items[i].tokens.len());
+        if group == 0 || len + MAX_CHUNK_PAD < group {
+            group = len;
+        }
+        let pad = group - len;
+        let end = pos + group;
+        if pad > 0 && pad <= room && end <= stream_cells && end.next_multiple_of(KV_PAD) <= furthest
+        {
+            pads[i] = pad;
+            room -= pad;
+            padded += pad;
+        }
+    }
+    padded
+}
+
+/// How many micro-batches llama.cpp splits a batch into with streams, the batch given as
+/// (slot, tokens) per sequence in batch order (`llama_batch_allocr::split_equal`, sequential):
+/// each takes the run of consecutive slots from the first with tokens left, as many tokens of
+/// each as the run's fewest left (at most `n_ubatch` in all, and at least one each).
+fn micro_batches(runs: &[(i32, usize)], n_ubatch: usize) -> usize {
+    let mut left: Vec<usize> = runs.iter().map(|r| r.1).collect();
+    let mut n = 0;
+    while let Some(first) = left.iter().position(|&l| l > 0) {
+        let mut end = first + 1;
+        while end < runs.len()
+            && left[end] > 0
+            && runs[end].0 == runs[end - 1].0 + 1
+            && end - first < n_ubatch.max(1)
+        {
+            end += 1;
+        }
+        let fewest = left[first..end].iter().copied().min().unwrap_or(1);
+        let take = fewest.min((n_ubatch / (end - first)).max(1));
+        for l in &mut left[first..end] {
+            *l -= take;
+        }
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
 mod tests {
-    use super::warm_up_shapes;
+    use super::{chunk_pads, micro_batches, warm_up_shapes};
+    use hyperllama_core::sched::{PlanItem, StepPlan};
+    use hyperllama_core::{SeqId, SlotId};
+
+    /// A plan of one item per (slot, position, tokens).
+    fn plan(items: &[(u32, usize, usize)]) -> StepPlan {
+        StepPlan {
+            trim: Vec::new(),
+            clear: Vec::new(),
+            copy: Vec::new(),
+            items: items
+                .iter()
+                .map(|&(slot, pos, n)| PlanItem {
+                    seq: SeqId(u64::from(slot)),
+                    slot: SlotId(slot),
+                    pos,
+                    tokens: vec![7; n],
+                    sample: true,
+                    n_draft: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn micro_batches_follow_runs_of_consecutive_slots_and_the_fewest_tokens_left() {
+        // 64 decode tokens: one.
+        let decode: Vec<(i32, usize)> = (0..64).map(|s| (s, 1)).collect();
+        assert_eq!(micro_batches(&decode, 8192), 1);
+        // Decode tokens, then prompts: all of them one token each, then the prompts' rest.
+        assert_eq!(
+            micro_batches(&[(0, 1), (1, 1), (2, 256), (3, 256)], 8192),
+            2
+        );
+        // Prompts of 255, 257 and 256: 255 each, then slots 1 and 2 one each, then slot 1.
+        assert_eq!(micro_batches(&[(0, 255), (1, 257), (2, 256)], 8192), 3);
+        // A gap in the slots splits the run.
+        assert_eq!(micro_batches(&[(0, 4), (2, 4)], 8192), 2);
+        // At most n_ubatch tokens each.
+        assert_eq!(micro_batches(&[(0, 1000)], 512), 2);
+        assert_eq!(micro_batches(&[(0, 300), (1, 300)], 512), 2);
+        assert_eq!(micro_batches(&[(0, 300), (1, 300), (2, 10)], 512), 3);
+        assert_eq!(micro_batches(&[], 512), 0);
+    }
+
+    #[test]
+    fn chunk_pads_make_a_steps_prompt_chunks_one_length_within_their_limits() {
+        // Chat prompts of 255-260 tokens, a decode token and a shorter prompt.
+        let p = plan(&[
+            (0, 0, 255),
+            (1, 0, 260),
+            (2, 0, 257),
+            (3, 0, 256),
+            (4, 40, 1),
+            (5, 0, 200),
+        ]);
+        let mut pads = vec![0; 6];
+        assert_eq!(chunk_pads(&p, &mut pads, 1000, 4096), 12);
+        assert_eq!(pads, [5, 0, 3, 4, 0, 0]);
+        let runs: Vec<(i32, usize)> = (0..6)
+            .map(|i| (i as i32, p.items[i].tokens.len() + pads[i]))
+            .collect();
+        let plain: Vec<(i32, usize)> = (0..6)
+            .map(|i| (i as i32, p.items[i].tokens.len()))
+            .collect();
+        assert_eq!(micro_batches(&runs, 8192), 3);
+        assert!(micro_batches(&plain, 8192) > 4);
+        // Room for 6: the chunk of 257 gets its 3, the next ones do not fit.
+        let mut pads = vec![0; 6];
+        assert_eq!(chunk_pads(&p, &mut pads, 6, 4096), 3);
+        assert_eq!(pads, [0, 0, 3, 0, 0, 0]);
+        // Not past the stream's cells.
+        let near_end = plan(&[(0, 0, 110), (1, 3800, 100)]);
+        let mut pads = vec![0; 2];
+        assert_eq!(chunk_pads(&near_end, &mut pads, 1000, 3905), 0);
+        assert_eq!(chunk_pads(&near_end, &mut pads, 1000, 3910), 10);
+        // Not where the step's attention would round past its furthest position.
+        let wider = plan(&[(0, 0, 20), (1, 240, 10)]);
+        let mut pads = vec![0; 2];
+        assert_eq!(chunk_pads(&wider, &mut pads, 1000, 4096), 0);
+        // One chunk, or drafts: nothing to pad.
+        let mut pads = vec![0; 2];
+        assert_eq!(
+            chunk_pads(&plan(&[(0, 0, 20), (1, 9, 1)]), &mut pads, 1000, 4096),
+            0
+        );
+        let mut drafts = plan(&[(0, 0, 20), (1, 9, 4)]);
+        drafts.items[1].n_draft = 3;
+        assert_eq!(chunk_pads(&drafts, &mut pads, 1000, 4096), 0);
+    }
 
     #[test]
     fn warm_up_shapes_cover_every_tile_within_the_limits() {

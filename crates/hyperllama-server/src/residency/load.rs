@@ -170,11 +170,12 @@ fn engine_config(
         });
     if let Some(gpu) = gpu_after_load {
         // The KV cache lives on the GPU with the layers: at most 90 % of what the weights left
-        // free, less 1.5 GiB for compute buffers (more for large steps), and never under one
-        // full context.
+        // free, less 1.5 GiB for compute buffers (more for large steps and their padding
+        // tokens), and never under one full context.
         let extra = if large_steps {
-            step_bytes
-                .saturating_mul((LARGE_GPU_STREAM_STEP_TOKENS - GPU_STREAM_STEP_TOKENS) as u64)
+            let tokens = LARGE_GPU_STREAM_STEP_TOKENS - GPU_STREAM_STEP_TOKENS
+                + LARGE_GPU_STREAM_STEP_TOKENS / hyperllama_engine::engine::CHUNK_PAD_SHARE;
+            step_bytes.saturating_mul(tokens as u64)
         } else {
             0
         };
