@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{model_path, test_threads, SMOLLM2};
+use common::{model_path, test_threads, GEMMA3, SMOLLM2};
 use hyperllama_core::sampling::argmax;
 use hyperllama_core::sched::{PlanItem, StepPlan};
 use hyperllama_core::{SeqId, SlotId, TokenId};
@@ -35,6 +35,28 @@ fn model_gpu_options_follow_num_gpu_and_the_device() {
     assert_eq!(model.kv_bytes_per_cell(), 2 * 2 * 30 * 3 * 64);
 }
 
+/// Slot `i`'s sequence computing `tokens` from `pos`.
+fn item(i: usize, pos: usize, tokens: &[TokenId], sample: bool) -> PlanItem {
+    PlanItem {
+        seq: SeqId(i as u64),
+        slot: SlotId(i as u32),
+        pos,
+        tokens: tokens.to_vec(),
+        sample,
+        n_draft: 0,
+    }
+}
+
+/// A step of `items` and no KV operations.
+fn plan(items: Vec<PlanItem>) -> StepPlan {
+    StepPlan {
+        trim: Vec::new(),
+        clear: Vec::new(),
+        copy: Vec::new(),
+        items,
+    }
+}
+
 /// With per-slot streams, the slots a step leaves out below its highest slot (rounded up to a
 /// bucket) get filler tokens so that llama.cpp computes the step in one micro-batch of an
 /// unchanged shape: the other sequences' answers do not change, and the filled slots'
@@ -50,20 +72,6 @@ fn model_gap_fillers_and_the_warm_up_change_no_answer_and_leave_no_trace() {
         .map(|p| model.tokenize(p, true, true))
         .collect();
     assert!(prompts[3].len() > 256 && prompts[3].len() < 500);
-    let item = |i: usize, pos: usize, tokens: Vec<TokenId>| PlanItem {
-        seq: SeqId(i as u64),
-        slot: SlotId(i as u32),
-        pos,
-        tokens,
-        sample: true,
-        n_draft: 0,
-    };
-    let plan = |items: Vec<PlanItem>| StepPlan {
-        trim: Vec::new(),
-        clear: Vec::new(),
-        copy: Vec::new(),
-        items,
-    };
     let run = |fill: bool, warm_up: bool| {
         let opts = ContextOptions {
             n_kv_cells: 4 * 512,
@@ -78,7 +86,7 @@ fn model_gap_fillers_and_the_warm_up_change_no_answer_and_leave_no_trace() {
             warm_up,
         };
         let mut b = LlamaStepBackend::new(&model, &opts).expect("backend");
-        let all = (0..4).map(|i| item(i, 0, prompts[i].clone())).collect();
+        let all = (0..4).map(|i| item(i, 0, &prompts[i], true)).collect();
         b.execute(&plan(all)).expect("prompts");
         let mut next: Vec<TokenId> = (0..4).map(|r| argmax(b.logits(r))).collect();
         let mut pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
@@ -88,7 +96,7 @@ fn model_gap_fillers_and_the_warm_up_change_no_answer_and_leave_no_trace() {
         // and 2 wait.
         for (steps, slots) in [(6, [0, 2]), (3, [1, 3])] {
             for _ in 0..steps {
-                let items = slots.map(|i| item(i, pos[i], vec![next[i]])).to_vec();
+                let items = slots.map(|i| item(i, pos[i], &[next[i]], true)).to_vec();
                 b.execute(&plan(items)).expect("decode");
                 for (row, i) in slots.into_iter().enumerate() {
                     out[i].push(next[i]);
@@ -149,20 +157,6 @@ fn model_padded_prompt_chunks_change_no_answer_and_leave_no_trace() {
             warm_up: false,
         };
         let mut b = LlamaStepBackend::new(&model, &opts).expect("backend");
-        let item = |i: usize, pos: usize, tokens: &[TokenId], sample: bool| PlanItem {
-            seq: SeqId(i as u64),
-            slot: SlotId(i as u32),
-            pos,
-            tokens: tokens.to_vec(),
-            sample,
-            n_draft: 0,
-        };
-        let plan = |items: Vec<PlanItem>| StepPlan {
-            trim: Vec::new(),
-            clear: Vec::new(),
-            copy: Vec::new(),
-            items,
-        };
         // Each prompt in two chunks, split at a different place each.
         let cut: Vec<usize> = (0..4).map(|i| lens[i] / 2 + i).collect();
         let first = (0..4).map(|i| item(i, 0, &prompts[i][..cut[i]], false));
@@ -189,4 +183,15 @@ fn model_padded_prompt_chunks_change_no_answer_and_leave_no_trace() {
     // Both steps' chunks are of several lengths: each step pads every chunk to its longest.
     assert!(n_padded > 0);
     assert_eq!(plain, padded);
+}
+
+/// Padding tokens are used only where removing them again leaves the KV as it was: attention
+/// layers only, and a sliding window (Gemma 3's) only when every position is kept.
+#[test]
+fn model_padding_needs_a_tail_that_can_be_removed() {
+    let smol = Model::load(&model_path(SMOLLM2), &LoadOptions::default()).expect("loads");
+    assert!(smol.tail_removable(false) && smol.tail_removable(true));
+    let gemma = Model::load(&model_path(GEMMA3), &LoadOptions::default()).expect("loads");
+    assert!(!gemma.tail_removable(false));
+    assert!(gemma.tail_removable(true));
 }
