@@ -54,8 +54,10 @@ use crate::ids::{SeqId, SlotId, TokenId};
 use crate::kv::{BlockId, KvPool};
 
 mod cache;
+mod chunks;
 mod pacing;
 mod plan;
+use chunks::chunk_len;
 pub use pacing::Pacer;
 pub use plan::{
     AdmissionError, FinishReason, KvCopy, KvTrim, PlanItem, SchedulerConfig, SeqEvent, SeqSpec,
@@ -88,6 +90,12 @@ struct Sequence {
 impl Sequence {
     fn n_generated(&self) -> usize {
         self.tokens.len() - self.n_prompt
+    }
+
+    /// Positions still to compute: the rest of its prompt (or of a resumed sequence), 1 while
+    /// decoding.
+    fn left(&self) -> usize {
+        self.tokens.len() - self.n_computed
     }
 }
 
@@ -284,7 +292,7 @@ impl Scheduler {
         let Some(s) = self.seqs.get(&id) else {
             return 0;
         };
-        if s.slot.is_none() || s.tokens.len() - s.n_computed != 1 {
+        if s.slot.is_none() || s.left() != 1 {
             return 0;
         }
         let ctx_room = self.cfg.n_ctx_per_seq.saturating_sub(s.tokens.len());
@@ -341,42 +349,11 @@ impl Scheduler {
         let mut copies = Vec::new();
         let mut pinned: HashSet<SlotId> = HashSet::new();
 
-        // Running sequences with more than one token to compute (a prompt, or a resumed
-        // sequence) and those decoding one token; what each of the former, and each waiting
-        // prompt, would compute in a step of its own under the cap.
-        let (mut n_prefilling, mut decoding, mut alone) = (0, false, 0usize);
-        let cap = self.prefill_cap;
-        for id in &self.running {
-            let s = &self.seqs[id];
-            match s.tokens.len() - s.n_computed {
-                1 => decoding = true,
-                n if n > 1 => {
-                    n_prefilling += 1;
-                    alone = alone.saturating_add(chunk_len(n, usize::MAX, cap));
-                }
-                _ => {}
-            }
-        }
         // Prompt tokens this step may compute: capped while others wait for a decode token.
-        let pending = self.waiting.len() + n_prefilling;
-        let mut prefill_left = if decoding {
-            // (A step holds no more than its budget: the queue is not walked past that.)
-            for id in &self.waiting {
-                if alone >= self.cfg.max_batched_tokens {
-                    break;
-                }
-                let s = &self.seqs[id];
-                alone =
-                    alone.saturating_add(chunk_len(s.tokens.len() - s.n_computed, usize::MAX, cap));
-            }
-            cap.saturating_mul(pending.max(1)).max(alone)
-        } else {
-            usize::MAX
-        };
         // While prompts wait or are being computed, decode steps carry no drafts: verifying
         // drafts costs compute that the prompts need (on a CPU nearly as much per token), and
         // a long prompt would otherwise crawl behind everyone's speculation.
-        let prefill_pending = pending > 0;
+        let (mut prefill_left, prefill_pending) = self.prefill_allowance();
 
         // 1. Running sequences, oldest first: decode tokens and unfinished prompt chunks.
         let mut prompt_in_step = false;
@@ -385,7 +362,7 @@ impl Scheduler {
             let id = self.running[idx];
             let (remaining, n_computed, trickle) = {
                 let s = &self.seqs[&id];
-                (s.tokens.len() - s.n_computed, s.n_computed, s.trickle)
+                (s.left(), s.n_computed, s.trickle)
             };
             let is_prefill = remaining > 1;
             // The tail of a cut chunk rides in the pass of the decode tokens.
@@ -626,85 +603,6 @@ impl Scheduler {
         }
     }
 
-    /// Whether prompt work remains after a step of `items`: a sequence waits, or a planned
-    /// chunk leaves its prompt unfinished. Only then are chunks cut to equal lengths
-    /// ([`Self::equalize`]): the cut tokens then go one per step beside later prompt chunks,
-    /// at no cost. A step that ends the prompts of a burst computes them whole (llama.cpp
-    /// then makes a small extra pass for each distinct length, a few milliseconds each on a
-    /// GPU). Cut, each token left to go one per step would delay its sequence by a step,
-    /// and the sequences that finish last end the burst. On an H100, a 64-request burst cut
-    /// its last 13 prompts (256-260 tokens) to 256 and needed 129-131 decode steps; whole,
-    /// it needed 127 and ended 15-20 ms sooner (its last prompt step took 11-22 ms longer).
-    fn prompts_follow(&self, items: &[PlanItem]) -> bool {
-        !self.waiting.is_empty() || items.iter().any(|i| is_prompt_chunk(i) && !i.sample)
-    }
-
-    /// About how many steps the prompt work left after the step being planned takes (at
-    /// least 1): the tokens of waiting prompts and of planned chunks that leave their prompt
-    /// unfinished, over what a step holds beside one decode token per sequence.
-    fn prompt_steps_after(&self) -> usize {
-        let waiting: usize = self
-            .waiting
-            .iter()
-            .map(|id| {
-                let s = &self.seqs[id];
-                s.tokens.len() - s.n_computed
-            })
-            .sum();
-        let unfinished: usize = self
-            .running
-            .iter()
-            .map(|id| {
-                let s = &self.seqs[id];
-                (s.tokens.len() - s.n_computed).saturating_sub(s.n_planned)
-            })
-            .sum();
-        let n_seqs = (self.running.len() + self.waiting.len()).min(self.cfg.max_seqs);
-        let room = self.cfg.max_batched_tokens.saturating_sub(n_seqs).max(1);
-        (waiting + unfinished).div_ceil(room).max(1)
-    }
-
-    /// Cuts the step's prompt chunks that are a few tokens longer than a shorter one to that
-    /// length (walking up from the shortest, a chunk further than that from the last length
-    /// kept is kept as it is): at most `equal_chunk_slack` tokens for a chunk of a longer
-    /// prompt (its next chunk takes them), at most `most` for one that ends its prompt. A
-    /// sequence whose prompt then has at most the slack left computes it one token per step
-    /// (`Sequence::trickle`), so a cut of `n` tokens gives its sequence its first token `n`
-    /// steps later. `most` is at most the prompt steps still to come
-    /// ([`Self::prompt_steps_after`]): a cut sequence then has its first token no later than
-    /// the prompts of the last of those steps, and does not end a burst later than they do.
-    /// On an H100, a burst of 64 prompts of 253-260 tokens gathered into two steps cut the
-    /// first step's prompts by up to 3 tokens, and its last 8 sequences ended 2 steps after
-    /// the others.
-    fn equalize(&mut self, items: &mut [PlanItem], most: usize) {
-        let slack = self.cfg.equal_chunk_slack;
-        // A chunk that ends its prompt would trickle what a cut leaves (at most `most`); one
-        // of a longer prompt hands it to its next chunk (at most the slack).
-        let mut lens: Vec<(usize, usize)> = items
-            .iter()
-            .filter(|i| is_prompt_chunk(i))
-            .map(|i| (i.tokens.len(), if i.sample { most } else { slack }))
-            .collect();
-        lens.sort_unstable();
-        let mut kept: Vec<usize> = Vec::new();
-        for (l, limit) in lens {
-            if kept.last().is_none_or(|&k| l > k + limit) {
-                kept.push(l);
-            }
-        }
-        for item in items.iter_mut().filter(|i| is_prompt_chunk(i)) {
-            let len = kept[kept.partition_point(|&k| k <= item.tokens.len()) - 1];
-            if len == item.tokens.len() {
-                continue;
-            }
-            item.tokens.truncate(len);
-            item.sample = false;
-            let s = self.seqs.get_mut(&item.seq).expect("planned ids exist");
-            s.n_planned = len;
-            s.trickle = s.tokens.len() - (item.pos + len) <= slack + 1;
-        }
-    }
-
     fn plan_item(&mut self, id: SeqId, n: usize, n_draft: usize) -> PlanItem {
         let s = self.seqs.get_mut(&id).expect("planned ids exist");
         let pos = s.n_computed;
@@ -774,25 +672,6 @@ impl Scheduler {
     fn retire(&mut self, id: SeqId) {
         self.park(id);
         self.seqs.remove(&id);
-    }
-}
-
-/// Whether a planned item computes a prompt chunk of two or more tokens (not a decode token,
-/// a draft, or a tail going one token per step).
-fn is_prompt_chunk(item: &PlanItem) -> bool {
-    item.n_draft == 0 && item.tokens.len() >= 2
-}
-
-/// Tokens of a prompt with `rest` tokens left to compute, in a step with `budget` tokens and
-/// `prefill_left` prompt tokens left: as many as both allow, or all of `rest` when the budget
-/// holds it and the prompt cap would leave a tail of at most a quarter of the chunk (a step of
-/// its own for a few tokens costs about a whole decode step).
-fn chunk_len(rest: usize, budget: usize, prefill_left: usize) -> usize {
-    let n = rest.min(budget).min(prefill_left);
-    if n < rest && rest <= budget && rest - n <= n / 4 {
-        rest
-    } else {
-        n
     }
 }
 

@@ -166,7 +166,7 @@ impl Scheduler {
         }
         self.running.iter().any(|r| {
             let s = &self.seqs[r];
-            if s.tokens.len() - s.n_computed <= 1 {
+            if s.left() <= 1 {
                 return false;
             }
             let common = tokens
