@@ -446,8 +446,8 @@ impl StepBackend for LlamaStepBackend<'_> {
                 }
             }
             let end = item.pos + item.tokens.len();
+            let token = item.tokens.last().copied().unwrap_or(0);
             for k in 0..self.pads[i] {
-                let token = item.tokens.last().copied().unwrap_or(0);
                 self.batch
                     .add(LlamaToken(token as i32), (end + k) as i32, &seq, false)
                     .map_err(|_| BackendError::InvalidBatch)?;
